@@ -1,0 +1,28 @@
+/** Defaults of every option, in one place. */
+
+/** Wire protocol version spoken by this build. */
+export const PROTOCOL_VERSION = 1
+/** Memory page size in bytes. */
+export const DEFAULT_PAGE_SIZE = 4096
+/** Cache block size in bytes. */
+export const DEFAULT_BLOCK_SIZE = 256 * 1024
+/** Largest frame body accepted on the wire (a data chunk plus its header). */
+export const MAX_FRAME_SIZE = 4 * 1024 * 1024 + 64 * 1024
+/** Largest device state accepted. */
+export const MAX_DEVICE_STATE = 64 * 1024 * 1024
+/** Target payload bytes per data chunk. */
+export const DEFAULT_CHUNK_BYTES = 1024 * 1024
+/** Unacknowledged bytes allowed in flight per lane. */
+export const DEFAULT_LANE_WINDOW = 8 * 1024 * 1024
+/** Pre-copy rounds before switching over regardless of the dirty set. */
+export const DEFAULT_MAX_ROUNDS = 30
+/** Downtime the planner aims for, in milliseconds. */
+export const DEFAULT_DOWNTIME_TARGET_MS = 300
+/** Size of a verification region (one SHA-256 per region, then a hash of hashes). */
+export const VERIFY_REGION_BYTES = 1024 * 1024
+/** Bytes one tracker worker reads per system call. */
+export const SCAN_READ_BYTES = 4 * 1024 * 1024
+/** How long a peer may stay silent during a control exchange. */
+export const DEFAULT_CONTROL_TIMEOUT_MS = 60_000
+/** How long the source waits for a final verification / commit answer. */
+export const DEFAULT_COMMIT_TIMEOUT_MS = 120_000

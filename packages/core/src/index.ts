@@ -1,0 +1,43 @@
+/**
+ * @packageDocumentation
+ * Shoal's core: the image model, dirty trackers on worker threads, the wire codec, the source and
+ * destination session state machines, the pull-based chunk scheduler, verification, and the
+ * transport-agnostic {@link Lane} interface with an in-memory implementation. No network code.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryLanePair, createWorkerPool, runSourceSession, DestinationSession } from '@shoal/core'
+ *
+ * const pool = createWorkerPool()
+ * const [ctlA, ctlB] = createMemoryLanePair()
+ * const [dataA, dataB] = createMemoryLanePair()
+ * const dest = new DestinationSession(ctlB, { pool, hooks })   // hooks: prepare/commit/discard
+ * void readLaneHello(dataB).then(({ frames }) => dest.addLane(dataB, frames))
+ * const [report] = await Promise.all([
+ *   runSourceSession({ image, controller, control: ctlA, lanes: [dataA], pool }),
+ *   dest.run()
+ * ])
+ * console.log(report.downtimeMs, report.verified)
+ * await pool.stop()
+ * ```
+ */
+export * from './errors.js'
+export * from './constants.js'
+export * from './bitmap.js'
+export * from './image.js'
+export * from './wire/frames.js'
+export * from './wire/codec.js'
+export * from './transport/lane.js'
+export * from './transport/memory-lane.js'
+export * from './tracker/worker-protocol.js'
+export * from './tracker/worker-pool.js'
+export * from './tracker/dirty-tracker.js'
+export * from './verify/digest.js'
+export * from './scheduler/chunk-scheduler.js'
+export * from './session/report.js'
+export * from './session/lane-pump.js'
+export * from './session/round-planner.js'
+export * from './session/control-channel.js'
+export * from './session/data-chunk.js'
+export * from './session/source-session.js'
+export * from './session/destination-session.js'

@@ -1,0 +1,64 @@
+import { ProtocolError, RemoteAbortError, TimeoutError, LaneClosedError } from '../errors.js'
+import { decodeFrame, encodeFrame } from '../wire/codec.js'
+import { FrameType } from '../wire/frames.js'
+import type { Frame } from '../wire/frames.js'
+import type { Lane } from '../transport/lane.js'
+
+/**
+ * Request/response helper over the control lane: decodes and validates every frame, turns an
+ * ABORT from the peer into {@link RemoteAbortError}, and bounds every wait.
+ */
+export class ControlChannel {
+  private readonly it: AsyncIterator<Uint8Array>
+
+  constructor (readonly lane: Lane) {
+    this.it = lane[Symbol.asyncIterator]()
+  }
+
+  /** Sends one frame. */
+  async send (frame: Frame): Promise<void> {
+    await this.lane.send(encodeFrame(frame))
+  }
+
+  /** Next frame, or undefined when the peer closed the lane. ABORT frames are returned as they are. */
+  async nextRaw (timeoutMs?: number, signal?: AbortSignal): Promise<Frame | undefined> {
+    let timer: NodeJS.Timeout | undefined
+    let onAbort: (() => void) | undefined
+    const guards: Array<Promise<never>> = []
+    if (timeoutMs != null) {
+      guards.push(new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(() => { reject(new TimeoutError(`peer silent for ${timeoutMs} ms`)) }, timeoutMs)
+      }))
+    }
+    if (signal != null) {
+      guards.push(new Promise<never>((_resolve, reject) => {
+        onAbort = () => { reject(signal.reason instanceof Error ? signal.reason : new Error('aborted')) }
+        if (signal.aborted) onAbort()
+        else signal.addEventListener('abort', onAbort, { once: true })
+      }))
+    }
+    try {
+      const r = await Promise.race([this.it.next(), ...guards])
+      if (r.done === true) return undefined
+      return decodeFrame(r.value)
+    } finally {
+      if (timer != null) clearTimeout(timer)
+      if (onAbort != null) signal?.removeEventListener('abort', onAbort)
+    }
+  }
+
+  /** Next frame; throws when the lane closed, on ABORT, or on timeout. */
+  async next (timeoutMs?: number, signal?: AbortSignal): Promise<Frame> {
+    const f = await this.nextRaw(timeoutMs, signal)
+    if (f == null) throw new LaneClosedError('control lane closed by peer')
+    if (f.type === FrameType.Abort) throw new RemoteAbortError(f.code, f.message)
+    return f
+  }
+
+  /** Next frame, which must be of `type`. */
+  async expect<T extends FrameType>(type: T, timeoutMs?: number, signal?: AbortSignal): Promise<Extract<Frame, { type: T }>> {
+    const f = await this.next(timeoutMs, signal)
+    if (f.type !== type) throw new ProtocolError(`expected ${FrameType[type]}, got ${FrameType[f.type]}`)
+    return f as Extract<Frame, { type: T }>
+  }
+}

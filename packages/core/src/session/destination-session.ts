@@ -1,0 +1,220 @@
+import { open } from 'node:fs/promises'
+import type { FileHandle } from 'node:fs/promises'
+import { DEFAULT_CONTROL_TIMEOUT_MS } from '../constants.js'
+import { errorCode, InvalidFrameError, LaneClosedError, ProtocolError, ShoalError } from '../errors.js'
+import type { WorkerPool } from '../tracker/worker-pool.js'
+import type { Lane } from '../transport/lane.js'
+import { digestFile } from '../verify/digest.js'
+import { decodeFrame, encodeFrame } from '../wire/codec.js'
+import { Area, FrameType } from '../wire/frames.js'
+import type { DataFrame, HelloFrame, LaneHelloFrame } from '../wire/frames.js'
+import { ControlChannel } from './control-channel.js'
+
+/** Where the destination's node keeps an incoming image, and how it takes it over. */
+export interface DestinationHooks {
+  /**
+   * Called with a validated hello. Creates zero-filled staging files of the announced sizes and
+   * returns their paths. Throw a {@link ShoalError} to refuse (its code goes back to the source).
+   */
+  prepare: (hello: HelloFrame) => Promise<{ memoryPath: string, cachePath: string }>
+  /** Called once the session id is known, before ACCEPT is sent (so data lanes can find it). */
+  register?: (sessionId: string) => void
+  /** The copy is verified and the source asked to commit: move it in place and start the workload. */
+  commit: (deviceState: Uint8Array) => Promise<void>
+  /** Removes whatever `prepare` created. Called on every failure before commit. */
+  discard: () => Promise<void>
+}
+
+/** How a destination session ended. */
+export interface DestinationResult {
+  image: string
+  committed: boolean
+  /** Payload bytes written. */
+  bytes: number
+  /** Data frames dropped as stale duplicates of acknowledged chunks. */
+  staleFrames: number
+  error?: { code: string, message: string }
+}
+
+/** Options of {@link DestinationSession}. */
+export interface DestinationSessionOptions {
+  /** How long to wait for the hello. */
+  helloTimeoutMs?: number
+  signal?: AbortSignal
+}
+
+/** Reads the LANE_HELLO that opens a data lane; returns it and the iterator positioned after it. */
+export async function readLaneHello (lane: Lane, timeoutMs = DEFAULT_CONTROL_TIMEOUT_MS): Promise<{ hello: LaneHelloFrame, frames: AsyncIterator<Uint8Array> }> {
+  const frames = lane[Symbol.asyncIterator]()
+  let timer: NodeJS.Timeout | undefined
+  const first = await Promise.race([
+    frames.next(),
+    new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new LaneClosedError('no lane hello')) }, timeoutMs) })
+  ]).finally(() => { clearTimeout(timer) })
+  if (first.done === true) throw new LaneClosedError('lane closed before its hello')
+  const f = decodeFrame(first.value)
+  if (f.type !== FrameType.LaneHello) throw new ProtocolError(`expected LaneHello, got ${FrameType[f.type]}`)
+  return { hello: f, frames }
+}
+
+/**
+ * The receiving side of a migration: validates every frame before writing, writes pages and
+ * blocks into staging files, acknowledges chunks, verifies digests, and commits or discards.
+ */
+export class DestinationSession {
+  private hello?: HelloFrame
+  private files: Array<{ fh: FileHandle, unitSize: number, units: number } | undefined> = []
+  private currentRound = 0
+  private readonly pendingWrites = new Set<Promise<unknown>>()
+  private readonly result: DestinationResult = { image: '', committed: false, bytes: 0, staleFrames: 0 }
+  private readonly control: ControlChannel
+  private failure?: Error
+  private readonly lanes = new Set<Lane>()
+
+  constructor (controlLane: Lane, private readonly deps: { pool: WorkerPool, hooks: DestinationHooks }, private readonly options: DestinationSessionOptions = {}) {
+    this.control = new ControlChannel(controlLane)
+  }
+
+  /** Attaches a data lane whose LANE_HELLO named this session. */
+  addLane (lane: Lane, frames: AsyncIterator<Uint8Array>): void {
+    this.lanes.add(lane)
+    void this.dataLoop(lane, frames).finally(() => this.lanes.delete(lane))
+  }
+
+  /** Runs the session to its end; never throws (the result carries the error). */
+  async run (): Promise<DestinationResult> {
+    let prepared = false
+    try {
+      const hello = await this.control.expect(FrameType.Hello, this.options.helloTimeoutMs ?? DEFAULT_CONTROL_TIMEOUT_MS, this.options.signal)
+      this.hello = hello
+      this.result.image = hello.image
+      prepared = true
+      const paths = await this.deps.hooks.prepare(hello)
+      this.files[Area.Memory] = { fh: await open(paths.memoryPath, 'r+'), unitSize: hello.pageSize, units: hello.memorySize / hello.pageSize }
+      this.files[Area.Cache] = { fh: await open(paths.cachePath, 'r+'), unitSize: hello.blockSize, units: hello.cacheSize / hello.blockSize }
+      this.deps.hooks.register?.(Buffer.from(hello.sessionId).toString('hex'))
+      await this.control.send({ type: FrameType.Accept, sessionId: hello.sessionId })
+      let deviceState: Uint8Array | undefined
+      let verified = false
+      while (true) {
+        if (this.failure != null) throw this.failure
+        const f = await this.control.next(undefined, this.options.signal)
+        if (this.failure != null) throw this.failure
+        switch (f.type) {
+          case FrameType.RoundEnd:
+          case FrameType.Pause:
+            break
+          case FrameType.DeviceState:
+            deviceState = f.state.slice()
+            break
+          case FrameType.Verify: {
+            await this.freeze()
+            const [m, c] = await Promise.all([
+              digestFile(this.deps.pool, paths.memoryPath, hello.memorySize, this.options.signal),
+              digestFile(this.deps.pool, paths.cachePath, hello.cacheSize, this.options.signal)
+            ])
+            verified = Buffer.from(m).equals(f.memoryDigest) && Buffer.from(c).equals(f.cacheDigest)
+            await this.control.send({ type: FrameType.VerifyResult, ok: verified, memoryDigest: m, cacheDigest: c })
+            break
+          }
+          case FrameType.Commit: {
+            if (!verified) throw new ProtocolError('commit before a successful verification')
+            if (deviceState == null) throw new ProtocolError('commit without device state')
+            await this.closeFiles()
+            await this.deps.hooks.commit(deviceState)
+            this.result.committed = true
+            await this.control.send({ type: FrameType.Committed })
+            return this.result
+          }
+          default:
+            throw new ProtocolError(`unexpected ${FrameType[f.type]} on the control lane`)
+        }
+      }
+    } catch (caught) {
+      const err = this.failure ?? caught
+      this.result.error = { code: errorCode(err), message: err instanceof Error ? err.message : String(err) }
+      // Tell the source why (unless it told us), so both sides report the same cause.
+      if (err instanceof ShoalError && err.code !== 'ERR_REMOTE_ABORT') {
+        await this.control.send({ type: FrameType.Abort, code: err.code, message: err.message }).catch(() => {})
+      }
+      return this.result
+    } finally {
+      for (const l of this.lanes) l.abort()
+      await this.freeze().catch(() => {})
+      await this.closeFiles()
+      if (!this.result.committed && prepared) await this.deps.hooks.discard().catch(() => {})
+      await this.control.lane.close().catch(() => {})
+    }
+  }
+
+  /** Stops accepting data and waits for writes in progress. */
+  private async freeze (): Promise<void> {
+    this.currentRound = Number.MAX_SAFE_INTEGER
+    await Promise.allSettled([...this.pendingWrites])
+  }
+
+  private async closeFiles (): Promise<void> {
+    const files = this.files
+    this.files = []
+    for (const f of files) await f?.fh.close().catch(() => {})
+  }
+
+  private async dataLoop (lane: Lane, frames: AsyncIterator<Uint8Array>): Promise<void> {
+    try {
+      while (true) {
+        const r = await frames.next()
+        if (r.done === true) return
+        const f = decodeFrame(r.value)
+        if (f.type !== FrameType.Data) throw new ProtocolError(`unexpected ${FrameType[f.type]} on a data lane`)
+        if (await this.write(f)) await lane.send(encodeFrame({ type: FrameType.Ack, chunkIds: [f.chunkId] }))
+      }
+    } catch (err) {
+      // A lane that merely breaks is the source's to replace; a bad frame ends the session.
+      if (err instanceof ShoalError && !(err instanceof LaneClosedError)) {
+        this.failure ??= err
+        lane.abort(err)
+        await this.control.send({ type: FrameType.Abort, code: err.code, message: err.message }).catch(() => {})
+        this.control.lane.abort(err)
+      }
+    }
+  }
+
+  /**
+   * Validates and writes one data frame. Rounds are barriers: every chunk of round k is
+   * acknowledged before round k+1 starts, so a round-k frame seen after a later round began is a
+   * duplicate re-sent over a failed lane and is dropped; and writes of a new round wait for the
+   * older round's writes, so an old duplicate can never land over newer bytes.
+   */
+  private async write (f: DataFrame): Promise<boolean> {
+    const file = this.files[f.area]
+    if (this.hello == null || file == null) throw new ProtocolError('data before the session was accepted')
+    let units = 0
+    for (const r of f.runs) {
+      if (r.start + r.count > file.units) throw new InvalidFrameError(`run ${r.start}+${r.count} beyond ${Area[f.area]} (${file.units} units)`)
+      units += r.count
+    }
+    if (f.payload.byteLength !== units * file.unitSize) throw new InvalidFrameError(`payload of ${f.payload.byteLength} bytes, runs need ${units * file.unitSize}`)
+    if (f.round < this.currentRound) { this.result.staleFrames++; return false }
+    if (f.round > this.currentRound) {
+      await Promise.allSettled([...this.pendingWrites])
+      if (f.round < this.currentRound) { this.result.staleFrames++; return false }
+      this.currentRound = f.round
+    }
+    const p = (async () => {
+      let off = 0
+      for (const r of f.runs) {
+        const len = r.count * file.unitSize
+        let done = 0
+        while (done < len) {
+          const { bytesWritten } = await file.fh.write(f.payload, off + done, len - done, r.start * file.unitSize + done)
+          done += bytesWritten
+        }
+        off += len
+      }
+    })()
+    this.pendingWrites.add(p)
+    try { await p } finally { this.pendingWrites.delete(p) }
+    this.result.bytes += f.payload.byteLength
+    return true
+  }
+}

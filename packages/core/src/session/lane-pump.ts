@@ -1,0 +1,121 @@
+import { errorCode, RemoteAbortError, ProtocolError } from '../errors.js'
+import type { ChunkScheduler } from '../scheduler/chunk-scheduler.js'
+import type { Lane } from '../transport/lane.js'
+import { decodeFrame, encodeFrame } from '../wire/codec.js'
+import { FrameType } from '../wire/frames.js'
+import type { DataChunk } from './data-chunk.js'
+
+/** Per-lane figures for progress and the report. */
+export interface LaneStats {
+  id: string
+  localAddress?: string
+  remoteAddress?: string
+  /** Payload bytes acknowledged by the destination. */
+  bytes: number
+  /** Chunks acknowledged. */
+  chunks: number
+  /** Chunks handed back to the queue when this lane failed. */
+  requeued: number
+  state: 'active' | 'failed' | 'closed'
+  /** Why it failed. */
+  error?: string
+}
+
+/** What a lane pump needs from its session. */
+export interface LanePumpDeps {
+  scheduler: ChunkScheduler<DataChunk>
+  /** Reads a chunk's bytes the first time it is sent (and records them in the tracker). */
+  load: (chunk: DataChunk) => Promise<Buffer>
+  /** Called for every acknowledged chunk. */
+  onAck: (chunk: DataChunk, lane: LaneStats) => void
+  /** Called once if the lane dies. */
+  onFail: (lane: LaneStats, err: unknown) => void
+  /** Unacknowledged bytes allowed on this lane. */
+  window: number
+}
+
+/**
+ * Drives one data lane of a source session: takes chunks while its window has room, sends them,
+ * and reads acknowledgements. A lane that breaks hands its chunks back to the scheduler.
+ */
+export class LanePump {
+  readonly stats: LaneStats
+  private windowWaiter?: () => void
+  private readonly done: Promise<void>
+  private stopped = false
+
+  constructor (readonly lane: Lane, private readonly deps: LanePumpDeps) {
+    this.stats = { id: lane.id, localAddress: lane.localAddress, remoteAddress: lane.remoteAddress, bytes: 0, chunks: 0, requeued: 0, state: 'active' }
+    deps.scheduler.addLane(lane.id)
+    this.done = Promise.all([this.sendLoop(), this.ackLoop()]).then(() => {})
+  }
+
+  /** Resolves when both loops ended. */
+  async finished (): Promise<void> { await this.done }
+
+  /** Closes the lane gracefully. */
+  async close (): Promise<void> {
+    if (this.stopped) return
+    this.stopped = true
+    if (this.stats.state === 'active') this.stats.state = 'closed'
+    this.wakeWindow()
+    await this.lane.close().catch(() => {})
+  }
+
+  private wakeWindow (): void {
+    const w = this.windowWaiter
+    this.windowWaiter = undefined
+    w?.()
+  }
+
+  private fail (err: unknown): void {
+    if (this.stats.state !== 'active' || this.stopped) return
+    this.stats.state = 'failed'
+    this.stats.error = err instanceof Error ? `${err.message} (${errorCode(err)})` : String(err)
+    this.stats.requeued += this.deps.scheduler.failLane(this.lane.id)
+    this.lane.abort(err instanceof Error ? err : undefined)
+    this.wakeWindow()
+    this.deps.onFail(this.stats, err)
+  }
+
+  private async sendLoop (): Promise<void> {
+    const { scheduler } = this.deps
+    try {
+      while (this.stats.state === 'active' && !this.stopped) {
+        while (scheduler.inFlightBytes(this.lane.id) >= this.deps.window && this.stats.state === 'active' && !this.stopped) {
+          await new Promise<void>(resolve => { this.windowWaiter = resolve })
+        }
+        const chunk = await scheduler.take(this.lane.id)
+        if (chunk == null) return
+        chunk.data ??= await this.deps.load(chunk)
+        await this.lane.send(encodeFrame({
+          type: FrameType.Data, round: chunk.round, chunkId: chunk.id, area: chunk.area, runs: chunk.runs, payload: chunk.data
+        }))
+      }
+    } catch (err) {
+      this.fail(err)
+    }
+  }
+
+  private async ackLoop (): Promise<void> {
+    try {
+      for await (const raw of this.lane) {
+        const f = decodeFrame(raw)
+        if (f.type === FrameType.Abort) throw new RemoteAbortError(f.code, f.message)
+        if (f.type !== FrameType.Ack) throw new ProtocolError(`unexpected ${FrameType[f.type]} on a data lane`)
+        for (const id of f.chunkIds) {
+          const c = this.deps.scheduler.complete(this.lane.id, id)
+          if (c == null) continue
+          this.stats.bytes += c.bytes
+          this.stats.chunks++
+          c.data = undefined
+          this.deps.onAck(c, this.stats)
+        }
+        this.wakeWindow()
+      }
+      if (!this.stopped) this.fail(new ProtocolError('data lane closed by peer'))
+    } catch (err) {
+      this.fail(err)
+    }
+  }
+}

@@ -1,0 +1,57 @@
+import type { LaneStats } from './lane-pump.js'
+
+/** Figures of one pre-copy round (the last one is the switchover round). */
+export interface RoundStats {
+  round: number
+  /** Dirty memory pages sent. */
+  pages: number
+  /** Dirty cache blocks sent. */
+  blocks: number
+  /** Payload bytes sent. */
+  bytes: number
+  /** Wall time of the scan that found them. */
+  scanMs: number
+  /** Wall time of the transfer. */
+  sendMs: number
+  /** True for the round run while the workload was paused. */
+  final: boolean
+}
+
+/** What a finished (or failed) migration reports. */
+export interface MigrationReport {
+  image: string
+  /** True when the destination runs the workload on a verified copy. */
+  ok: boolean
+  rounds: RoundStats[]
+  lanes: LaneStats[]
+  /** Payload bytes sent over all lanes, re-sends included. */
+  bytes: number
+  totalMs: number
+  /** Pause on the source → workload running on the destination. */
+  downtimeMs?: number
+  /** Breakdown of the downtime. */
+  downtime?: { finalScanMs: number, finalSendMs: number, verifyMs: number, commitMs: number }
+  /** Result of comparing digests at switchover. */
+  verified: boolean
+  memoryDigest?: string
+  cacheDigest?: string
+  /** Error code and message when `ok` is false. */
+  error?: { code: string, message: string }
+  /** Whether the source workload was resumed after a failure. */
+  sourceResumed?: boolean
+}
+
+/** A progress snapshot, emitted about every 250 ms and at each phase change. */
+export interface MigrationProgress {
+  phase: 'handshake' | 'precopy' | 'switchover' | 'verify' | 'commit' | 'done' | 'aborted'
+  round: number
+  /** Payload bytes acknowledged so far. */
+  bytes: number
+  /** Bytes still queued or in flight in the current round. */
+  remaining: number
+  /** Recent rate, bytes per second. */
+  rate: number
+  /** Estimated milliseconds to finish the current round (undefined when unknown). */
+  etaMs?: number
+  lanes: LaneStats[]
+}

@@ -1,0 +1,41 @@
+import type { RoundStats } from './report.js'
+
+/** Inputs of {@link shouldSwitchOver}. */
+export interface PlannerLimits {
+  /** Switch over after this many pre-copy rounds, converged or not. */
+  maxRounds: number
+  /** Pause to aim for. */
+  downtimeTargetMs: number
+}
+
+/** Bandwidth achieved so far in bytes per millisecond (0 when nothing was measured). */
+export function achievedBandwidth (rounds: readonly RoundStats[]): number {
+  let bytes = 0
+  let ms = 0
+  for (const r of rounds) {
+    if (r.bytes === 0) continue
+    bytes += r.bytes
+    ms += r.sendMs
+  }
+  return ms > 0 ? bytes / ms : 0
+}
+
+/**
+ * Predicts the pause if the workload were paused now: the next round will carry about what
+ * the last round carried (the pages dirtied while it ran, at a shrinking or steady rate), sent at
+ * the bandwidth achieved so far, plus the scan that finds it.
+ */
+export function predictPauseMs (rounds: readonly RoundStats[]): number {
+  const last = rounds[rounds.length - 1]
+  if (last == null) return Infinity
+  const bw = achievedBandwidth(rounds)
+  if (last.bytes === 0) return last.scanMs
+  if (bw === 0) return Infinity
+  return last.bytes / bw + last.scanMs
+}
+
+/** Decides after each pre-copy round whether to pause the workload and switch over. */
+export function shouldSwitchOver (rounds: readonly RoundStats[], limits: PlannerLimits): boolean {
+  if (rounds.length >= limits.maxRounds) return true
+  return predictPauseMs(rounds) <= limits.downtimeTargetMs
+}

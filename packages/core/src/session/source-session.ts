@@ -1,0 +1,211 @@
+import { randomBytes } from 'node:crypto'
+import { open } from 'node:fs/promises'
+import type { FileHandle } from 'node:fs/promises'
+import {
+  DEFAULT_CHUNK_BYTES, DEFAULT_COMMIT_TIMEOUT_MS, DEFAULT_CONTROL_TIMEOUT_MS, DEFAULT_DOWNTIME_TARGET_MS,
+  DEFAULT_LANE_WINDOW, DEFAULT_MAX_ROUNDS
+} from '../constants.js'
+import { AbortedError, CommitUnknownError, errorCode, NoLanesError, VerificationFailedError } from '../errors.js'
+import type { ImageSpec, WorkloadController } from '../image.js'
+import { ChunkScheduler } from '../scheduler/chunk-scheduler.js'
+import { createDirtyTracker } from '../tracker/dirty-tracker.js'
+import type { DirtyTracker } from '../tracker/dirty-tracker.js'
+import type { WorkerPool } from '../tracker/worker-pool.js'
+import type { Lane } from '../transport/lane.js'
+import { digestFile } from '../verify/digest.js'
+import { encodeFrame } from '../wire/codec.js'
+import { Area, FrameType } from '../wire/frames.js'
+import { ControlChannel } from './control-channel.js'
+import { planChunks, readChunk } from './data-chunk.js'
+import type { DataChunk } from './data-chunk.js'
+import { LanePump } from './lane-pump.js'
+import { shouldSwitchOver } from './round-planner.js'
+import { ProgressMeter } from './progress-meter.js'
+import type { MigrationProgress, MigrationReport, RoundStats } from './report.js'
+
+/** Options of a source session; every field has a default in constants.ts. */
+export interface SourceSessionOptions {
+  /** Payload bytes per data chunk. */
+  chunkBytes?: number
+  /** Unacknowledged bytes per lane. */
+  laneWindow?: number
+  /** Pre-copy rounds before switching over regardless. */
+  maxRounds?: number
+  /** Pause the planner aims for. */
+  downtimeTargetMs?: number
+  /** How long the destination may take to answer a control frame. */
+  controlTimeoutMs?: number
+  /** How long verification and commit may take on the destination. */
+  commitTimeoutMs?: number
+  /** Called with progress snapshots. */
+  onProgress?: (p: MigrationProgress) => void
+  /** Aborts the migration (the source resumes). */
+  signal?: AbortSignal
+}
+
+/** What a source session works with. */
+export interface SourceSessionDeps {
+  image: ImageSpec
+  controller: WorkloadController
+  /** Control lane to the destination. */
+  control: Lane
+  /** Data lanes to the destination (at least one). */
+  lanes: Lane[]
+  /** Worker threads for scans and digests. */
+  pool: WorkerPool
+}
+
+interface AreaState { area: Area, unitSize: number, tracker: DirtyTracker, fh: FileHandle }
+
+/**
+ * Migrates one image to a destination: handshake, pre-copy rounds, switchover, verification,
+ * commit. Any failure before COMMIT resumes the source workload untouched; the report says so.
+ */
+export async function runSourceSession (deps: SourceSessionDeps, options: SourceSessionOptions = {}): Promise<MigrationReport> {
+  const { image, controller, pool } = deps
+  const started = performance.now()
+  const control = new ControlChannel(deps.control)
+  const controlTimeout = options.controlTimeoutMs ?? DEFAULT_CONTROL_TIMEOUT_MS
+  const commitTimeout = options.commitTimeoutMs ?? DEFAULT_COMMIT_TIMEOUT_MS
+  const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES
+  const signal = options.signal
+  const scheduler = new ChunkScheduler<DataChunk>()
+  const meter = new ProgressMeter(options.onProgress)
+  const report: MigrationReport = { image: image.name, ok: false, rounds: [], lanes: [], bytes: 0, totalMs: 0, verified: false }
+  const areas: AreaState[] = []
+  const pumps: LanePump[] = []
+  let paused = false
+  let commitSent = false
+  let chunkId = 0
+  const onAbortSignal = (): void => { scheduler.fail(new AbortedError()) }
+  signal?.addEventListener('abort', onAbortSignal, { once: true })
+
+  try {
+    if (deps.lanes.length === 0) throw new NoLanesError('a source session needs at least one data lane')
+    meter.phase('handshake', 0)
+    const sessionId = randomBytes(16)
+    await control.send({
+      type: FrameType.Hello, sessionId, image: image.name, pageSize: image.memory.pageSize, memorySize: image.memory.size,
+      blockSize: image.cache.blockSize, cacheSize: image.cache.size, lanes: deps.lanes.length, driver: image.driver,
+      driverConfig: JSON.stringify(image.driverConfig)
+    })
+    await control.expect(FrameType.Accept, controlTimeout, signal)
+
+    for (const [area, path, size, unitSize, mode] of [
+      [Area.Memory, image.memory.path, image.memory.size, image.memory.pageSize, 'shadow'],
+      [Area.Cache, image.cache.path, image.cache.size, image.cache.blockSize, 'hash']
+    ] as const) {
+      areas.push({ area, unitSize, tracker: createDirtyTracker({ path, size, unitSize, mode }, pool), fh: await open(path, 'r') })
+    }
+    const load = async (c: DataChunk): Promise<Buffer> => {
+      const a = areas[c.area]!
+      const data = await readChunk(a.fh, c, a.unitSize)
+      let off = 0
+      for (const r of c.runs) {
+        a.tracker.accept(r.start, data.subarray(off, off + r.count * a.unitSize))
+        off += r.count * a.unitSize
+      }
+      return data
+    }
+    for (const [i, lane] of deps.lanes.entries()) {
+      await lane.send(encodeLaneHello(sessionId, i))
+      pumps.push(new LanePump(lane, {
+        scheduler, load, window: options.laneWindow ?? DEFAULT_LANE_WINDOW,
+        onAck: (c) => { report.bytes += c.bytes; meter.acked(c.bytes) },
+        onFail: () => {}
+      }))
+    }
+    meter.lanes = () => pumps.map(p => p.stats)
+
+    // One round: scan both areas, queue the dirty units, wait until every chunk is acknowledged.
+    const runRound = async (round: number, final: boolean): Promise<RoundStats> => {
+      const t0 = performance.now()
+      const [mem, cache] = await Promise.all(areas.map(async a => await a.tracker.scan(signal)))
+      const t1 = performance.now()
+      const chunks = areas.flatMap((a, i) => planChunks(i === 0 ? mem! : cache!, a.area, a.unitSize, chunkBytes, round, () => ++chunkId))
+      const bytes = chunks.reduce((n, c) => n + c.bytes, 0)
+      meter.phase(final ? 'switchover' : 'precopy', round, bytes)
+      scheduler.push(chunks)
+      await scheduler.idle()
+      const t2 = performance.now()
+      await control.send({ type: FrameType.RoundEnd, round, units: chunks.reduce((n, c) => n + c.runs.reduce((k, r) => k + r.count, 0), 0), bytes })
+      const stats: RoundStats = {
+        round, final, bytes, scanMs: t1 - t0, sendMs: t2 - t1,
+        pages: chunks.filter(c => c.area === Area.Memory).reduce((n, c) => n + c.bytes / image.memory.pageSize, 0),
+        blocks: chunks.filter(c => c.area === Area.Cache).reduce((n, c) => n + c.bytes / image.cache.blockSize, 0)
+      }
+      report.rounds.push(stats)
+      return stats
+    }
+
+    let round = 1
+    let last = await runRound(round, false)
+    const maxRounds = options.maxRounds ?? DEFAULT_MAX_ROUNDS
+    const target = options.downtimeTargetMs ?? DEFAULT_DOWNTIME_TARGET_MS
+    while (!shouldSwitchOver(report.rounds, { maxRounds, downtimeTargetMs: target }) && last.bytes > 0) {
+      last = await runRound(++round, false)
+    }
+
+    // Switchover: from here the workload is paused until commit or abort.
+    const pausedAt = performance.now()
+    await controller.pause()
+    paused = true
+    await control.send({ type: FrameType.Pause, round: round + 1 })
+    const fin = await runRound(round + 1, true)
+    const state = await controller.deviceState()
+    await control.send({ type: FrameType.DeviceState, state })
+    meter.phase('verify', round + 1)
+    const tv = performance.now()
+    const [memoryDigest, cacheDigest] = await Promise.all([
+      digestFile(pool, image.memory.path, image.memory.size, signal),
+      digestFile(pool, image.cache.path, image.cache.size, signal)
+    ])
+    report.memoryDigest = Buffer.from(memoryDigest).toString('hex')
+    report.cacheDigest = Buffer.from(cacheDigest).toString('hex')
+    await control.send({ type: FrameType.Verify, memoryDigest, cacheDigest })
+    const result = await control.expect(FrameType.VerifyResult, commitTimeout, signal)
+    const remoteOk = Buffer.from(result.memoryDigest).equals(memoryDigest) && Buffer.from(result.cacheDigest).equals(cacheDigest)
+    if (!result.ok || !remoteOk) throw new VerificationFailedError()
+    report.verified = true
+    meter.phase('commit', round + 1)
+    const tc = performance.now()
+    commitSent = true
+    await control.send({ type: FrameType.Commit })
+    try {
+      await control.expect(FrameType.Committed, commitTimeout)
+    } catch (err) {
+      throw new CommitUnknownError(`commit not acknowledged: ${(err as Error).message}; source kept paused with its image intact`)
+    }
+    const resumedAt = performance.now()
+    report.downtimeMs = resumedAt - pausedAt
+    report.downtime = { finalScanMs: fin.scanMs, finalSendMs: fin.sendMs, verifyMs: tc - tv, commitMs: resumedAt - tc }
+    report.ok = true
+    await controller.stop()
+    meter.phase('done', round + 1)
+    return report
+  } catch (err) {
+    report.error = { code: errorCode(err), message: err instanceof Error ? err.message : String(err) }
+    if (!commitSent) {
+      await control.send({ type: FrameType.Abort, code: errorCode(err), message: report.error.message }).catch(() => {})
+      if (paused) {
+        await controller.resume()
+        report.sourceResumed = true
+      }
+    }
+    meter.phase('aborted', report.rounds.length)
+    throw Object.assign(err instanceof Error ? err : new Error(String(err)), { report })
+  } finally {
+    signal?.removeEventListener('abort', onAbortSignal)
+    scheduler.close()
+    meter.stop()
+    await Promise.all(pumps.map(async p => { await p.close() }))
+    await deps.control.close().catch(() => {})
+    for (const a of areas) await a.fh.close().catch(() => {})
+    report.lanes = pumps.map(p => ({ ...p.stats }))
+    report.totalMs = performance.now() - started
+  }
+}
+
+function encodeLaneHello (sessionId: Uint8Array, lane: number): Uint8Array[] {
+  return encodeFrame({ type: FrameType.LaneHello, sessionId, lane })
+}

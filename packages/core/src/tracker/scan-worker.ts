@@ -1,0 +1,85 @@
+import { createHash } from 'node:crypto'
+import { closeSync, openSync, readSync } from 'node:fs'
+import { parentPort } from 'node:worker_threads'
+import { SCAN_READ_BYTES } from '../constants.js'
+import type { DigestTask, ScanTask, WorkerReply, WorkerTask } from './worker-protocol.js'
+
+// One read buffer per worker, reused: the scan must not allocate per chunk.
+let readBuf = Buffer.allocUnsafe(SCAN_READ_BYTES)
+
+function ensureBuf (n: number): Buffer {
+  if (readBuf.byteLength < n) readBuf = Buffer.allocUnsafe(n)
+  return readBuf
+}
+
+/** Reads exactly `len` bytes at `pos` (a short read means the file shrank: treat the rest as zeros). */
+function readFully (fd: number, buf: Buffer, len: number, pos: number): number {
+  let got = 0
+  while (got < len) {
+    const n = readSync(fd, buf, got, len - got, pos + got)
+    if (n === 0) { buf.fill(0, got, len); break }
+    got += n
+  }
+  return len
+}
+
+function scan (t: ScanTask): WorkerReply {
+  const fd = openSync(t.path, 'r')
+  const bits = new Uint8Array(t.bitmap)
+  const baseline = Buffer.from(t.baseline)
+  const unitsPerRead = Math.max(1, Math.floor(SCAN_READ_BYTES / t.unitSize))
+  const buf = ensureBuf(unitsPerRead * t.unitSize)
+  let dirty = 0
+  let bytes = 0
+  try {
+    for (let u = t.start; u < t.end; u += unitsPerRead) {
+      const n = Math.min(unitsPerRead, t.end - u)
+      bytes += readFully(fd, buf, n * t.unitSize, u * t.unitSize)
+      for (let k = 0; k < n; k++) {
+        const unit = buf.subarray(k * t.unitSize, (k + 1) * t.unitSize)
+        const i = u + k
+        let changed: boolean
+        if (t.mode === 'shadow') {
+          changed = unit.compare(baseline, i * t.unitSize, (i + 1) * t.unitSize) !== 0
+        } else {
+          const fp = createHash('sha256').update(unit).digest()
+          changed = fp.compare(baseline, i * 32, i * 32 + 32) !== 0
+        }
+        if (changed) {
+          Atomics.or(bits, i >>> 3, 1 << (i & 7))
+          dirty++
+        }
+      }
+    }
+  } finally {
+    closeSync(fd)
+  }
+  return { id: t.id, count: dirty, bytes }
+}
+
+function digest (t: DigestTask): WorkerReply {
+  const fd = openSync(t.path, 'r')
+  const out = Buffer.from(t.out)
+  const buf = ensureBuf(t.regionSize)
+  let bytes = 0
+  try {
+    for (let r = t.start; r < t.end; r++) {
+      const len = Math.min(t.regionSize, t.size - r * t.regionSize)
+      bytes += readFully(fd, buf, len, r * t.regionSize)
+      createHash('sha256').update(buf.subarray(0, len)).digest().copy(out, r * 32)
+    }
+  } finally {
+    closeSync(fd)
+  }
+  return { id: t.id, count: t.end - t.start, bytes }
+}
+
+parentPort?.on('message', (task: WorkerTask) => {
+  let reply: WorkerReply
+  try {
+    reply = task.op === 'scan' ? scan(task) : digest(task)
+  } catch (err) {
+    reply = { id: task.id, count: 0, bytes: 0, error: err instanceof Error ? err.message : String(err) }
+  }
+  parentPort?.postMessage(reply)
+})

@@ -1,0 +1,44 @@
+/** Messages between the tracker's main thread and its scan workers. */
+
+/** How a tracker detects change: a full shadow copy, or one SHA-256 fingerprint per unit. */
+export type TrackerMode = 'shadow' | 'hash'
+
+/** Find units in [start, end) whose file bytes differ from the baseline; set their bits. */
+export interface ScanTask {
+  op: 'scan'
+  id: number
+  path: string
+  mode: TrackerMode
+  unitSize: number
+  start: number
+  end: number
+  /** Shadow copy (mode shadow, `size` bytes) or fingerprints (mode hash, 32 bytes per unit). */
+  baseline: SharedArrayBuffer
+  /** Dirty bitmap over all units. */
+  bitmap: SharedArrayBuffer
+}
+
+/** Hash regions [start, end) of a file; write region digests into `out` (32 bytes each). */
+export interface DigestTask {
+  op: 'digest'
+  id: number
+  path: string
+  size: number
+  regionSize: number
+  start: number
+  end: number
+  out: SharedArrayBuffer
+}
+
+/** Any task. */
+export type WorkerTask = ScanTask | DigestTask
+
+/** A worker's answer. */
+export interface WorkerReply {
+  id: number
+  /** Units found dirty (scan) or regions hashed (digest). */
+  count: number
+  /** Bytes read from the file. */
+  bytes: number
+  error?: string
+}

@@ -1,0 +1,339 @@
+import { MAX_DEVICE_STATE, MAX_FRAME_SIZE, PROTOCOL_VERSION } from '../constants.js'
+import { InvalidFrameError, UnsupportedVersionError } from '../errors.js'
+import { Area, FrameType } from './frames.js'
+import type { Frame, Run } from './frames.js'
+
+/**
+ * Wire layout of every frame: `u32 length | u8 version | u8 type | body`, little-endian, where
+ * `length` counts the bytes after itself. Frames are self-delimiting so that byte-stream
+ * transports can cut them; message transports may carry them as they are.
+ */
+export const FRAME_HEADER_SIZE = 6
+const SESSION_ID_SIZE = 16
+const DIGEST_SIZE = 32
+const MAX_RUNS = 65536
+const MAX_STRING = 65536
+const MAX_ACKS = 4096
+const NAME_RE = /^[A-Za-z0-9._-]{1,128}$/
+
+/** Limits applied while decoding. */
+export interface DecodeLimits {
+  /** Largest frame accepted, header included. */
+  maxFrameSize?: number
+}
+
+class Writer {
+  private readonly buf: Buffer
+  private off = FRAME_HEADER_SIZE
+  constructor (size: number, type: FrameType, bodyExtra = 0) {
+    this.buf = Buffer.allocUnsafe(FRAME_HEADER_SIZE + size)
+    this.buf.writeUInt32LE(size + 2 + bodyExtra, 0)
+    this.buf.writeUInt8(PROTOCOL_VERSION, 4)
+    this.buf.writeUInt8(type, 5)
+  }
+
+  u8 (v: number): this { this.off = this.buf.writeUInt8(v, this.off); return this }
+  u16 (v: number): this { this.off = this.buf.writeUInt16LE(v, this.off); return this }
+  u32 (v: number): this { this.off = this.buf.writeUInt32LE(v, this.off); return this }
+  u64 (v: number): this { this.off = this.buf.writeBigUInt64LE(BigInt(v), this.off); return this }
+  bytes (v: Uint8Array): this { this.buf.set(v, this.off); this.off += v.byteLength; return this }
+  str (v: string): this {
+    const b = Buffer.from(v, 'utf8')
+    if (b.byteLength > MAX_STRING) throw new InvalidFrameError('string too long')
+    return this.u32(b.byteLength).bytes(b)
+  }
+
+  done (): Buffer {
+    if (this.off !== this.buf.byteLength) throw new Error(`codec bug: wrote ${this.off} of ${this.buf.byteLength}`)
+    return this.buf
+  }
+}
+
+function strSize (s: string): number { return 4 + Buffer.byteLength(s, 'utf8') }
+
+class Reader {
+  private off = 0
+  private readonly view: DataView
+  constructor (private readonly buf: Uint8Array) {
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
+  }
+
+  private need (n: number, what: string): void {
+    if (this.off + n > this.buf.byteLength) throw new InvalidFrameError(`truncated frame: ${what}`)
+  }
+
+  u8 (what: string): number { this.need(1, what); return this.view.getUint8(this.off++) }
+  u16 (what: string): number { this.need(2, what); const v = this.view.getUint16(this.off, true); this.off += 2; return v }
+  u32 (what: string): number { this.need(4, what); const v = this.view.getUint32(this.off, true); this.off += 4; return v }
+  u64 (what: string): number {
+    this.need(8, what)
+    const v = this.view.getBigUint64(this.off, true)
+    this.off += 8
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new InvalidFrameError(`${what} out of range`)
+    return Number(v)
+  }
+
+  bytes (n: number, what: string): Uint8Array {
+    this.need(n, what)
+    const v = this.buf.subarray(this.off, this.off + n)
+    this.off += n
+    return v
+  }
+
+  str (what: string, max = MAX_STRING): string {
+    const n = this.u32(what)
+    if (n > max) throw new InvalidFrameError(`${what} longer than ${max} bytes`)
+    return new TextDecoder('utf-8', { fatal: true }).decode(this.bytes(n, what))
+  }
+
+  rest (): Uint8Array { const v = this.buf.subarray(this.off); this.off = this.buf.byteLength; return v }
+  end (): void {
+    if (this.off !== this.buf.byteLength) throw new InvalidFrameError(`${this.buf.byteLength - this.off} trailing bytes`)
+  }
+}
+
+/**
+ * Encodes a frame. Returns one or two slices (data frames keep their payload uncopied) that
+ * must be written back to back.
+ */
+export function encodeFrame (frame: Frame): Uint8Array[] {
+  switch (frame.type) {
+    case FrameType.Hello: {
+      validateHello(frame)
+      const size = 2 + SESSION_ID_SIZE + strSize(frame.image) + 4 + 8 + 4 + 8 + 2 + strSize(frame.driver) + strSize(frame.driverConfig)
+      return [new Writer(size, frame.type).bytes(frame.sessionId).str(frame.image).u32(frame.pageSize)
+        .u64(frame.memorySize).u32(frame.blockSize).u64(frame.cacheSize).u16(frame.lanes)
+        .str(frame.driver).str(frame.driverConfig).done()]
+    }
+    case FrameType.Accept:
+      return [new Writer(SESSION_ID_SIZE, frame.type).bytes(checkSession(frame.sessionId)).done()]
+    case FrameType.LaneHello:
+      return [new Writer(SESSION_ID_SIZE + 2, frame.type).bytes(checkSession(frame.sessionId)).u16(frame.lane).done()]
+    case FrameType.Data: {
+      if (frame.runs.length === 0 || frame.runs.length > MAX_RUNS) throw new InvalidFrameError('data frame needs 1..65536 runs')
+      const head = 4 + 4 + 1 + 4 + frame.runs.length * 8
+      const w = new Writer(head, frame.type, frame.payload.byteLength)
+      w.u32(frame.round).u32(frame.chunkId).u8(frame.area).u32(frame.runs.length)
+      for (const r of frame.runs) w.u32(r.start).u32(r.count)
+      return [w.done(), frame.payload]
+    }
+    case FrameType.Ack: {
+      if (frame.chunkIds.length === 0 || frame.chunkIds.length > MAX_ACKS) throw new InvalidFrameError('ack needs 1..4096 ids')
+      const w = new Writer(4 + 4 * frame.chunkIds.length, frame.type).u32(frame.chunkIds.length)
+      for (const id of frame.chunkIds) w.u32(id)
+      return [w.done()]
+    }
+    case FrameType.RoundEnd:
+      return [new Writer(4 + 4 + 8, frame.type).u32(frame.round).u32(frame.units).u64(frame.bytes).done()]
+    case FrameType.Pause:
+      return [new Writer(4, frame.type).u32(frame.round).done()]
+    case FrameType.DeviceState:
+      if (frame.state.byteLength > MAX_DEVICE_STATE) throw new InvalidFrameError('device state too large')
+      return [new Writer(0, frame.type, frame.state.byteLength).done(), frame.state]
+    case FrameType.Verify:
+      return [new Writer(2 * DIGEST_SIZE, frame.type).bytes(checkDigest(frame.memoryDigest)).bytes(checkDigest(frame.cacheDigest)).done()]
+    case FrameType.VerifyResult:
+      return [new Writer(1 + 2 * DIGEST_SIZE, frame.type).u8(frame.ok ? 1 : 0)
+        .bytes(checkDigest(frame.memoryDigest)).bytes(checkDigest(frame.cacheDigest)).done()]
+    case FrameType.Commit:
+    case FrameType.Committed:
+      return [new Writer(0, frame.type).done()]
+    case FrameType.Abort:
+      return [new Writer(strSize(frame.code) + strSize(frame.message), frame.type).str(frame.code).str(frame.message).done()]
+  }
+}
+
+/** Encodes a frame into one contiguous buffer (copies data payloads; use for tests and small frames). */
+export function encodeFrameBytes (frame: Frame): Uint8Array {
+  return Buffer.concat(encodeFrame(frame))
+}
+
+function checkSession (id: Uint8Array): Uint8Array {
+  if (id.byteLength !== SESSION_ID_SIZE) throw new InvalidFrameError('session id must be 16 bytes')
+  return id
+}
+
+function checkDigest (d: Uint8Array): Uint8Array {
+  if (d.byteLength !== DIGEST_SIZE) throw new InvalidFrameError('digest must be 32 bytes')
+  return d
+}
+
+function isPow2 (n: number): boolean { return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0 }
+
+/** Validates the fields of a hello (shared by encoder and decoder). */
+export function validateHello (h: Omit<Extract<Frame, { type: FrameType.Hello }>, 'type'>): void {
+  checkSession(h.sessionId)
+  if (!NAME_RE.test(h.image)) throw new InvalidFrameError('image name must be 1-128 chars of [A-Za-z0-9._-]')
+  if (!NAME_RE.test(h.driver)) throw new InvalidFrameError('driver name must be 1-128 chars of [A-Za-z0-9._-]')
+  if (!isPow2(h.pageSize) || h.pageSize < 512 || h.pageSize > 1024 * 1024) throw new InvalidFrameError('page size must be a power of two in 512 B..1 MiB')
+  if (!isPow2(h.blockSize) || h.blockSize < 4096 || h.blockSize > 4 * 1024 * 1024) throw new InvalidFrameError('block size must be a power of two in 4 KiB..4 MiB')
+  if (!Number.isSafeInteger(h.memorySize) || h.memorySize < 0 || h.memorySize % h.pageSize !== 0) throw new InvalidFrameError('memory size must be a multiple of the page size')
+  if (!Number.isSafeInteger(h.cacheSize) || h.cacheSize < 0 || h.cacheSize % h.blockSize !== 0) throw new InvalidFrameError('cache size must be a multiple of the block size')
+  if (h.memorySize / h.pageSize > 0xffffffff || h.cacheSize / h.blockSize > 0xffffffff) throw new InvalidFrameError('image has more than 2^32 units')
+  if (!Number.isInteger(h.lanes) || h.lanes < 1 || h.lanes > 256) throw new InvalidFrameError('lanes must be 1..256')
+  if (Buffer.byteLength(h.driverConfig) > MAX_STRING) throw new InvalidFrameError('driver config too large')
+  try { JSON.parse(h.driverConfig) } catch { throw new InvalidFrameError('driver config is not JSON') }
+}
+
+/**
+ * Decodes and validates one whole frame (header included). Structural checks only: whether
+ * the runs fit a given image is checked by the session that knows the image.
+ */
+export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Frame {
+  const max = limits.maxFrameSize ?? MAX_FRAME_SIZE
+  if (bytes.byteLength < FRAME_HEADER_SIZE) throw new InvalidFrameError('truncated frame header')
+  if (bytes.byteLength > max) throw new InvalidFrameError(`frame of ${bytes.byteLength} bytes exceeds ${max}`)
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  const length = dv.getUint32(0, true)
+  if (length + 4 !== bytes.byteLength) throw new InvalidFrameError(`frame length field ${length} does not match ${bytes.byteLength - 4} bytes`)
+  const version = dv.getUint8(4)
+  if (version !== PROTOCOL_VERSION) throw new UnsupportedVersionError(`protocol version ${version} not supported (this node speaks ${PROTOCOL_VERSION})`)
+  const type = dv.getUint8(5) as FrameType
+  const r = new Reader(bytes.subarray(FRAME_HEADER_SIZE))
+  let frame: Frame
+  switch (type) {
+    case FrameType.Hello: {
+      frame = {
+        type, sessionId: r.bytes(SESSION_ID_SIZE, 'session id'), image: r.str('image', 128),
+        pageSize: r.u32('page size'), memorySize: r.u64('memory size'), blockSize: r.u32('block size'),
+        cacheSize: r.u64('cache size'), lanes: r.u16('lanes'), driver: r.str('driver', 128), driverConfig: r.str('driver config')
+      }
+      validateHello(frame)
+      break
+    }
+    case FrameType.Accept:
+      frame = { type, sessionId: r.bytes(SESSION_ID_SIZE, 'session id') }
+      break
+    case FrameType.LaneHello:
+      frame = { type, sessionId: r.bytes(SESSION_ID_SIZE, 'session id'), lane: r.u16('lane') }
+      break
+    case FrameType.Data: {
+      const round = r.u32('round')
+      const chunkId = r.u32('chunk id')
+      const area = r.u8('area')
+      if (area !== Area.Memory && area !== Area.Cache) throw new InvalidFrameError(`unknown area ${area}`)
+      const n = r.u32('run count')
+      if (n === 0 || n > MAX_RUNS) throw new InvalidFrameError(`run count ${n} not in 1..${MAX_RUNS}`)
+      const runs: Run[] = []
+      let prevEnd = -1
+      for (let i = 0; i < n; i++) {
+        const start = r.u32('run start')
+        const count = r.u32('run count')
+        if (count === 0) throw new InvalidFrameError('empty run')
+        if (start < prevEnd) throw new InvalidFrameError('runs must be sorted and disjoint')
+        prevEnd = start + count
+        runs.push({ start, count })
+      }
+      frame = { type, round, chunkId, area, runs, payload: r.rest() }
+      break
+    }
+    case FrameType.Ack: {
+      const n = r.u32('ack count')
+      if (n === 0 || n > MAX_ACKS) throw new InvalidFrameError(`ack count ${n} not in 1..${MAX_ACKS}`)
+      const chunkIds: number[] = []
+      for (let i = 0; i < n; i++) chunkIds.push(r.u32('chunk id'))
+      frame = { type, chunkIds }
+      break
+    }
+    case FrameType.RoundEnd:
+      frame = { type, round: r.u32('round'), units: r.u32('units'), bytes: r.u64('bytes') }
+      break
+    case FrameType.Pause:
+      frame = { type, round: r.u32('round') }
+      break
+    case FrameType.DeviceState: {
+      const state = r.rest()
+      if (state.byteLength > MAX_DEVICE_STATE) throw new InvalidFrameError('device state too large')
+      frame = { type, state }
+      break
+    }
+    case FrameType.Verify:
+      frame = { type, memoryDigest: r.bytes(DIGEST_SIZE, 'memory digest'), cacheDigest: r.bytes(DIGEST_SIZE, 'cache digest') }
+      break
+    case FrameType.VerifyResult: {
+      const ok = r.u8('ok')
+      if (ok > 1) throw new InvalidFrameError('ok must be 0 or 1')
+      frame = { type, ok: ok === 1, memoryDigest: r.bytes(DIGEST_SIZE, 'memory digest'), cacheDigest: r.bytes(DIGEST_SIZE, 'cache digest') }
+      break
+    }
+    case FrameType.Commit:
+    case FrameType.Committed:
+      frame = { type }
+      break
+    case FrameType.Abort:
+      frame = { type, code: r.str('code', 64), message: r.str('message', 4096) }
+      break
+    default:
+      throw new InvalidFrameError(`unknown frame type ${String(type)}`)
+  }
+  r.end()
+  return frame
+}
+
+/**
+ * Cuts a byte stream into frames. Push chunks as they arrive; `next()` returns whole frames.
+ * The length is checked before any body byte is buffered, so an oversized frame costs nothing.
+ */
+export class FrameDecoder {
+  private chunks: Uint8Array[] = []
+  private buffered = 0
+  private readonly maxFrameSize: number
+
+  constructor (limits: DecodeLimits = {}) {
+    this.maxFrameSize = limits.maxFrameSize ?? MAX_FRAME_SIZE
+  }
+
+  /** Adds received bytes. */
+  push (chunk: Uint8Array): void {
+    if (chunk.byteLength === 0) return
+    this.chunks.push(chunk)
+    this.buffered += chunk.byteLength
+  }
+
+  /** Bytes received but not yet returned as frames. */
+  get pending (): number { return this.buffered }
+
+  /** Returns the next whole frame (header included) or undefined if more bytes are needed. */
+  next (): Uint8Array | undefined {
+    if (this.buffered < 4) return undefined
+    const head = this.peek(4)
+    const length = head[0]! | (head[1]! << 8) | (head[2]! << 16) | (head[3]! * 0x1000000)
+    const total = length + 4
+    if (total > this.maxFrameSize) throw new InvalidFrameError(`frame of ${total} bytes exceeds ${this.maxFrameSize}`)
+    if (total < FRAME_HEADER_SIZE) throw new InvalidFrameError('frame shorter than its header')
+    if (this.buffered < total) return undefined
+    return this.take(total)
+  }
+
+  private peek (n: number): Uint8Array {
+    const first = this.chunks[0]!
+    if (first.byteLength >= n) return first
+    const out = new Uint8Array(n)
+    let off = 0
+    for (const c of this.chunks) {
+      const k = Math.min(c.byteLength, n - off)
+      out.set(c.subarray(0, k), off)
+      off += k
+      if (off === n) break
+    }
+    return out
+  }
+
+  private take (n: number): Uint8Array {
+    const first = this.chunks[0]!
+    this.buffered -= n
+    if (first.byteLength === n) { this.chunks.shift(); return first }
+    if (first.byteLength > n) { this.chunks[0] = first.subarray(n); return first.subarray(0, n) }
+    const out = new Uint8Array(n)
+    let off = 0
+    while (off < n) {
+      const c = this.chunks[0]!
+      const k = Math.min(c.byteLength, n - off)
+      out.set(c.subarray(0, k), off)
+      off += k
+      if (k === c.byteLength) this.chunks.shift()
+      else this.chunks[0] = c.subarray(k)
+    }
+    return out
+  }
+}

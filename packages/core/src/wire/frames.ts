@@ -1,0 +1,87 @@
+/** The frame types of the Shoal migration protocol (see docs/ARCHITECTURE.md for the table). */
+
+/** Numeric frame type on the wire. */
+export enum FrameType {
+  Hello = 1,
+  Accept = 2,
+  LaneHello = 3,
+  Data = 4,
+  Ack = 5,
+  RoundEnd = 6,
+  Pause = 7,
+  DeviceState = 8,
+  Verify = 9,
+  VerifyResult = 10,
+  Commit = 11,
+  Committed = 12,
+  Abort = 13
+}
+
+/** Which part of an image a data frame carries. */
+export enum Area {
+  Memory = 0,
+  Cache = 1
+}
+
+/** A run of consecutive units (pages or blocks). */
+export interface Run {
+  /** First unit index. */
+  start: number
+  /** Number of units. */
+  count: number
+}
+
+/** Source → destination, first frame on the control lane: what is about to arrive. */
+export interface HelloFrame {
+  type: FrameType.Hello
+  /** 16 random bytes naming the session; data lanes quote it. */
+  sessionId: Uint8Array
+  /** Image name (1–128 chars of [A-Za-z0-9._-]). */
+  image: string
+  pageSize: number
+  memorySize: number
+  blockSize: number
+  cacheSize: number
+  /** Number of data lanes the source intends to open. */
+  lanes: number
+  /** Workload driver name, e.g. `synthetic`. */
+  driver: string
+  /** Driver configuration as JSON text (≤ 64 KiB). */
+  driverConfig: string
+}
+
+/** Destination → source: the session is accepted. */
+export interface AcceptFrame { type: FrameType.Accept, sessionId: Uint8Array }
+/** Source → destination, first frame on a data lane. */
+export interface LaneHelloFrame { type: FrameType.LaneHello, sessionId: Uint8Array, lane: number }
+/** A batch of pages or blocks. `payload` holds the units of `runs` back to back. */
+export interface DataFrame {
+  type: FrameType.Data
+  round: number
+  chunkId: number
+  area: Area
+  runs: Run[]
+  payload: Uint8Array
+}
+/** Destination → source on a data lane: these chunks are written. */
+export interface AckFrame { type: FrameType.Ack, chunkIds: number[] }
+/** Source → destination: every chunk of the round is acknowledged. */
+export interface RoundEndFrame { type: FrameType.RoundEnd, round: number, units: number, bytes: number }
+/** Source → destination: the workload is paused; the final round follows. */
+export interface PauseFrame { type: FrameType.Pause, round: number }
+/** Source → destination: device state captured at pause. */
+export interface DeviceStateFrame { type: FrameType.DeviceState, state: Uint8Array }
+/** Source → destination: the source's digests at pause time. */
+export interface VerifyFrame { type: FrameType.Verify, memoryDigest: Uint8Array, cacheDigest: Uint8Array }
+/** Destination → source: the destination's digests and whether they match. */
+export interface VerifyResultFrame { type: FrameType.VerifyResult, ok: boolean, memoryDigest: Uint8Array, cacheDigest: Uint8Array }
+/** Source → destination: take over the workload. */
+export interface CommitFrame { type: FrameType.Commit }
+/** Destination → source: the workload runs here now. */
+export interface CommittedFrame { type: FrameType.Committed }
+/** Either way: the migration is over, nothing is kept. */
+export interface AbortFrame { type: FrameType.Abort, code: string, message: string }
+
+/** Any decoded frame. */
+export type Frame = HelloFrame | AcceptFrame | LaneHelloFrame | DataFrame | AckFrame | RoundEndFrame |
+PauseFrame | DeviceStateFrame | VerifyFrame | VerifyResultFrame | CommitFrame | CommittedFrame | AbortFrame
