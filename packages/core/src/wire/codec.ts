@@ -100,7 +100,7 @@ export function encodeFrame (frame: Frame): Uint8Array[] {
   switch (frame.type) {
     case FrameType.Hello: {
       validateHello(frame)
-      const size = 2 + SESSION_ID_SIZE + strSize(frame.image) + 4 + 8 + 4 + 8 + 2 + strSize(frame.driver) + strSize(frame.driverConfig)
+      const size = SESSION_ID_SIZE + strSize(frame.image) + 4 + 8 + 4 + 8 + 2 + strSize(frame.driver) + strSize(frame.driverConfig)
       return [new Writer(size, frame.type).bytes(frame.sessionId).str(frame.image).u32(frame.pageSize)
         .u64(frame.memorySize).u32(frame.blockSize).u64(frame.cacheSize).u16(frame.lanes)
         .str(frame.driver).str(frame.driverConfig).done()]

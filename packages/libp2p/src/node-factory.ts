@@ -1,0 +1,109 @@
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { bootstrap } from '@libp2p/bootstrap'
+import { identify } from '@libp2p/identify'
+import { mdns } from '@libp2p/mdns'
+import { tcp } from '@libp2p/tcp'
+import { createLibp2p } from 'libp2p'
+import { isIP } from 'node:net'
+import {
+  INBOUND_CONNECTION_THRESHOLD, MAX_CONNECTIONS, STREAM_READ_BUFFER_LIMIT, YAMUX_STREAM_WINDOW
+} from './constants.js'
+import { ipOf } from './multiaddr-ip.js'
+import type { Identify } from '@libp2p/identify'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
+
+/** The libp2p node type Shoal runs (identify is the only service). */
+export type ShoalLibp2p = Libp2p<{ identify: Identify }>
+
+/** Options of {@link createShoalLibp2p}. */
+export interface ShoalLibp2pInit {
+  /** The node identity (see `loadOrCreateIdentity`). */
+  privateKey: PrivateKey
+  /** Multiaddrs to listen on, e.g. `/ip4/127.0.0.1/tcp/0`. */
+  listen: string[]
+  /** Peers (multiaddrs ending in `/p2p/<id>`) to connect to at start; bootstrap is off when empty. */
+  bootstrap?: string[]
+  /** Find peers on the LAN by mDNS. Off by default: it multicasts. */
+  mdns?: boolean
+  /**
+   * Source address for outgoing TCP connections (binds the socket to one interface). Applied
+   * only to targets of the same address family.
+   */
+  localAddress?: string
+  /** Yamux stream window in bytes (initial = maximum); default 16 MiB. */
+  streamWindow?: number
+}
+
+/**
+ * Creates (but does not start) a libp2p node for Shoal: TCP + Noise + Yamux, identify, bootstrap
+ * and mDNS when asked for.
+ *
+ * The node is not started so that protocol handlers (`handleLanes`) are registered before it
+ * listens: a peer cannot reach a protocol that is not there yet. Call `await node.start()`
+ * afterwards and `await node.stop()` to release every socket.
+ *
+ * Tuning (see the package README for the measurements):
+ * - yamux stream window 16 MiB from the first byte (no slow start), so 1–4 MiB frames travel in
+ *   one yamux frame and a paused reader's buffer stays bounded by the window;
+ * - streams may buffer 32 MiB unread before libp2p resets them (the default 4 MiB is smaller than
+ *   the window and would reset a lane whose consumer is briefly slow);
+ * - inbound connections per IP and second raised to 100 so lanes can open several connections
+ *   to one peer; discovered peers are never dialled automatically (libp2p 3 does not auto-dial,
+ *   bootstrap dials its listed peers once);
+ * - the connection monitor measures RTT but never aborts a connection on a late ping: a lane
+ *   moving gigabytes delays pings behind its data.
+ */
+export async function createShoalLibp2p (init: ShoalLibp2pInit): Promise<ShoalLibp2p> {
+  const window = init.streamWindow ?? YAMUX_STREAM_WINDOW
+  const peerDiscovery: DiscoveryFactory[] = []
+  if (init.bootstrap != null && init.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: init.bootstrap }))
+  if (init.mdns === true) peerDiscovery.push(mdns())
+
+  return createLibp2p({
+    start: false,
+    privateKey: init.privateKey,
+    addresses: { listen: init.listen },
+    transports: [bindLocalAddress(tcp(), init.localAddress)],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux({
+      streamOptions: {
+        initialStreamWindowSize: window,
+        maxStreamWindowSize: window,
+        maxReadBufferLength: Math.max(STREAM_READ_BUFFER_LIMIT, 2 * window)
+      }
+    })],
+    peerDiscovery,
+    connectionManager: {
+      maxConnections: MAX_CONNECTIONS,
+      inboundConnectionThreshold: INBOUND_CONNECTION_THRESHOLD,
+      maxIncomingPendingConnections: 64
+    },
+    connectionMonitor: { abortConnectionOnPingFailure: false },
+    services: { identify: identify() }
+  })
+}
+
+type TransportFactory = ReturnType<typeof tcp>
+type DiscoveryFactory = NonNullable<Parameters<typeof createLibp2p>[0]>['peerDiscovery'] extends Array<infer F> | undefined ? F : never
+
+/**
+ * Wraps a TCP transport so that its outgoing sockets bind to `localAddress` (when the target has
+ * the same address family). libp2p's dial queue drops per-dial options, so this is done here.
+ */
+function bindLocalAddress (factory: TransportFactory, localAddress: string | undefined): TransportFactory {
+  if (localAddress == null) return factory
+  const family = isIP(localAddress)
+  if (family === 0) throw new TypeError(`localAddress ${localAddress} is not an IP address`)
+  return (components) => {
+    const transport = factory(components)
+    const dial = transport.dial.bind(transport)
+    transport.dial = async (ma: Multiaddr, options) => {
+      const host = ipOf(ma)
+      if (host == null || isIP(host) !== family) return dial(ma, options)
+      return dial(ma, { ...options, localAddress } as typeof options)
+    }
+    return transport
+  }
+}

@@ -1,0 +1,103 @@
+import { describe, expect, it } from 'vitest'
+import {
+  Area, decodeFrame, encodeFrameBytes, FrameDecoder, FrameType, InvalidFrameError, MAX_FRAME_SIZE,
+  UnsupportedVersionError
+} from '@shoal/core'
+import type { Frame } from '@shoal/core'
+
+const sid = new Uint8Array(16).fill(7)
+const d32 = new Uint8Array(32).fill(9)
+
+const samples: Frame[] = [
+  { type: FrameType.Hello, sessionId: sid, image: 'vm-1', pageSize: 4096, memorySize: 4096 * 10, blockSize: 262144, cacheSize: 262144 * 3, lanes: 4, driver: 'synthetic', driverConfig: '{"rate":5}' },
+  { type: FrameType.Accept, sessionId: sid },
+  { type: FrameType.LaneHello, sessionId: sid, lane: 3 },
+  { type: FrameType.Data, round: 2, chunkId: 77, area: Area.Cache, runs: [{ start: 1, count: 2 }, { start: 5, count: 1 }], payload: new Uint8Array(3 * 16).fill(1) },
+  { type: FrameType.Ack, chunkIds: [1, 2, 3] },
+  { type: FrameType.RoundEnd, round: 3, units: 12, bytes: 2 ** 40 },
+  { type: FrameType.Pause, round: 4 },
+  { type: FrameType.DeviceState, state: new Uint8Array([1, 2, 3]) },
+  { type: FrameType.Verify, memoryDigest: d32, cacheDigest: d32 },
+  { type: FrameType.VerifyResult, ok: true, memoryDigest: d32, cacheDigest: d32 },
+  { type: FrameType.Commit },
+  { type: FrameType.Committed },
+  { type: FrameType.Abort, code: 'ERR_X', message: 'why' }
+]
+
+function norm (f: Frame): unknown {
+  return Object.fromEntries(Object.entries(f).map(([k, v]) => [k, v instanceof Uint8Array ? [...v] : v]))
+}
+
+describe('wire codec', () => {
+  it('round-trips every frame type', () => {
+    for (const f of samples) expect(norm(decodeFrame(encodeFrameBytes(f)))).toEqual(norm(f))
+  })
+
+  it('rejects every truncation of every frame', () => {
+    for (const f of samples) {
+      const b = encodeFrameBytes(f)
+      for (let n = 0; n < b.byteLength; n++) {
+        expect(() => decodeFrame(b.subarray(0, n)), `${FrameType[f.type]} cut at ${n}`).toThrow(InvalidFrameError)
+      }
+    }
+  })
+
+  it('rejects trailing bytes, unknown types and versions', () => {
+    const b = Buffer.from(encodeFrameBytes({ type: FrameType.Pause, round: 1 }))
+    const longer = Buffer.concat([b, Buffer.from([0])])
+    longer.writeUInt32LE(longer.byteLength - 4, 0)
+    expect(() => decodeFrame(longer)).toThrow(/trailing/)
+    const unknown = Buffer.from(b); unknown[5] = 200
+    expect(() => decodeFrame(unknown)).toThrow(/unknown frame type 200/)
+    const v = Buffer.from(b); v[4] = 9
+    expect(() => decodeFrame(v)).toThrow(UnsupportedVersionError)
+  })
+
+  it('rejects invalid fields', () => {
+    const bad: Array<[Frame, RegExp]> = [
+      [{ ...samples[0], pageSize: 1000 } as Frame, /page size/],
+      [{ ...samples[0], memorySize: 4097 } as Frame, /memory size/],
+      [{ ...samples[0], image: '../etc' } as Frame, /image name/],
+      [{ ...samples[0], driverConfig: '{' } as Frame, /JSON/],
+      [{ ...samples[0], lanes: 0 } as Frame, /lanes/]
+    ]
+    for (const [f, re] of bad) expect(() => encodeFrameBytes(f)).toThrow(re)
+    // The decoder applies the same checks to bytes from the wire: patch a valid hello's page size.
+    const hello = Buffer.from(encodeFrameBytes(samples[0]!))
+    const pageSizeAt = 6 + 16 + 4 + 'vm-1'.length
+    hello.writeUInt32LE(1000, pageSizeAt)
+    expect(() => decodeFrame(hello)).toThrow(/page size/)
+    // Unsorted runs and empty runs.
+    const data = Buffer.from(encodeFrameBytes({ type: FrameType.Data, round: 1, chunkId: 1, area: Area.Memory, runs: [{ start: 5, count: 1 }, { start: 7, count: 1 }], payload: new Uint8Array(2) }))
+    const runsAt = 6 + 4 + 4 + 1 + 4
+    const unsorted = Buffer.from(data); unsorted.writeUInt32LE(1, runsAt + 8)
+    expect(() => decodeFrame(unsorted)).toThrow(/sorted/)
+    const empty = Buffer.from(data); empty.writeUInt32LE(0, runsAt + 4)
+    expect(() => decodeFrame(empty)).toThrow(/empty run/)
+    const area = Buffer.from(data); area[6 + 8] = 5
+    expect(() => decodeFrame(area)).toThrow(/unknown area/)
+  })
+
+  it('rejects oversized frames before buffering their body', () => {
+    const dec = new FrameDecoder()
+    const head = Buffer.alloc(6)
+    head.writeUInt32LE(MAX_FRAME_SIZE + 1, 0)
+    dec.push(head)
+    expect(() => dec.next()).toThrow(/exceeds/)
+    expect(() => decodeFrame(new Uint8Array(MAX_FRAME_SIZE + 1))).toThrow(InvalidFrameError)
+  })
+
+  it('cuts a byte stream split at every position into the same frames', () => {
+    const stream = Buffer.concat(samples.map(f => encodeFrameBytes(f)))
+    for (const step of [1, 3, 7, 64, stream.byteLength]) {
+      const dec = new FrameDecoder()
+      const out: Frame[] = []
+      for (let i = 0; i < stream.byteLength; i += step) {
+        dec.push(stream.subarray(i, i + step))
+        for (let f = dec.next(); f != null; f = dec.next()) out.push(decodeFrame(f))
+      }
+      expect(out.map(norm)).toEqual(samples.map(norm))
+      expect(dec.pending).toBe(0)
+    }
+  })
+})
