@@ -4,7 +4,7 @@
 
 /** An option has a missing, malformed or out-of-range value. */
 export class InvalidArgumentError extends Error {
-  static name = 'InvalidArgumentError'
+  static override name = 'InvalidArgumentError'
   readonly code = 'ERR_INVALID_ARGUMENT'
   /** The offending option, spelled as on the command line (e.g. `--memory-size`). */
   readonly option: string | undefined
@@ -18,7 +18,7 @@ export class InvalidArgumentError extends Error {
 
 /** `init` was asked to create an image file that already exists (and `force` was not set). */
 export class ImageExistsError extends Error {
-  static name = 'ImageExistsError'
+  static override name = 'ImageExistsError'
   readonly code = 'ERR_IMAGE_EXISTS'
 
   constructor (message = 'Image file already exists') {
@@ -29,7 +29,7 @@ export class ImageExistsError extends Error {
 
 /** The header page is not a valid workload header (magic, version or checksum). */
 export class InvalidHeaderError extends Error {
-  static name = 'InvalidHeaderError'
+  static override name = 'InvalidHeaderError'
   readonly code = 'ERR_INVALID_HEADER'
 
   constructor (message = 'Invalid workload header') {
@@ -40,7 +40,7 @@ export class InvalidHeaderError extends Error {
 
 /** The header is valid but describes files of other sizes than the ones on disk. */
 export class ImageSizeMismatchError extends Error {
-  static name = 'ImageSizeMismatchError'
+  static override name = 'ImageSizeMismatchError'
   readonly code = 'ERR_IMAGE_SIZE_MISMATCH'
 
   constructor (message = 'Image file size does not match its header') {

@@ -139,7 +139,10 @@ export class DestinationSession {
       }
       return this.result
     } finally {
-      for (const l of this.lanes) l.abort()
+      for (const l of this.lanes) {
+        if (this.result.committed) await l.close().catch(() => {})
+        else l.abort()
+      }
       await this.freeze().catch(() => {})
       await this.closeFiles()
       if (!this.result.committed && prepared) await this.deps.hooks.discard().catch(() => {})

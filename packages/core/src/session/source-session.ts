@@ -152,6 +152,9 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     paused = true
     await control.send({ type: FrameType.Pause, round: round + 1 })
     const fin = await runRound(round + 1, true)
+    // Every byte is acknowledged: the data lanes have nothing left to do.
+    scheduler.close()
+    await Promise.all(pumps.map(async p => { await p.close() }))
     const state = await controller.deviceState()
     await control.send({ type: FrameType.DeviceState, state })
     meter.phase('verify', round + 1)

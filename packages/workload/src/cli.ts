@@ -1,0 +1,244 @@
+/**
+ * The `shoal-workload` command line: argument parsing, output and exit codes. Exit codes are
+ * part of the contract with the migrator: 0 ok, 2 bad arguments or unusable files,
+ * 3 verification failed.
+ */
+
+import { parseArgs } from 'node:util'
+import {
+  optionalString,
+  parseCount,
+  parseRate,
+  parseSeed,
+  parseSize,
+  requireString,
+  type RawValues
+} from './cli-args.js'
+import { ImageExistsError, ImageSizeMismatchError, InvalidArgumentError, InvalidHeaderError } from './errors.js'
+import type { FillMode } from './format.js'
+import { initImage } from './image.js'
+import { verifyImage, type VerifyResult } from './verify.js'
+import { createWorkload } from './writer.js'
+
+/** Exit codes of the CLI. */
+export const EXIT = { ok: 0, failure: 1, usage: 2, verifyFailed: 3 } as const
+
+const USAGE = `Usage:
+  shoal-workload init   --memory-path P --memory-size BYTES --cache-path C --cache-size BYTES
+                        [--seed S] [--hot-pages H] [--hot-percent 90] [--fill zero|random]
+                        [--record-size 4076] [--force]
+  shoal-workload run    --memory-path P --cache-path C [--rate PAGES_PER_S] [--record-rate RECORDS_PER_S]
+                        [--resume] [--ops-file F]
+  shoal-workload verify --memory-path P --cache-path C [--writes N] [--records M] [--json]
+
+Sizes accept binary units (64k, 256M, 1G). Exit codes: 0 ok, 2 bad arguments or files, 3 verification failed.`
+
+type OptionSpec = Record<string, { type: 'string' | 'boolean' }>
+
+const IMAGE_OPTIONS: OptionSpec = {
+  'memory-path': { type: 'string' },
+  'cache-path': { type: 'string' },
+  help: { type: 'boolean' }
+}
+
+const COMMANDS: Record<string, { options: OptionSpec, run: (values: RawValues) => Promise<number> }> = {
+  init: {
+    options: {
+      ...IMAGE_OPTIONS,
+      'memory-size': { type: 'string' },
+      'cache-size': { type: 'string' },
+      seed: { type: 'string' },
+      'hot-pages': { type: 'string' },
+      'hot-percent': { type: 'string' },
+      fill: { type: 'string' },
+      'record-size': { type: 'string' },
+      force: { type: 'boolean' }
+    },
+    run: runInit
+  },
+  run: {
+    options: {
+      ...IMAGE_OPTIONS,
+      rate: { type: 'string' },
+      'record-rate': { type: 'string' },
+      resume: { type: 'boolean' },
+      'ops-file': { type: 'string' }
+    },
+    run: runWorkload
+  },
+  verify: {
+    options: {
+      ...IMAGE_OPTIONS,
+      writes: { type: 'string' },
+      records: { type: 'string' },
+      json: { type: 'boolean' }
+    },
+    run: runVerify
+  }
+}
+
+function out (line: string): void {
+  process.stdout.write(line + '\n')
+}
+
+function err (line: string): void {
+  process.stderr.write(line + '\n')
+}
+
+function optional<T> (values: RawValues, name: string, parse: (value: string, option: string) => T): T | undefined {
+  const value = optionalString(values, name)
+  return value === undefined ? undefined : parse(value, `--${name}`)
+}
+
+function parseFill (value: string, option: string): FillMode {
+  if (value !== 'zero' && value !== 'random') {
+    throw new InvalidArgumentError(`${option} must be "zero" or "random" (got "${value}")`, option)
+  }
+  return value
+}
+
+async function runInit (values: RawValues): Promise<number> {
+  const header = await initImage({
+    memoryPath: requireString(values, 'memory-path'),
+    memorySize: parseSize(requireString(values, 'memory-size'), '--memory-size'),
+    cachePath: requireString(values, 'cache-path'),
+    cacheSize: parseSize(requireString(values, 'cache-size'), '--cache-size'),
+    seed: optional(values, 'seed', parseSeed),
+    hotPages: optional(values, 'hot-pages', parseCount),
+    hotPercent: optional(values, 'hot-percent', parseCount),
+    fill: optional(values, 'fill', parseFill),
+    recordSize: optional(values, 'record-size', parseCount),
+    force: values.force === true
+  })
+  out(JSON.stringify({ event: 'initialized', ...header, seed: header.seed.toString() }))
+  return EXIT.ok
+}
+
+function printFailures (print: (line: string) => void, result: VerifyResult): void {
+  print(`FAILED: ${result.badPageCount} bad pages, ${result.badRecordCount} bad records, ${result.errors.length} count errors`)
+  for (const error of result.errors) print(`  ${error}`)
+  for (const { page, reason } of result.badPages) print(`  page ${page}: ${reason}`)
+  if (result.badPageCount > result.badPages.length) print(`  ... and ${result.badPageCount - result.badPages.length} more pages`)
+  for (const { record, reason } of result.badRecords) print(`  record ${record}: ${reason}`)
+  if (result.badRecordCount > result.badRecords.length) print(`  ... and ${result.badRecordCount - result.badRecords.length} more records`)
+}
+
+function isImageError (error: unknown): error is InvalidHeaderError | ImageSizeMismatchError {
+  return error instanceof InvalidHeaderError || error instanceof ImageSizeMismatchError
+}
+
+async function runWorkload (values: RawValues): Promise<number> {
+  const memoryPath = requireString(values, 'memory-path')
+  const cachePath = requireString(values, 'cache-path')
+  const rate = optional(values, 'rate', parseRate)
+  const recordRate = optional(values, 'record-rate', parseRate)
+  if (values.resume === true) {
+    // A resumed image must be intact before it is written to, or later checks would blame us.
+    let result: VerifyResult
+    try {
+      result = await verifyImage({ memoryPath, cachePath })
+    } catch (error) {
+      if (!isImageError(error)) throw error
+      err(`shoal-workload run --resume: ${error.message}`)
+      return EXIT.verifyFailed
+    }
+    if (!result.ok) {
+      err('shoal-workload run --resume: image verification failed')
+      printFailures(err, result)
+      return EXIT.verifyFailed
+    }
+  }
+  const workload = createWorkload({
+    memoryPath,
+    cachePath,
+    rate,
+    recordRate,
+    opsFile: optionalString(values, 'ops-file'),
+    onCacheFull: () => { err('shoal-workload run: cache file is full, no more records are appended') }
+  })
+  return await new Promise<number>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      process.off('SIGTERM', onSignal)
+      process.off('SIGINT', onSignal)
+      workload.stop()
+      const { writes, records } = workload.header
+      out(JSON.stringify({ event: 'stopped', signal, pid: process.pid, writes, records }))
+      resolve(EXIT.ok)
+    }
+    process.on('SIGTERM', onSignal)
+    process.on('SIGINT', onSignal)
+    workload.start()
+    const { writes, records } = workload.header
+    out(JSON.stringify({ event: 'ready', pid: process.pid, writes, records }))
+  })
+}
+
+async function runVerify (values: RawValues): Promise<number> {
+  const json = values.json === true
+  const opts = {
+    memoryPath: requireString(values, 'memory-path'),
+    cachePath: requireString(values, 'cache-path'),
+    writes: optional(values, 'writes', parseCount),
+    records: optional(values, 'records', parseCount)
+  }
+  let result: VerifyResult
+  try {
+    result = await verifyImage(opts)
+  } catch (error) {
+    // An image without a valid header is a failed verification, not a usage error.
+    if (!isImageError(error)) throw error
+    if (json) out(JSON.stringify({ ok: false, error: error.message, code: error.code }))
+    else out(`FAILED: ${error.message}`)
+    return EXIT.verifyFailed
+  }
+  if (json) out(JSON.stringify(result))
+  else if (result.ok) {
+    out(`OK: ${result.writes} writes (+${result.inFlightWrites} in flight), ${result.records} records (+${result.inFlightRecords} in flight); ` +
+      `${result.pagesChecked} pages and ${result.recordsChecked} records checked`)
+  } else printFailures(out, result)
+  return result.ok ? EXIT.ok : EXIT.verifyFailed
+}
+
+function isUsageError (error: unknown): error is Error {
+  if (error instanceof InvalidArgumentError || error instanceof ImageExistsError) return true
+  // parseArgs errors and fs errors (ENOENT, EACCES, ...) carry a string code.
+  const code = (error as { code?: unknown } | null)?.code
+  return error instanceof Error && typeof code === 'string' && (code.startsWith('ERR_PARSE_ARGS') || /^E[A-Z]+$/.test(code))
+}
+
+/**
+ * Runs the CLI with `argv` (without node and script) and resolves to the exit code; for `run`
+ * that is once SIGTERM/SIGINT has stopped the workload.
+ */
+export async function main (argv: readonly string[]): Promise<number> {
+  const [command, ...rest] = argv
+  if (command === '--help' || command === '-h' || command === 'help') {
+    out(USAGE)
+    return EXIT.ok
+  }
+  const spec = command === undefined ? undefined : COMMANDS[command]
+  if (spec === undefined) {
+    err(command === undefined ? 'shoal-workload: missing command' : `shoal-workload: unknown command "${command}"`)
+    err(USAGE)
+    return EXIT.usage
+  }
+  try {
+    const { values } = parseArgs({ args: [...rest], options: spec.options, strict: true, allowPositionals: false })
+    if (values.help === true) {
+      out(USAGE)
+      return EXIT.ok
+    }
+    return await spec.run(values)
+  } catch (error) {
+    if (isImageError(error)) {
+      err(`shoal-workload ${command}: ${error.message}`)
+      return EXIT.usage
+    }
+    if (isUsageError(error)) {
+      err(`shoal-workload ${command}: ${error.message}`)
+      err(`Run "shoal-workload --help" for usage.`)
+      return EXIT.usage
+    }
+    throw error
+  }
+}

@@ -1,0 +1,155 @@
+import { spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { randomFillSync } from 'node:crypto'
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { afterEach, describe, expect, it } from 'vitest'
+import {
+  createMemoryLanePair, createWorkerPool, DestinationSession, ImageExistsError, readLaneHello, runSourceSession
+} from '@shoal/core'
+import type { DestinationHooks, ImageSpec, Lane, MigrationReport, WorkerPool } from '@shoal/core'
+import { processController } from '../fixtures/process-controller.js'
+import { tempDir } from '../fixtures/temp.js'
+
+const WRITER = `
+const fs = require('node:fs'); const fd = fs.openSync(process.argv[1], 'r+'); const pages = Number(process.argv[2]);
+const buf = Buffer.alloc(4096); let n = 0; process.stdout.write('ready\\n');
+setInterval(() => { for (let i = 0; i < 50; i++) { n++; buf.fill(n & 255); buf.writeUInt32LE(n, 0); fs.writeSync(fd, buf, 0, 4096, Math.floor(Math.random() * pages) * 4096) } }, 5);
+`
+
+/** Wraps a lane so that it breaks after `after` sends. */
+function breakingLane (lane: Lane, after: number): Lane {
+  let sends = 0
+  return {
+    id: lane.id,
+    async send (f) { if (++sends === after) { lane.abort() } return await lane.send(f) },
+    [Symbol.asyncIterator]: () => lane[Symbol.asyncIterator](),
+    close: async () => { await lane.close() },
+    abort: (e) => { lane.abort(e) }
+  }
+}
+
+describe('source and destination sessions over in-memory lanes', () => {
+  const cleanups: Array<() => void | Promise<void>> = []
+  afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c() })
+
+  async function setup (pages = 2048, blocks = 8): Promise<{ image: ImageSpec, pool: WorkerPool, writer: ChildProcess, dir: string, hooks: DestinationHooks & { committed: Uint8Array[] } }> {
+    const dir = tempDir('session', '/dev/shm')
+    cleanups.push(dir.cleanup)
+    const image: ImageSpec = {
+      name: 'img', driver: 'test', driverConfig: {},
+      memory: { path: `${dir.path}/src.mem`, size: pages * 4096, pageSize: 4096 },
+      cache: { path: `${dir.path}/src.cache`, size: blocks * 65536, blockSize: 65536 }
+    }
+    const mem = Buffer.alloc(image.memory.size); randomFillSync(mem, 0, mem.byteLength / 2)
+    writeFileSync(image.memory.path, mem)
+    const cache = Buffer.alloc(image.cache.size); randomFillSync(cache)
+    writeFileSync(image.cache.path, cache)
+    const pool = createWorkerPool({ workers: 2 })
+    cleanups.push(async () => { await pool.stop() })
+    const writer = spawn(process.execPath, ['-e', WRITER, image.memory.path, String(pages)], { stdio: ['ignore', 'pipe', 'inherit'] })
+    cleanups.push(() => { writer.kill('SIGKILL') })
+    await new Promise<void>(resolve => writer.stdout!.once('data', () => { resolve() }))
+    const committed: Uint8Array[] = []
+    const hooks = {
+      committed,
+      async prepare () {
+        writeFileSync(`${dir.path}/dst.mem`, ''); rmSync(`${dir.path}/dst.mem`)
+        writeFileSync(`${dir.path}/dst.mem`, Buffer.alloc(0)); 
+        const { truncateSync } = await import('node:fs')
+        truncateSync(`${dir.path}/dst.mem`, image.memory.size)
+        writeFileSync(`${dir.path}/dst.cache`, Buffer.alloc(0)); truncateSync(`${dir.path}/dst.cache`, image.cache.size)
+        return { memoryPath: `${dir.path}/dst.mem`, cachePath: `${dir.path}/dst.cache` }
+      },
+      async commit (state: Uint8Array) { committed.push(state) },
+      async discard () { rmSync(`${dir.path}/dst.mem`, { force: true }); rmSync(`${dir.path}/dst.cache`, { force: true }) }
+    }
+    return { image, pool, writer, dir: dir.path, hooks }
+  }
+
+  function connect (lanes: number, wrap: (l: Lane, i: number) => Lane = l => l): { control: Lane, data: Lane[], attach: (d: DestinationSession) => void, destControl: Lane } {
+    const [control, destControl] = createMemoryLanePair({ id: 'ctl' })
+    const pairs = Array.from({ length: lanes }, (_, i) => createMemoryLanePair({ id: `lane${i}`, highWaterMark: 4 }))
+    return {
+      control,
+      destControl,
+      data: pairs.map(([a], i) => wrap(a, i)),
+      attach: (d) => {
+        for (const [, b] of pairs) void readLaneHello(b).then(({ frames }) => { d.addLane(b, frames) }, () => {})
+      }
+    }
+  }
+
+  it('migrates a running image over 3 lanes and the copy equals the source at pause', async () => {
+    const { image, pool, writer, dir, hooks } = await setup()
+    const controller = processController(writer)
+    const net = connect(3)
+    const dest = new DestinationSession(net.destControl, { pool, hooks })
+    net.attach(dest)
+    const [report, result] = await Promise.all([
+      runSourceSession({ image, controller, control: net.control, lanes: net.data, pool }, { chunkBytes: 64 * 1024, downtimeTargetMs: 5 }),
+      dest.run()
+    ])
+    expect(report.ok).toBe(true)
+    expect(report.verified).toBe(true)
+    expect(result.committed).toBe(true)
+    expect(controller.calls).toEqual(['pause', 'deviceState', 'stop'])
+    expect(hooks.committed).toEqual([new Uint8Array([1, 2, 3])])
+    expect(readFileSync(`${dir}/dst.mem`).equals(readFileSync(image.memory.path))).toBe(true)
+    expect(readFileSync(`${dir}/dst.cache`).equals(readFileSync(image.cache.path))).toBe(true)
+    expect(report.rounds.length).toBeGreaterThan(1)
+    expect(report.rounds.at(-1)!.final).toBe(true)
+    expect(report.lanes.filter(l => l.bytes > 0).length).toBe(3)
+    expect(report.downtimeMs).toBeGreaterThan(0)
+  })
+
+  it("finishes and verifies when a lane breaks mid-transfer; its chunks go to the other lanes", async () => {
+    const { image, pool, writer, dir, hooks } = await setup()
+    const net = connect(3, (l, i) => i === 1 ? breakingLane(l, 5) : l)
+    const dest = new DestinationSession(net.destControl, { pool, hooks })
+    net.attach(dest)
+    const [report] = await Promise.all([
+      runSourceSession({ image, controller: processController(writer), control: net.control, lanes: net.data, pool }, { chunkBytes: 64 * 1024 }),
+      dest.run()
+    ])
+    expect(report.ok).toBe(true)
+    const broken = report.lanes.find(l => l.state === 'failed')
+    expect(broken?.id).toBe('lane1:a')
+    expect(readFileSync(`${dir}/dst.mem`).equals(readFileSync(image.memory.path))).toBe(true)
+  })
+
+  it('a refusal from the destination leaves the source running and untouched', async () => {
+    const { image, pool, writer, hooks } = await setup()
+    const before = readFileSync(image.cache.path)
+    const controller = processController(writer)
+    const net = connect(1)
+    const dest = new DestinationSession(net.destControl, { pool, hooks: { ...hooks, prepare: async () => { throw new ImageExistsError('image img already exists') } } })
+    net.attach(dest)
+    const [outcome, result] = await Promise.all([
+      runSourceSession({ image, controller, control: net.control, lanes: net.data, pool }).then(() => undefined, (e: Error & { report: MigrationReport }) => e),
+      dest.run()
+    ])
+    expect(outcome?.name).toBe('RemoteAbortError')
+    expect(outcome?.report.error?.message).toMatch(/already exists/)
+    expect(result.error?.code).toBe('ERR_IMAGE_EXISTS')
+    expect(controller.calls).toEqual([])
+    expect(readFileSync(image.cache.path).equals(before)).toBe(true)
+  })
+
+  it('the destination dying mid-migration resumes the source and discards the partial copy', async () => {
+    const { image, pool, writer, dir, hooks } = await setup(8192)
+    const controller = processController(writer)
+    const net = connect(2, (l, i) => i === 0 ? breakingLane(l, 8) : breakingLane(l, 8))
+    const dest = new DestinationSession(net.destControl, { pool, hooks })
+    net.attach(dest)
+    // Kill the destination's control lane as soon as the second lane breaks: nothing is left.
+    const [outcome, result] = await Promise.all([
+      runSourceSession({ image, controller, control: net.control, lanes: net.data, pool }, { chunkBytes: 16 * 1024 }).then(() => undefined, (e: Error & { report: MigrationReport }) => e),
+      dest.run()
+    ])
+    expect(outcome?.name).toBe('NoLanesError')
+    expect(result.committed).toBe(false)
+    expect(existsSync(`${dir}/dst.mem`)).toBe(false)
+    expect(controller.calls).not.toContain('stop')
+    expect(writer.exitCode).toBeNull()
+  })
+})
