@@ -112,11 +112,17 @@ export class WorkloadError extends ShoalError {
   constructor (message = 'workload controller failed', options?: ErrorOptions) { super(message, undefined, options) }
 }
 
+/** A caller passed a bad argument (CLI flag, option, peer address). */
+export class InvalidArgumentError extends ShoalError {
+  static override readonly code = 'ERR_INVALID_ARGUMENT'
+  constructor (message = 'invalid argument') { super(message) }
+}
+
 /** Every stable error code, for docs and for mapping codes received on the wire. */
 export const ERROR_CODES: readonly string[] = [
   ShoalError, InvalidFrameError, UnsupportedVersionError, UnauthorizedPeerError, UnknownImageError,
   ImageExistsError, InvalidImageError, VerificationFailedError, LaneClosedError, NoLanesError,
-  RemoteAbortError, AbortedError, TimeoutError, ProtocolError, CommitUnknownError, WorkloadError
+  RemoteAbortError, AbortedError, TimeoutError, ProtocolError, CommitUnknownError, WorkloadError, InvalidArgumentError
 ].map(e => e.code)
 
 /** Returns the stable code of any thrown value. */

@@ -62,6 +62,8 @@ class StreamLane implements Lane {
   /** Sends are refused (we closed, or the peer did). */
   private writeClosed = false
   private remoteFin = false
+  /** `close()` was called. */
+  private writeClosedLocally = false
   private error?: Error
   private readWaiter?: () => void
   private drainWaiters: Array<() => void> = []
@@ -192,8 +194,6 @@ class StreamLane implements Lane {
     this.wakeWriters()
     this.wakeReader()
   }
-
-  private writeClosedLocally = false
 
   private fail (err: Error): void {
     if (this.error != null) return

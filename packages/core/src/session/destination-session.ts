@@ -75,6 +75,9 @@ export class DestinationSession {
     this.control = new ControlChannel(controlLane)
   }
 
+  /** The hello of the session, once received. */
+  get helloFrame (): HelloFrame | undefined { return this.hello }
+
   /** Attaches a data lane whose LANE_HELLO named this session. */
   addLane (lane: Lane, frames: AsyncIterator<Uint8Array>): void {
     this.lanes.add(lane)

@@ -1,0 +1,15 @@
+/** Defaults of the peer daemon, in one place. */
+
+/** libp2p protocol of the control lane of a migration. */
+export const MIGRATE_PROTOCOL = '/shoal/migrate/1.0.0'
+/** libp2p protocol of a data lane. */
+export const LANE_PROTOCOL = '/shoal/lane/1.0.0'
+/** Data lanes a migration opens when not told otherwise. */
+export const DEFAULT_LANES = 4
+/** Name of the control socket inside the data directory. */
+export const CONTROL_SOCKET = 'control.sock'
+/** Where memory files live (tmpfs, so workloads and Shoal share them without disk I/O). */
+export const DEFAULT_SHM_DIR = '/dev/shm'
+/** Synthetic workload defaults. */
+export const DEFAULT_WORKLOAD_RATE = 2000
+export const DEFAULT_RECORD_RATE = 200

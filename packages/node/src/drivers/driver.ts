@@ -1,0 +1,24 @@
+import type { WorkloadController } from '@shoal/core'
+import type { ImageRecord } from '../image-store.js'
+
+/** A workload running on this node. */
+export interface RunningWorkload {
+  readonly pid?: number
+  readonly controller: WorkloadController
+  /** Resolves when the workload ends, with its exit code (null when killed by a signal). */
+  readonly exited: Promise<number | null>
+  /** Ends it gracefully (used when the node stops). */
+  terminate: () => Promise<void>
+}
+
+/** The outcome of a driver's own check of an image that just arrived. */
+export interface ArrivalCheck { ok: boolean, detail: string }
+
+/** Runs one kind of workload (a synthetic process, a QEMU VM, ...). Drivers are pluggable. */
+export interface Driver {
+  readonly name: string
+  /** Starts the image's workload. `deviceState` is set when it resumes after a migration. */
+  launch: (rec: ImageRecord, deviceState?: Uint8Array) => Promise<RunningWorkload>
+  /** Checks a just-migrated image against the device state captured at pause, before it runs. */
+  check: (rec: ImageRecord, deviceState: Uint8Array) => Promise<ArrivalCheck>
+}

@@ -1,0 +1,99 @@
+import { spawn } from 'node:child_process'
+import { openSync, closeSync } from 'node:fs'
+import { join, dirname } from 'node:path'
+import { createInterface } from 'node:readline'
+import { WorkloadError } from '@shoal/core'
+import { readHeader, verifyImage, workloadBinPath } from '@shoal/workload'
+import { DEFAULT_RECORD_RATE, DEFAULT_WORKLOAD_RATE } from '../constants.js'
+import type { ImageRecord } from '../image-store.js'
+import type { ArrivalCheck, Driver, RunningWorkload } from './driver.js'
+
+/** Driver settings of a synthetic image (they travel with the image). */
+export interface SyntheticConfig {
+  /** Page writes per second. */
+  rate?: number
+  /** Cache records appended per second. */
+  recordRate?: number
+}
+
+/** Device state of a synthetic workload: its counters at pause, read from its header page. */
+interface SyntheticState { writes: number, records: number }
+
+const READY_TIMEOUT_MS = 30_000
+
+/**
+ * Driver of the synthetic workload process (`@shoal/workload`): pause = SIGSTOP, resume =
+ * SIGCONT, device state = the write and record counters at pause; on arrival the image is fully
+ * verified against those counters before the workload resumes.
+ */
+export function createSyntheticDriver (): Driver {
+  return {
+    name: 'synthetic',
+    async launch (rec, deviceState) {
+      const cfg = rec.spec.driverConfig as SyntheticConfig
+      const args = [workloadBinPath, 'run', '--memory-path', rec.spec.memory.path, '--cache-path', rec.spec.cache.path,
+        '--rate', String(cfg.rate ?? DEFAULT_WORKLOAD_RATE), '--record-rate', String(cfg.recordRate ?? DEFAULT_RECORD_RATE),
+        '--ops-file', join(dirname(rec.spec.cache.path), 'ops.json')]
+      if (deviceState != null) args.push('--resume')
+      const logFd = openSync(join(dirname(rec.spec.cache.path), 'workload.log'), 'a')
+      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', logFd] })
+      closeSync(logFd)
+      const exited = new Promise<number | null>(resolve => { child.once('exit', code => { resolve(code) }) })
+      await new Promise<void>((resolve, reject) => {
+        const lines = createInterface({ input: child.stdout! })
+        const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new WorkloadError('workload did not become ready')) }, READY_TIMEOUT_MS)
+        lines.on('line', (line) => {
+          if (line.includes('"ready"')) { clearTimeout(timer); resolve() }
+        })
+        void exited.then((code) => { clearTimeout(timer); reject(new WorkloadError(`workload exited with ${code} before it was ready (see workload.log)`)) })
+      })
+      child.stdout?.resume()
+      let stopped = false
+      const signal = (sig: NodeJS.Signals): void => {
+        if (child.exitCode == null && child.signalCode == null) child.kill(sig)
+      }
+      const running: RunningWorkload = {
+        pid: child.pid,
+        exited,
+        controller: {
+          async pause () { signal('SIGSTOP') },
+          async resume () { signal('SIGCONT') },
+          async deviceState () {
+            const h = await readHeader(rec.spec.memory.path)
+            const state: SyntheticState = { writes: h.writes, records: h.records }
+            return Buffer.from(JSON.stringify(state))
+          },
+          async stop () {
+            stopped = true
+            signal('SIGKILL')
+            await exited
+          }
+        },
+        async terminate () {
+          if (stopped) return
+          stopped = true
+          signal('SIGCONT')
+          signal('SIGTERM')
+          const t = setTimeout(() => { signal('SIGKILL') }, 5000)
+          await exited
+          clearTimeout(t)
+        }
+      }
+      return running
+    },
+    async check (rec, deviceState) {
+      let state: SyntheticState
+      try {
+        state = JSON.parse(Buffer.from(deviceState).toString('utf8')) as SyntheticState
+        if (!Number.isSafeInteger(state.writes) || !Number.isSafeInteger(state.records)) throw new Error('bad counters')
+      } catch {
+        return { ok: false, detail: 'device state is not a synthetic workload state' }
+      }
+      const r = await verifyImage({ memoryPath: rec.spec.memory.path, cachePath: rec.spec.cache.path, writes: state.writes, records: state.records })
+      const detail = r.ok
+        ? `${r.writes} page writes and ${r.records} records present (${r.pagesChecked} pages checked)`
+        : `${r.badPageCount} bad pages, ${r.badRecordCount} bad records; ${[...r.errors, ...r.badPages.slice(0, 3).map(p => `page ${p.page}: ${p.reason}`)].join('; ')}`
+      return { ok: r.ok, detail } satisfies ArrivalCheck
+    }
+  }
+}

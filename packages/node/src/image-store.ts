@@ -1,0 +1,111 @@
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, openSync, closeSync, ftruncateSync, existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { ImageExistsError, UnknownImageError, validateImageSpec } from '@shoal/core'
+import type { HelloFrame, ImageSpec } from '@shoal/core'
+
+/** What the node remembers about one hosted image. */
+export interface ImageRecord {
+  spec: ImageSpec
+  /** `running`: its workload runs here; `stopped`: hosted, not running; `migrating`: leaving. */
+  state: 'stopped' | 'running' | 'migrating'
+  /** Workload-level check run when the image arrived here (synthetic driver). */
+  arrivalCheck?: { ok: boolean, detail: string }
+  /** Peer the image came from, if it was migrated in. */
+  from?: string
+}
+
+/** Paths of a staging area for an incoming image. */
+export interface Staging { memoryPath: string, cachePath: string, dir: string }
+
+const NAME_RE = /^[A-Za-z0-9._-]{1,128}$/
+
+/**
+ * Images hosted by a node: `<dataDir>/images/<name>/image.json` + `cache.img`, memory in
+ * `<shmDir>/<name>.mem`. Incoming images are staged under `<dataDir>/incoming/<session>/` and
+ * only renamed into place on commit, so a failed or refused migration leaves nothing behind.
+ */
+export class ImageStore {
+  readonly imagesDir: string
+  readonly incomingDir: string
+
+  constructor (readonly dataDir: string, readonly shmDir: string) {
+    this.imagesDir = join(dataDir, 'images')
+    this.incomingDir = join(dataDir, 'incoming')
+    mkdirSync(this.imagesDir, { recursive: true })
+    mkdirSync(shmDir, { recursive: true })
+    // Staging left by a crash is never a valid image: drop it.
+    rmSync(this.incomingDir, { recursive: true, force: true })
+    for (const f of readdirSync(shmDir)) if (f.startsWith('incoming-')) rmSync(join(shmDir, f), { force: true })
+    mkdirSync(this.incomingDir, { recursive: true })
+  }
+
+  /** Paths a new image of this name gets. */
+  pathsFor (name: string): { memoryPath: string, cachePath: string, dir: string } {
+    if (!NAME_RE.test(name) || name.startsWith('.')) throw new UnknownImageError(`invalid image name ${JSON.stringify(name)}`)
+    const dir = join(this.imagesDir, name)
+    return { dir, memoryPath: join(this.shmDir, `${name}.mem`), cachePath: join(dir, 'cache.img') }
+  }
+
+  has (name: string): boolean {
+    return NAME_RE.test(name) && existsSync(join(this.imagesDir, name, 'image.json'))
+  }
+
+  get (name: string): ImageRecord {
+    if (!this.has(name)) throw new UnknownImageError(`no image named ${JSON.stringify(name)} on this node`)
+    return JSON.parse(readFileSync(join(this.imagesDir, name, 'image.json'), 'utf8')) as ImageRecord
+  }
+
+  list (): ImageRecord[] {
+    return readdirSync(this.imagesDir).filter(n => this.has(n)).map(n => this.get(n))
+  }
+
+  /** Writes the record atomically (temp file + rename). */
+  put (rec: ImageRecord): void {
+    validateImageSpec(rec.spec)
+    const dir = join(this.imagesDir, rec.spec.name)
+    mkdirSync(dir, { recursive: true })
+    const tmp = join(dir, 'image.json.tmp')
+    writeFileSync(tmp, JSON.stringify(rec, null, 2))
+    renameSync(tmp, join(dir, 'image.json'))
+  }
+
+  /** Removes an image and its files. */
+  remove (name: string): void {
+    const { dir, memoryPath } = this.pathsFor(name)
+    rmSync(memoryPath, { force: true })
+    rmSync(dir, { recursive: true, force: true })
+  }
+
+  /** Creates zero-filled (sparse) staging files for an incoming image. */
+  stage (hello: HelloFrame, session: string): Staging {
+    if (this.has(hello.image)) throw new ImageExistsError(`image ${hello.image} already exists on this node`)
+    const dir = join(this.incomingDir, session)
+    mkdirSync(dir, { recursive: true })
+    const staging = { dir, memoryPath: join(this.shmDir, `incoming-${session}.mem`), cachePath: join(dir, 'cache.img') }
+    sparseFile(staging.memoryPath, hello.memorySize)
+    sparseFile(staging.cachePath, hello.cacheSize)
+    return staging
+  }
+
+  /** Moves a verified staging area into place as image `spec.name`. */
+  adopt (staging: Staging, rec: ImageRecord): void {
+    if (this.has(rec.spec.name)) throw new ImageExistsError(`image ${rec.spec.name} already exists on this node`)
+    const paths = this.pathsFor(rec.spec.name)
+    mkdirSync(paths.dir, { recursive: true })
+    renameSync(staging.memoryPath, paths.memoryPath)
+    renameSync(staging.cachePath, paths.cachePath)
+    rmSync(staging.dir, { recursive: true, force: true })
+    this.put({ ...rec, spec: { ...rec.spec, memory: { ...rec.spec.memory, path: paths.memoryPath }, cache: { ...rec.spec.cache, path: paths.cachePath } } })
+  }
+
+  /** Deletes a staging area. */
+  discard (staging: Staging): void {
+    rmSync(staging.memoryPath, { force: true })
+    rmSync(staging.dir, { recursive: true, force: true })
+  }
+}
+
+function sparseFile (path: string, size: number): void {
+  const fd = openSync(path, 'wx')
+  try { ftruncateSync(fd, size) } finally { closeSync(fd) }
+}

@@ -1,0 +1,25 @@
+/**
+ * @packageDocumentation
+ * The Shoal peer daemon: hosts images and their workloads (pluggable drivers), accepts
+ * migrations from allow-listed peers, sends migrations, and serves a local control API.
+ *
+ * @example
+ * ```ts
+ * import { createShoalNode } from '@shoal/node'
+ *
+ * const a = await createShoalNode({ dataDir: '/tmp/a', listen: ['/ip4/127.0.0.1/tcp/0'] })
+ * const b = await createShoalNode({ dataDir: '/tmp/b', listen: ['/ip4/127.0.0.2/tcp/0'], allow: [a.peerId] })
+ * await a.start(); await b.start()
+ * await a.createImage({ name: 'vm1', memorySize: 64 << 20, cacheSize: 256 << 20 })
+ * await a.startImage('vm1')
+ * const report = await a.migrate('vm1', b.addrs()[0]!)
+ * console.log(report.downtimeMs, report.verified)
+ * await a.stop(); await b.stop()
+ * ```
+ */
+export * from './constants.js'
+export * from './logger.js'
+export * from './image-store.js'
+export * from './drivers/driver.js'
+export * from './drivers/synthetic-driver.js'
+export * from './shoal-node.js'

@@ -1,0 +1,278 @@
+import { createHash } from 'node:crypto'
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import {
+  createWorkerPool, DestinationSession, InvalidImageError, readLaneHello, runSourceSession, UnknownImageError, WorkloadError,
+  DEFAULT_PAGE_SIZE, DEFAULT_BLOCK_SIZE, ShoalError, InvalidArgumentError, validateImageSpec
+} from '@shoal/core'
+import type { ImageSpec, Lane, MigrationProgress, MigrationReport, WorkerPool, WorkloadController, SourceSessionOptions } from '@shoal/core'
+import { createShoalLibp2p, handleLanes, loadOrCreateIdentity, openLanes } from '@shoal/libp2p'
+import type { ShoalLibp2p } from '@shoal/libp2p'
+import { initImage } from '@shoal/workload'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { DEFAULT_LANES, DEFAULT_SHM_DIR, LANE_PROTOCOL, MIGRATE_PROTOCOL } from './constants.js'
+import type { Driver, RunningWorkload } from './drivers/driver.js'
+import { createSyntheticDriver } from './drivers/synthetic-driver.js'
+import type { SyntheticConfig } from './drivers/synthetic-driver.js'
+import { ImageStore } from './image-store.js'
+import type { ImageRecord, Staging } from './image-store.js'
+import { silentLogger } from './logger.js'
+import type { Logger } from './logger.js'
+
+/** Options of {@link createShoalNode}. */
+export interface ShoalNodeInit {
+  /** Directory for the identity, images and control socket. */
+  dataDir: string
+  /** Listen multiaddrs; default `/ip4/127.0.0.1/tcp/0`. */
+  listen?: string[]
+  /** Peer IDs allowed to migrate into this node. Empty: nobody. */
+  allow?: string[]
+  /** Bootstrap peers (multiaddrs with `/p2p/<id>`). */
+  bootstrap?: string[]
+  /** mDNS discovery on the LAN (off by default: it multicasts). */
+  mdns?: boolean
+  /** Directory for memory files (tmpfs); default `/dev/shm/shoal-<peer id suffix>`. */
+  shmDir?: string
+  /** Tracker and digest worker threads; default = cores. */
+  workers?: number
+  /** Drivers by name; the synthetic driver is always there. */
+  drivers?: Driver[]
+  logger?: Logger
+}
+
+/** Options of a synthetic image created on a node. */
+export interface CreateImageOptions {
+  name: string
+  memorySize: number
+  cacheSize: number
+  /** Initial content: `zero` or `random` (real bytes). */
+  fill?: 'zero' | 'random'
+  pageSize?: number
+  blockSize?: number
+  config?: SyntheticConfig
+}
+
+/** Options of {@link ShoalNode.migrate}. */
+export interface MigrateOptions extends Omit<SourceSessionOptions, 'onProgress'> {
+  /** Data lanes; default 4. */
+  lanes?: number
+  /** Data lanes per TCP connection; default 1 (one connection per lane). */
+  streamsPerConnection?: number
+  onProgress?: (p: MigrationProgress) => void
+}
+
+/** A node's view of itself, for `shoal status`. */
+export interface NodeStatus {
+  peerId: string
+  addrs: string[]
+  images: Array<ImageRecord & { pid?: number }>
+  incoming: number
+}
+
+/** A Shoal peer: hosts images and their workloads, sends and receives migrations. */
+export interface ShoalNode {
+  readonly peerId: string
+  readonly libp2p: ShoalLibp2p
+  addrs: () => string[]
+  start: () => Promise<void>
+  /** Stops migrations, workloads started here, workers and sockets. */
+  stop: () => Promise<void>
+  createImage: (opts: CreateImageOptions) => Promise<ImageRecord>
+  startImage: (name: string) => Promise<ImageRecord>
+  migrate: (name: string, to: string, opts?: MigrateOptions) => Promise<MigrationReport>
+  status: () => NodeStatus
+  /** Allows one more peer to migrate into this node. */
+  allowPeer: (peerId: string) => void
+}
+
+/** Creates a node (not started). */
+export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> {
+  const log = init.logger ?? silentLogger
+  const privateKey = await loadOrCreateIdentity(init.dataDir)
+  const libp2p = await createShoalLibp2p({
+    privateKey, listen: init.listen ?? ['/ip4/127.0.0.1/tcp/0'], bootstrap: init.bootstrap, mdns: init.mdns
+  })
+  const peerId = libp2p.peerId.toString()
+  const allow = new Set(init.allow ?? [])
+  for (const p of allow) parsePeerId(p)
+  const shmDir = init.shmDir ?? join(DEFAULT_SHM_DIR, `shoal-${createHash('sha256').update(init.dataDir).digest('hex').slice(0, 12)}`)
+  const store = new ImageStore(init.dataDir, shmDir)
+  const drivers = new Map<string, Driver>([['synthetic', createSyntheticDriver()]])
+  for (const d of init.drivers ?? []) drivers.set(d.name, d)
+  const running = new Map<string, RunningWorkload>()
+  const incoming = new Map<string, { session: DestinationSession, peer: string }>()
+  const controllers = new AbortController()
+  let pool: WorkerPool | undefined
+
+  const driverOf = (spec: ImageSpec): Driver => {
+    const d = drivers.get(spec.driver)
+    if (d == null) throw new InvalidImageError(`no driver named ${spec.driver} on this node`)
+    return d
+  }
+
+  const launch = async (rec: ImageRecord, deviceState?: Uint8Array): Promise<void> => {
+    const w = await driverOf(rec.spec).launch(rec, deviceState)
+    running.set(rec.spec.name, w)
+    void w.exited.then((code) => {
+      if (running.get(rec.spec.name) === w) {
+        running.delete(rec.spec.name)
+        if (store.has(rec.spec.name)) store.put({ ...store.get(rec.spec.name), state: 'stopped' })
+        log.warn('workload exited', { image: rec.spec.name, code })
+      }
+    })
+    store.put({ ...rec, state: 'running' })
+  }
+
+  const onControlLane = (lane: Lane, info: { peerId: string }): void => {
+    let staging: Staging | undefined
+    let sessionKey: string | undefined
+    const session = new DestinationSession(lane, {
+      pool: pool!,
+      hooks: {
+        async prepare (hello) {
+          driverOf({ driver: hello.driver } as ImageSpec)
+          staging = store.stage(hello, Buffer.from(hello.sessionId).toString('hex'))
+          return staging
+        },
+        register (key) { sessionKey = key; incoming.set(key, { session, peer: info.peerId }) },
+        async commit (deviceState) {
+          const hello = session.helloFrame!
+          const spec: ImageSpec = {
+            name: hello.image, driver: hello.driver, driverConfig: JSON.parse(hello.driverConfig) as Record<string, unknown>,
+            memory: { path: staging!.memoryPath, size: hello.memorySize, pageSize: hello.pageSize },
+            cache: { path: staging!.cachePath, size: hello.cacheSize, blockSize: hello.blockSize }
+          }
+          const check = await driverOf(spec).check({ spec, state: 'stopped' }, deviceState)
+          log.info('arrival check', { image: spec.name, ...check })
+          if (!check.ok) throw new WorkloadError(`arrival check failed: ${check.detail}`)
+          store.adopt(staging!, { spec, state: 'stopped', arrivalCheck: check, from: info.peerId })
+          staging = undefined
+          await launch(store.get(spec.name), deviceState)
+        },
+        async discard () { if (staging != null) store.discard(staging) }
+      }
+    }, { signal: controllers.signal })
+    log.info('incoming migration', { from: info.peerId })
+    void session.run().then((r) => {
+      if (sessionKey != null) incoming.delete(sessionKey)
+      if (r.committed) log.info('migration in committed', { image: r.image, bytes: r.bytes })
+      else log.warn('migration in failed', { image: r.image, error: r.error })
+    })
+  }
+
+  const onDataLane = (lane: Lane, info: { peerId: string }): void => {
+    readLaneHello(lane).then(({ hello, frames }) => {
+      const entry = incoming.get(Buffer.from(hello.sessionId).toString('hex'))
+      if (entry == null || entry.peer !== info.peerId) { lane.abort(new UnknownImageError('lane for an unknown session')); return }
+      entry.session.addLane(lane, frames)
+    }, (err: Error) => { lane.abort(err) })
+  }
+
+  const isAllowed = (p: string): boolean => {
+    const ok = allow.has(p)
+    if (!ok) log.warn('refused peer: not on the allow-list', { peer: p })
+    return ok
+  }
+
+  const node: ShoalNode = {
+    peerId,
+    libp2p,
+    addrs: () => libp2p.getMultiaddrs().map(a => a.toString()),
+    async start () {
+      pool = createWorkerPool({ workers: init.workers })
+      await handleLanes(libp2p, MIGRATE_PROTOCOL, onControlLane, { isAllowed })
+      await handleLanes(libp2p, LANE_PROTOCOL, onDataLane, { isAllowed: p => allow.has(p) })
+      await libp2p.start()
+      log.info('node started', { peerId, addrs: node.addrs() })
+    },
+    async stop () {
+      controllers.abort(new ShoalError('node stopping'))
+      await Promise.all([...running.values()].map(async w => { await w.terminate() }))
+      running.clear()
+      await libp2p.stop()
+      await pool?.stop()
+    },
+    async createImage (opts) {
+      const paths = store.pathsFor(opts.name)
+      if (store.has(opts.name)) throw new InvalidImageError(`image ${opts.name} already exists`)
+      const spec: ImageSpec = {
+        name: opts.name, driver: 'synthetic', driverConfig: { ...opts.config },
+        memory: { path: paths.memoryPath, size: opts.memorySize, pageSize: opts.pageSize ?? DEFAULT_PAGE_SIZE },
+        cache: { path: paths.cachePath, size: opts.cacheSize, blockSize: opts.blockSize ?? DEFAULT_BLOCK_SIZE }
+      }
+      validateImageSpec(spec)
+      mkdirSync(paths.dir, { recursive: true })
+      try {
+        await initImage({ memoryPath: spec.memory.path, memorySize: spec.memory.size, cachePath: spec.cache.path, cacheSize: spec.cache.size, fill: opts.fill ?? 'zero' })
+      } catch (err) {
+        store.remove(opts.name)
+        throw err
+      }
+      const rec: ImageRecord = { spec, state: 'stopped' }
+      store.put(rec)
+      return rec
+    },
+    async startImage (name) {
+      const rec = store.get(name)
+      if (running.has(name)) return rec
+      await launch(rec)
+      return store.get(name)
+    },
+    async migrate (name, to, opts = {}) {
+      const rec = store.get(name)
+      if (rec.state === 'migrating') throw new InvalidImageError(`image ${name} is already migrating`)
+      const target = resolvePeer(to)
+      const w = running.get(name)
+      const controller: WorkloadController = w?.controller ?? { async pause () {}, async resume () {}, async deviceState () { return new Uint8Array() }, async stop () {} }
+      store.put({ ...rec, state: 'migrating' })
+      let lanes: Lane[] = []
+      try {
+        const [control] = await openLanes(libp2p, target, MIGRATE_PROTOCOL, 1, { signal: opts.signal })
+        try {
+          lanes = await openLanes(libp2p, target, LANE_PROTOCOL, opts.lanes ?? DEFAULT_LANES, { signal: opts.signal, streamsPerConnection: opts.streamsPerConnection })
+        } catch (err) {
+          control!.abort()
+          throw err
+        }
+        log.info('migration out', { image: name, to: target.peerId.toString(), lanes: lanes.map(l => l.id) })
+        const report = await runSourceSession({ image: rec.spec, controller, control: control!, lanes, pool: pool! }, opts)
+        running.delete(name)
+        store.remove(name)
+        return report
+      } catch (err) {
+        if (store.has(name)) store.put({ ...store.get(name), state: running.has(name) ? 'running' : 'stopped' })
+        throw err
+      }
+    },
+    status () {
+      return {
+        peerId,
+        addrs: node.addrs(),
+        images: store.list().map(r => ({ ...r, pid: running.get(r.spec.name)?.pid })),
+        incoming: incoming.size
+      }
+    },
+    allowPeer (p) { parsePeerId(p); allow.add(p) }
+  }
+
+  function resolvePeer (to: string): { peerId: ReturnType<typeof peerIdFromString>, addrs: ReturnType<typeof multiaddr>[] } {
+    try {
+      if (to.startsWith('/')) {
+        const ma = multiaddr(to)
+        const id = ma.getComponents().findLast(c => c.name === 'p2p')?.value
+        if (id == null) throw new Error('no /p2p/<peer id> in it')
+        return { peerId: peerIdFromString(id), addrs: [ma] }
+      }
+      return { peerId: peerIdFromString(to), addrs: [] }
+    } catch (err) {
+      throw new InvalidArgumentError(`bad target ${JSON.stringify(to)}: expected a peer ID or a multiaddr ending in /p2p/<peer id> (${(err as Error).message})`)
+    }
+  }
+
+  return node
+}
+
+function parsePeerId (p: string): void {
+  try { peerIdFromString(p) } catch { throw new InvalidArgumentError(`not a peer ID: ${JSON.stringify(p)}`) }
+}
