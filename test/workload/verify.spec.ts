@@ -135,4 +135,9 @@ describe('verifyImage', () => {
     const gap = await verifyImage(image)
     expect(gap.badRecords).toEqual([{ record: 8, reason: expect.stringMatching(/record 7 is missing/) as string }])
   })
+
+  it('stops when its signal is aborted', async () => {
+    const image = await completedImage()
+    await expect(verifyImage({ ...image, signal: AbortSignal.abort() })).rejects.toThrow(/abort/i)
+  })
 })

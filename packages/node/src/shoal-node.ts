@@ -226,17 +226,15 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
       const w = running.get(name)
       const controller: WorkloadController = w?.controller ?? { async pause () {}, async resume () {}, async deviceState () { return new Uint8Array() }, async stop () {} }
       store.put({ ...rec, state: 'migrating' })
-      let lanes: Lane[] = []
       try {
         const [control] = await openLanes(libp2p, target, MIGRATE_PROTOCOL, 1, { signal: opts.signal })
-        try {
-          lanes = await openLanes(libp2p, target, LANE_PROTOCOL, opts.lanes ?? DEFAULT_LANES, { signal: opts.signal, streamsPerConnection: opts.streamsPerConnection })
-        } catch (err) {
-          control!.abort()
-          throw err
+        const count = opts.lanes ?? DEFAULT_LANES
+        const open = async (): Promise<Lane[]> => {
+          const lanes = await openLanes(libp2p, target, LANE_PROTOCOL, count, { signal: opts.signal, streamsPerConnection: opts.streamsPerConnection })
+          log.info('migration out', { image: name, to: target.peerId.toString(), lanes: lanes.map(l => l.id) })
+          return lanes
         }
-        log.info('migration out', { image: name, to: target.peerId.toString(), lanes: lanes.map(l => l.id) })
-        const report = await runSourceSession({ image: rec.spec, controller, control: control!, lanes, pool: pool! }, opts)
+        const report = await runSourceSession({ image: rec.spec, controller, control: control!, lanes: { count, open }, pool: pool! }, opts)
         running.delete(name)
         store.remove(name)
         return report

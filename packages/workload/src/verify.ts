@@ -11,7 +11,8 @@
  *   stamp present sets L, and every write up to it must then be present too.
  * - A never-written page must hold its initial content: zeros, or for random fill anything
  *   that is not a valid page stamp.
- * - Records `1..records` must be intact; records beyond may exist only up to `pendingRecords`.
+ * - Records `1..records` must be intact; intact records beyond them may exist only in order,
+ *   without gaps, and up to `pendingRecords`.
  */
 
 import { open, type FileHandle } from 'node:fs/promises'

@@ -17,7 +17,14 @@ export class ControlChannel {
 
   /** Sends one frame. */
   async send (frame: Frame): Promise<void> {
-    await this.lane.send(encodeFrame(frame))
+    try {
+      await this.lane.send(encodeFrame(frame))
+    } catch (err) {
+      // A peer that refuses says why in an ABORT frame and closes: report its reason, not ours.
+      const why = await this.nextRaw(1000).catch(() => undefined)
+      if (why?.type === FrameType.Abort) throw new RemoteAbortError(why.code, why.message)
+      throw err
+    }
   }
 
   /** Next frame, or undefined when the peer closed the lane. ABORT frames are returned as they are. */

@@ -49,8 +49,11 @@ export interface SourceSessionDeps {
   controller: WorkloadController
   /** Control lane to the destination. */
   control: Lane
-  /** Data lanes to the destination (at least one). */
-  lanes: Lane[]
+  /**
+   * Data lanes to the destination (at least one), or a function that opens them, called once the
+   * destination accepted the session (so a refused session opens no lanes).
+   */
+  lanes: Lane[] | { count: number, open: () => Promise<Lane[]> }
   /** Worker threads for scans and digests. */
   pool: WorkerPool
 }
@@ -81,12 +84,13 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
   signal?.addEventListener('abort', onAbortSignal, { once: true })
 
   try {
-    if (deps.lanes.length === 0) throw new NoLanesError('a source session needs at least one data lane')
+    const laneCount = Array.isArray(deps.lanes) ? deps.lanes.length : deps.lanes.count
+    if (laneCount === 0) throw new NoLanesError('a source session needs at least one data lane')
     meter.phase('handshake', 0)
     const sessionId = randomBytes(16)
     await control.send({
       type: FrameType.Hello, sessionId, image: image.name, pageSize: image.memory.pageSize, memorySize: image.memory.size,
-      blockSize: image.cache.blockSize, cacheSize: image.cache.size, lanes: deps.lanes.length, driver: image.driver,
+      blockSize: image.cache.blockSize, cacheSize: image.cache.size, lanes: laneCount, driver: image.driver,
       driverConfig: JSON.stringify(image.driverConfig)
     })
     await control.expect(FrameType.Accept, controlTimeout, signal)
@@ -107,7 +111,9 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
       }
       return data
     }
-    for (const [i, lane] of deps.lanes.entries()) {
+    const lanes = Array.isArray(deps.lanes) ? deps.lanes : await deps.lanes.open()
+    if (lanes.length === 0) throw new NoLanesError('no data lane could be opened')
+    for (const [i, lane] of lanes.entries()) {
       await lane.send(encodeLaneHello(sessionId, i))
       pumps.push(new LanePump(lane, {
         scheduler, load, window: options.laneWindow ?? DEFAULT_LANE_WINDOW,
