@@ -27,6 +27,7 @@ const { values: opts } = parseArgs({
     runs: { type: 'string', default: '1' },
     workers: { type: 'string', default: '0' },
     prof: { type: 'boolean', default: false },
+    gather: { type: 'string', default: 'true' },
     'node-flags': { type: 'string', default: '' },
     json: { type: 'string' }
   }
@@ -134,7 +135,7 @@ async function child (role) {
     } else {
       const lib = await import('@shoal/libp2p')
       const { generateKeyPair } = await import('../../packages/libp2p/node_modules/@libp2p/crypto/dist/src/keys/index.js')
-      const node = await lib.createShoalLibp2p({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.2/tcp/0'], streamWindow: Number(opts.window) })
+      const node = await lib.createShoalLibp2p({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.2/tcp/0'], streamWindow: Number(opts.window), gatherWrites: opts.gather === 'true' })
       await lib.handleLanes(node, PROTOCOL, lane => {
         void (async () => { for await (const f of lane) count(f) })().catch(err => { if (received < total) { console.error('recv lane error', err); process.exit(1) } })
       }, { isAllowed: () => true })
@@ -174,7 +175,7 @@ async function child (role) {
     const { generateKeyPair } = await import('../../packages/libp2p/node_modules/@libp2p/crypto/dist/src/keys/index.js')
     const { multiaddr } = await import('../../packages/libp2p/node_modules/@multiformats/multiaddr/dist/src/index.js')
     const { peerIdFromString } = await import('../../packages/libp2p/node_modules/@libp2p/peer-id/dist/src/index.js')
-    const node = await lib.createShoalLibp2p({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], localAddress: '127.0.0.1', streamWindow: Number(opts.window) })
+    const node = await lib.createShoalLibp2p({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], localAddress: '127.0.0.1', streamWindow: Number(opts.window), gatherWrites: opts.gather === 'true' })
     await node.start()
     const ls = await lib.openLanes(node, { peerId: peerIdFromString(peerId), addrs: [multiaddr(addr)] }, PROTOCOL, lanes, { streamsPerConnection: Number(opts.spc) })
     sinks = ls.map(l => async (parts) => l.send(parts))

@@ -9,6 +9,7 @@ import { isIP } from 'node:net'
 import {
   INBOUND_CONNECTION_THRESHOLD, MAX_CONNECTIONS, STREAM_READ_BUFFER_LIMIT, YAMUX_STREAM_WINDOW
 } from './constants.js'
+import { withGatheredWrites } from './gathered-writes.js'
 import { ipOf } from './multiaddr-ip.js'
 import type { Identify } from '@libp2p/identify'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
@@ -34,6 +35,8 @@ export interface ShoalLibp2pInit {
   localAddress?: string
   /** Yamux stream window in bytes (initial = maximum); default 16 MiB. */
   streamWindow?: number
+  /** Hand each batch of encrypted bytes to the socket as one gathered write; default true. */
+  gatherWrites?: boolean
 }
 
 /**
@@ -66,7 +69,7 @@ export async function createShoalLibp2p (init: ShoalLibp2pInit): Promise<ShoalLi
     privateKey: init.privateKey,
     addresses: { listen: init.listen },
     transports: [bindLocalAddress(tcp(), init.localAddress)],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [init.gatherWrites === false ? noise() : withGatheredWrites(noise())],
     streamMuxers: [yamux({
       streamOptions: {
         initialStreamWindowSize: window,

@@ -11,11 +11,13 @@ import type { ShoalLibp2p } from '@shoal/libp2p'
 import { initImage } from '@shoal/workload'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import { DEFAULT_LANES, DEFAULT_SHM_DIR, LANE_PROTOCOL, MIGRATE_PROTOCOL } from './constants.js'
+import { CONTROL_SOCKET, DEFAULT_LANES, DEFAULT_SHM_DIR, LANE_PROTOCOL, MIGRATE_PROTOCOL } from './constants.js'
 import type { Driver, RunningWorkload } from './drivers/driver.js'
 import { createSyntheticDriver } from './drivers/synthetic-driver.js'
 import type { SyntheticConfig } from './drivers/synthetic-driver.js'
 import { ImageStore } from './image-store.js'
+import { startControlServer } from './control-server.js'
+import type { Server } from 'node:http'
 import type { ImageRecord, Staging } from './image-store.js'
 import { silentLogger } from './logger.js'
 import type { Logger } from './logger.js'
@@ -36,6 +38,8 @@ export interface ShoalNodeInit {
   shmDir?: string
   /** Tracker and digest worker threads; default = cores. */
   workers?: number
+  /** Serve the local control API on `<dataDir>/control.sock`; default true. */
+  controlSocket?: boolean
   /** Drivers by name; the synthetic driver is always there. */
   drivers?: Driver[]
   logger?: Logger
@@ -104,6 +108,7 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
   const incoming = new Map<string, { session: DestinationSession, peer: string }>()
   const controllers = new AbortController()
   let pool: WorkerPool | undefined
+  let server: Server | undefined
 
   const driverOf = (spec: ImageSpec): Driver => {
     const d = drivers.get(spec.driver)
@@ -184,10 +189,15 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
       await handleLanes(libp2p, MIGRATE_PROTOCOL, onControlLane, { isAllowed })
       await handleLanes(libp2p, LANE_PROTOCOL, onDataLane, { isAllowed: p => allow.has(p) })
       await libp2p.start()
+      if (init.controlSocket !== false) server = await startControlServer(node, join(init.dataDir, CONTROL_SOCKET))
       log.info('node started', { peerId, addrs: node.addrs() })
     },
     async stop () {
       controllers.abort(new ShoalError('node stopping'))
+      if (server != null) {
+        server.closeAllConnections()
+        await new Promise(resolve => server!.close(resolve))
+      }
       await Promise.all([...running.values()].map(async w => { await w.terminate() }))
       running.clear()
       await libp2p.stop()

@@ -1,0 +1,32 @@
+import { InvalidArgumentError } from 'commander'
+
+const SIZE_RE = /^(\d+)\s*(k|kb|kib|m|mb|mib|g|gb|gib|t|tb|tib)?$/i
+const MULT: Record<string, number> = { k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }
+
+/** Parses "4096", "64k", "256M", "1GiB" (binary units) for a commander option. */
+export function parseSize (value: string): number {
+  const m = SIZE_RE.exec(value.trim())
+  if (m == null) throw new InvalidArgumentError(`"${value}" is not a size (examples: 4096, 64k, 256M, 1G)`)
+  const n = Number(m[1]) * (m[2] != null ? MULT[m[2][0]!.toLowerCase()]! : 1)
+  if (!Number.isSafeInteger(n)) throw new InvalidArgumentError(`"${value}" is too large`)
+  return n
+}
+
+/** Parses a positive integer for a commander option. */
+export function parsePositiveInt (value: string): number {
+  const n = Number(value)
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`"${value}" is not a positive integer`)
+  return n
+}
+
+/** Parses a non-negative number (a rate) for a commander option. */
+export function parseRate (value: string): number {
+  const n = Number(value)
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`"${value}" is not a non-negative number`)
+  return n
+}
+
+/** Collects a repeatable option into an array. */
+export function collect (value: string, previous: string[] = []): string[] {
+  return [...previous, value]
+}

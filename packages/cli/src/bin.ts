@@ -1,0 +1,72 @@
+#!/usr/bin/env node
+import { Command, Option } from 'commander'
+import { collect, parsePositiveInt, parseRate, parseSize } from './args.js'
+import { runDemo } from './commands/demo.js'
+import { runImageCreate, runImageStart } from './commands/image.js'
+import { runMigrate } from './commands/migrate.js'
+import { runNode } from './commands/node.js'
+import { runStatus } from './commands/status.js'
+
+const program = new Command('shoal')
+  .description('Shoal: peer-to-peer live migration of workloads with big local state')
+  .showHelpAfterError()
+
+const nodeOpt = (): Option => new Option('--node <dir>', 'data directory (or control socket) of the local node').default(process.env.SHOAL_NODE ?? '.shoal')
+
+program.command('node')
+  .description('run a peer daemon (one per host)')
+  .requiredOption('--data-dir <dir>', 'identity, images and control socket live here')
+  .option('--listen <multiaddr>', 'listen address (repeatable)', collect, [])
+  .option('--allow <peerId>', 'peer allowed to migrate into this node (repeatable)', collect, [])
+  .option('--bootstrap <multiaddr>', 'peer to connect to at start (repeatable)', collect, [])
+  .option('--mdns', 'discover peers on the LAN by mDNS', false)
+  .option('--shm-dir <dir>', 'directory for memory files (tmpfs)')
+  .option('--workers <n>', 'tracker worker threads (default: cores)', parsePositiveInt)
+  .action(async (o) => { await runNode(o) })
+
+program.command('migrate <image>')
+  .description('migrate an image live to another peer')
+  .requiredOption('--to <peer>', 'peer ID or multiaddr ending in /p2p/<peer id>')
+  .addOption(nodeOpt())
+  .option('--lanes <n>', 'data lanes', parsePositiveInt, 4)
+  .option('--max-rounds <n>', 'pre-copy rounds before switching over anyway', parsePositiveInt)
+  .option('--downtime-target <ms>', 'pause the planner aims for', parsePositiveInt)
+  .option('--json', 'print the report as JSON', false)
+  .action(async (image: string, o) => { await runMigrate(image, o) })
+
+program.command('status')
+  .description('show what a node hosts')
+  .addOption(nodeOpt())
+  .option('--json', 'print JSON', false)
+  .action(async (o) => { await runStatus(o) })
+
+const image = program.command('image').description('manage images on a node')
+image.command('create <name>')
+  .description('create a synthetic workload image')
+  .addOption(nodeOpt())
+  .option('--memory <size>', 'memory size (e.g. 256M)', parseSize, 64 * 2 ** 20)
+  .option('--cache <size>', 'cache size (e.g. 1G)', parseSize, 256 * 2 ** 20)
+  .option('--block-size <size>', 'cache block size', parseSize)
+  .addOption(new Option('--fill <kind>', 'initial content').choices(['zero', 'random']).default('zero'))
+  .option('--rate <pages/s>', 'page writes per second', parseRate, 2000)
+  .option('--record-rate <records/s>', 'cache records per second', parseRate, 200)
+  .action(async (name: string, o) => { await runImageCreate(name, o) })
+image.command('start <name>')
+  .description("start an image's workload")
+  .addOption(nodeOpt())
+  .action(async (name: string, o) => { await runImageStart(name, o) })
+
+program.command('demo')
+  .description('three local peers, a live migration of a dirtying workload, and a report')
+  .option('--memory <size>', 'memory size', parseSize, 256 * 2 ** 20)
+  .option('--cache <size>', 'cache size', parseSize, 2 ** 30)
+  .option('--rate <pages/s>', 'page writes per second while migrating', parseRate, 5000)
+  .option('--record-rate <records/s>', 'cache records per second', parseRate, 200)
+  .option('--lanes <n>', 'data lanes', parsePositiveInt, 4)
+  .option('--keep', 'keep the temporary data directories', false)
+  .action(async (o) => { await runDemo(o) })
+
+program.parseAsync().catch((err: Error & { code?: string }) => {
+  process.stderr.write(`shoal: ${err.message}${err.code != null && err.code.startsWith('ERR_') ? ` (${err.code})` : ''}\n`)
+  process.exitCode = 1
+})

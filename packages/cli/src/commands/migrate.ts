@@ -1,0 +1,38 @@
+import type { MigrationProgress, MigrationReport } from '@shoal/core'
+import { call, ControlError, socketOf } from '../control-client.js'
+import { formatReport, progressLine } from '../format.js'
+
+/** Options of `shoal migrate`. */
+export interface MigrateCommandOptions {
+  to: string
+  node: string
+  lanes?: number
+  maxRounds?: number
+  downtimeTarget?: number
+  json?: boolean
+  /** Where progress goes; default stderr. */
+  progressOut?: NodeJS.WriteStream
+}
+
+/** `shoal migrate <image> --to <peer>`: runs a migration on a node, shows progress, prints the report. */
+export async function runMigrate (image: string, o: MigrateCommandOptions): Promise<MigrationReport> {
+  const out = o.progressOut ?? process.stderr
+  const tty = out.isTTY
+  let lastPrint = 0
+  let result: { type: string, report?: MigrationReport, error?: { code: string, message: string } } | undefined
+  await call(socketOf(o.node), 'POST', '/migrate', { image, to: o.to, lanes: o.lanes, maxRounds: o.maxRounds, downtimeTargetMs: o.downtimeTarget }, (v) => {
+    if (v.type === 'progress') {
+      const p = v as unknown as MigrationProgress
+      if (o.json === true) return
+      if (tty) out.write(`\r${progressLine(p)}\x1b[K`)
+      else if (Date.now() - lastPrint > 1000) { out.write(progressLine(p) + '\n'); lastPrint = Date.now() }
+    } else {
+      result = v as typeof result
+    }
+  })
+  if (tty && o.json !== true) out.write('\n')
+  if (result?.report != null) process.stdout.write((o.json === true ? JSON.stringify(result.report) : formatReport(result.report)) + '\n')
+  if (result == null) throw new ControlError('ERR_CONTROL', 'the node closed the migration stream without a result')
+  if (result.type === 'error') throw new ControlError(result.error?.code ?? 'ERR_CONTROL', result.error?.message ?? 'migration failed')
+  return result.report!
+}

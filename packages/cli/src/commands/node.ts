@@ -1,0 +1,34 @@
+import { createShoalNode, jsonLogger } from '@shoal/node'
+
+/** Options of `shoal node`. */
+export interface NodeCommandOptions {
+  dataDir: string
+  listen: string[]
+  allow: string[]
+  bootstrap: string[]
+  mdns: boolean
+  shmDir?: string
+  workers?: number
+}
+
+/** `shoal node`: runs a peer daemon until SIGINT/SIGTERM. Prints `{peerId, addrs}` on stdout once listening. */
+export async function runNode (o: NodeCommandOptions): Promise<void> {
+  const node = await createShoalNode({
+    dataDir: o.dataDir,
+    listen: o.listen.length > 0 ? o.listen : ['/ip4/127.0.0.1/tcp/0'],
+    allow: o.allow,
+    bootstrap: o.bootstrap,
+    mdns: o.mdns,
+    shmDir: o.shmDir,
+    workers: o.workers,
+    logger: jsonLogger('shoal')
+  })
+  await node.start()
+  process.stdout.write(JSON.stringify({ event: 'listening', peerId: node.peerId, addrs: node.addrs() }) + '\n')
+  await new Promise<void>((resolve) => {
+    const stop = (): void => { resolve() }
+    process.once('SIGINT', stop)
+    process.once('SIGTERM', stop)
+  })
+  await node.stop()
+}

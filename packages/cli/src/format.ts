@@ -1,0 +1,55 @@
+import type { MigrationProgress, MigrationReport } from '@shoal/core'
+
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
+
+/** 1536 → "1.5 KiB". */
+export function formatBytes (n: number): string {
+  let i = 0
+  let v = n
+  while (v >= 1024 && i < UNITS.length - 1) { v /= 1024; i++ }
+  return `${v.toFixed(i === 0 ? 0 : 1)} ${UNITS[i]}`
+}
+
+/** Bytes per second → "123.4 MB/s" (decimal, as network rates are quoted). */
+export function formatRate (bps: number): string {
+  return `${(bps / 1e6).toFixed(1)} MB/s`
+}
+
+/** Milliseconds → "850 ms" / "12.3 s". */
+export function formatMs (ms: number): string {
+  return ms < 1000 ? `${ms.toFixed(0)} ms` : `${(ms / 1000).toFixed(1)} s`
+}
+
+/** One line of progress: phase, round, bar, bytes, rate, ETA. */
+export function progressLine (p: MigrationProgress, width = 24): string {
+  const total = p.bytes + p.remaining
+  const frac = total > 0 ? Math.min(1, p.bytes / total) : 0
+  const fill = Math.round(frac * width)
+  const bar = '#'.repeat(fill) + '-'.repeat(width - fill)
+  const eta = p.etaMs != null ? ` ETA ${formatMs(p.etaMs)}` : ''
+  const lanes = p.lanes.filter(l => l.state === 'active').length
+  return `${p.phase.padEnd(10)} round ${String(p.round).padStart(2)} [${bar}] ${formatBytes(p.bytes).padStart(10)} ${formatRate(p.rate).padStart(11)}${eta} lanes ${lanes}/${p.lanes.length}`
+}
+
+/** The human-readable report printed after a migration. */
+export function formatReport (r: MigrationReport): string {
+  const lines: string[] = []
+  lines.push(`Migration of ${r.image}: ${r.ok ? 'OK' : 'FAILED'}`)
+  if (r.error != null) lines.push(`  error:        ${r.error.message} (${r.error.code})${r.sourceResumed === true ? '; source workload resumed' : ''}`)
+  lines.push(`  total time:   ${formatMs(r.totalMs)}`)
+  if (r.downtimeMs != null) {
+    const d = r.downtime
+    lines.push(`  downtime:     ${formatMs(r.downtimeMs)}` + (d != null ? ` (final scan ${formatMs(d.finalScanMs)}, final send ${formatMs(d.finalSendMs)}, verify ${formatMs(d.verifyMs)}, commit+resume ${formatMs(d.commitMs)})` : ''))
+  }
+  lines.push(`  sent:         ${formatBytes(r.bytes)} at ${formatRate(r.bytes / (r.totalMs / 1000))} average`)
+  lines.push(`  verification: ${r.verified ? 'digests match' : 'not verified'}${r.memoryDigest != null ? ` (memory ${r.memoryDigest.slice(0, 16)}…, cache ${r.cacheDigest?.slice(0, 16) ?? ''}…)` : ''}`)
+  lines.push('  rounds:')
+  for (const x of r.rounds) {
+    lines.push(`    ${String(x.round).padStart(2)}${x.final ? ' (paused)' : '         '} ${String(x.pages).padStart(8)} pages ${String(x.blocks).padStart(6)} blocks ${formatBytes(x.bytes).padStart(10)}  scan ${formatMs(x.scanMs).padStart(7)}  send ${formatMs(x.sendMs).padStart(7)}`)
+  }
+  lines.push('  lanes:')
+  for (const l of r.lanes) {
+    lines.push(`    ${l.id.padEnd(28)} ${formatBytes(l.bytes).padStart(10)} ${String(l.chunks).padStart(6)} chunks  ${l.state}${l.requeued > 0 ? ` (${l.requeued} chunks re-queued)` : ''}${l.error != null ? `: ${l.error}` : ''}`)
+  }
+  return lines.join('\n')
+}
