@@ -26,3 +26,5 @@ export const SCAN_READ_BYTES = 4 * 1024 * 1024
 export const DEFAULT_CONTROL_TIMEOUT_MS = 60_000
 /** How long the source waits for a final verification / commit answer. */
 export const DEFAULT_COMMIT_TIMEOUT_MS = 120_000
+/** Areas up to this size are tracked with a shadow copy (fast compares, RAM = size); larger ones by SHA-256 per unit. */
+export const DEFAULT_SHADOW_LIMIT = 2 * 1024 * 1024 * 1024

@@ -57,6 +57,8 @@ class StreamLane implements Lane {
   private head = 0
   private queuedBytes = 0
   private paused = false
+  /** Inside `stream.resume()` (which re-enters `onMessage`). */
+  private resuming = false
   /** No more frames will be queued (peer closed, or we closed). */
   private readEnded = false
   /** Sends are refused (we closed, or the peer did). */
@@ -83,9 +85,16 @@ class StreamLane implements Lane {
 
     stream.addEventListener('message', (evt: StreamMessageEvent) => { this.onMessage(evt) })
     stream.addEventListener('remoteCloseWrite', () => { this.onRemoteCloseWrite() })
-    stream.addEventListener('end', () => { this.onEnd() })
+    // After a reset, 'end' comes just before the 'close' that carries the reason: let that go first.
+    stream.addEventListener('end', () => { queueMicrotask(() => { this.checkReadEnd() }) })
     stream.addEventListener('close', (evt: StreamCloseEvent) => { this.onClose(evt) })
     stream.addEventListener('drain', () => { this.wakeWriters() })
+
+    // The peer may have closed during protocol negotiation, before this lane listened. Adding the
+    // 'message' listener above queued the delivery of what libp2p buffered meanwhile; judge the
+    // end after that.
+    if (stream.remoteWriteStatus === 'closed' && stream.status === 'open') this.onRemoteCloseWrite()
+    else queueMicrotask(() => { this.checkReadEnd() })
   }
 
   // ---- sending ----
@@ -94,13 +103,7 @@ class StreamLane implements Lane {
     this.assertWritable()
     let ok = true
     try {
-      if (frame instanceof Uint8Array) {
-        ok = this.stream.send(frame)
-      } else {
-        for (const part of frame) {
-          if (part.byteLength > 0) ok = this.stream.send(part)
-        }
-      }
+      ok = this.stream.send(frame instanceof Uint8Array ? frame : byteList(frame))
     } catch (err) {
       throw this.error ?? new LaneClosedError(`lane ${this.id}: ${(err as Error).message}`)
     }
@@ -152,11 +155,37 @@ class StreamLane implements Lane {
       this.stream.abort(err as Error)
       return
     }
-    if (!this.paused && this.queuedBytes + this.decoder.pending > this.highWater && this.stream.readStatus === 'readable') {
+    this.updateFlow()
+    this.checkReadEnd()
+    this.wakeReader()
+  }
+
+  /**
+   * Pauses the stream above the high-water mark, resumes it at the low-water mark.
+   *
+   * `resume()` first hands everything buffered meanwhile to our 'message' listener and only then
+   * tells yamux to grant window again; pausing from inside that listener would be undone by the
+   * grant, so the decision is taken again once `resume()` has returned. (This yamux grants window
+   * on delivery, not on consumption: while paused the peer can still send one window, and a
+   * resume re-grants a whole window, so a lane holds at most high-water + 2 windows.)
+   */
+  private updateFlow (): void {
+    if (this.resuming) return
+    if (this.paused) {
+      if (this.queuedBytes > this.lowWater) return
+      this.paused = false
+      if (this.stream.readStatus !== 'paused') return
+      this.resuming = true
+      try {
+        this.stream.resume()
+      } finally {
+        this.resuming = false
+      }
+    }
+    if (this.queuedBytes + this.decoder.pending > this.highWater && this.stream.readStatus === 'readable') {
       this.paused = true
       this.stream.pause()
     }
-    this.wakeReader()
   }
 
   private onRemoteCloseWrite (): void {
@@ -166,22 +195,8 @@ class StreamLane implements Lane {
     this.writeClosed = true
     this.wakeWriters()
     this.stream.close().catch(() => {})
-  }
-
-  private onEnd (): void {
-    if (this.readEnded || this.error != null) return
-    // After a reset or an abort, 'close' (with the error) follows at once: let it decide.
-    if (this.stream.status === 'reset' || this.stream.status === 'aborted') return
-    if (!this.remoteFin) {
-      this.fail(new LaneClosedError(`lane ${this.id}: connection to the peer was lost`))
-      return
-    }
-    if (this.decoder.pending > 0) {
-      this.fail(new InvalidFrameError(`lane ${this.id}: peer closed in the middle of a frame (${this.decoder.pending} bytes pending)`))
-      return
-    }
-    this.readEnded = true
-    this.wakeReader()
+    // Data carried by the same yamux frame is delivered right after this event.
+    queueMicrotask(() => { this.checkReadEnd() })
   }
 
   private onClose (evt: StreamCloseEvent): void {
@@ -191,7 +206,33 @@ class StreamLane implements Lane {
       const why = evt.local === true ? evt.error.message : 'reset by peer'
       this.fail(new LaneClosedError(`lane ${this.id} ${why}`))
     }
+    this.checkReadEnd()
     this.wakeWriters()
+    this.wakeReader()
+  }
+
+  /**
+   * Ends the iterator once the peer can send nothing more and everything it sent was decoded.
+   * Works from the stream's state rather than from events alone, because a stream handed over
+   * after protocol negotiation may have seen the peer's close (and 'end') before the lane existed.
+   */
+  private checkReadEnd (): void {
+    if (this.readEnded || this.error != null) return
+    const s = this.stream
+    if (s.status === 'reset' || s.status === 'aborted') {
+      this.fail(new LaneClosedError(`lane ${this.id} ${s.status === 'reset' ? 'reset by peer' : 'aborted'}`))
+      return
+    }
+    if (s.remoteWriteStatus !== 'closed' || s.readBufferLength > 0) return
+    if (!this.remoteFin) {
+      this.fail(new LaneClosedError(`lane ${this.id}: connection to the peer was lost`))
+      return
+    }
+    if (this.decoder.pending > 0) {
+      this.fail(new InvalidFrameError(`lane ${this.id}: peer closed in the middle of a frame (${this.decoder.pending} bytes pending)`))
+      return
+    }
+    this.readEnded = true
     this.wakeReader()
   }
 
@@ -224,10 +265,7 @@ class StreamLane implements Lane {
       this.head = 0
     }
     this.queuedBytes -= frame.byteLength
-    if (this.paused && this.queuedBytes <= this.lowWater) {
-      this.paused = false
-      if (this.stream.readStatus === 'paused') this.stream.resume()
-    }
+    if (this.paused && this.queuedBytes <= this.lowWater) this.updateFlow()
     return frame
   }
 
@@ -279,3 +317,20 @@ class StreamLane implements Lane {
 }
 
 const EMPTY = new Uint8Array(0)
+
+/**
+ * uint8arraylist's cross-version marker: libp2p's buffers append any object carrying it by
+ * taking its `bufs` (see `isUint8ArrayList`), which lets a frame's header and payload go out as
+ * one yamux frame without copying and without a dependency on that package. Sending the parts
+ * one by one instead doubles the yamux frames, Noise messages and window updates per lane frame.
+ */
+const UINT8ARRAYLIST = Symbol.for('@achingbrain/uint8arraylist')
+
+type SendData = Parameters<Stream['send']>[0]
+
+function byteList (parts: readonly Uint8Array[]): SendData {
+  if (parts.length === 1) return parts[0]!
+  const bufs = parts.filter(p => p.byteLength > 0)
+  const byteLength = bufs.reduce((n, p) => n + p.byteLength, 0)
+  return { [UINT8ARRAYLIST]: true, bufs, byteLength, length: byteLength } as unknown as SendData
+}

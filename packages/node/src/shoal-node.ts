@@ -234,7 +234,8 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
       if (rec.state === 'migrating') throw new InvalidImageError(`image ${name} is already migrating`)
       const target = resolvePeer(to)
       const w = running.get(name)
-      const controller: WorkloadController = w?.controller ?? { async pause () {}, async resume () {}, async deviceState () { return new Uint8Array() }, async stop () {} }
+      const driver = driverOf(rec.spec)
+      const controller: WorkloadController = w?.controller ?? { async pause () {}, async resume () {}, deviceState: async () => await driver.deviceState(rec), async stop () {} }
       store.put({ ...rec, state: 'migrating' })
       try {
         const [control] = await openLanes(libp2p, target, MIGRATE_PROTOCOL, 1, { signal: opts.signal })

@@ -34,8 +34,27 @@ export function predictPauseMs (rounds: readonly RoundStats[]): number {
   return last.bytes / bw + last.scanMs
 }
 
-/** Decides after each pre-copy round whether to pause the workload and switch over. */
+/**
+ * True when the dirty set stopped shrinking: each of the last `window` rounds carried at least
+ * 90% of the round before it. More rounds would only copy the same hot pages again.
+ */
+export function isStalled (rounds: readonly RoundStats[], window = STALL_ROUNDS): boolean {
+  if (rounds.length < window + 2) return false // round 1 is the bulk copy; judge the rounds after it
+  for (let i = rounds.length - window; i < rounds.length; i++) {
+    if (rounds[i]!.bytes < 0.9 * rounds[i - 1]!.bytes) return false
+  }
+  return true
+}
+
+/** Rounds without shrinking after which pre-copy stops. */
+export const STALL_ROUNDS = 3
+
+/**
+ * Decides after each pre-copy round whether to pause the workload and switch over: when the
+ * predicted pause fits the target, when the dirty set stopped shrinking, or at the round limit.
+ */
 export function shouldSwitchOver (rounds: readonly RoundStats[], limits: PlannerLimits): boolean {
   if (rounds.length >= limits.maxRounds) return true
+  if (isStalled(rounds)) return true
   return predictPauseMs(rounds) <= limits.downtimeTargetMs
 }

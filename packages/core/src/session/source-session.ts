@@ -3,9 +3,9 @@ import { open } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import {
   DEFAULT_CHUNK_BYTES, DEFAULT_COMMIT_TIMEOUT_MS, DEFAULT_CONTROL_TIMEOUT_MS, DEFAULT_DOWNTIME_TARGET_MS,
-  DEFAULT_LANE_WINDOW, DEFAULT_MAX_ROUNDS
+  DEFAULT_LANE_WINDOW, DEFAULT_MAX_ROUNDS, DEFAULT_SHADOW_LIMIT
 } from '../constants.js'
-import { AbortedError, CommitUnknownError, errorCode, NoLanesError, VerificationFailedError } from '../errors.js'
+import { AbortedError, CommitUnknownError, errorCode, NoLanesError, RemoteAbortError, VerificationFailedError } from '../errors.js'
 import type { ImageSpec, WorkloadController } from '../image.js'
 import { ChunkScheduler } from '../scheduler/chunk-scheduler.js'
 import { createDirtyTracker } from '../tracker/dirty-tracker.js'
@@ -37,6 +37,8 @@ export interface SourceSessionOptions {
   controlTimeoutMs?: number
   /** How long verification and commit may take on the destination. */
   commitTimeoutMs?: number
+  /** Areas up to this many bytes are tracked by shadow copy, larger ones by fingerprints. */
+  shadowLimitBytes?: number
   /** Called with progress snapshots. */
   onProgress?: (p: MigrationProgress) => void
   /** Aborts the migration (the source resumes). */
@@ -95,10 +97,12 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     })
     await control.expect(FrameType.Accept, controlTimeout, signal)
 
-    for (const [area, path, size, unitSize, mode] of [
-      [Area.Memory, image.memory.path, image.memory.size, image.memory.pageSize, 'shadow'],
-      [Area.Cache, image.cache.path, image.cache.size, image.cache.blockSize, 'hash']
+    const shadowLimit = options.shadowLimitBytes ?? DEFAULT_SHADOW_LIMIT
+    for (const [area, path, size, unitSize] of [
+      [Area.Memory, image.memory.path, image.memory.size, image.memory.pageSize],
+      [Area.Cache, image.cache.path, image.cache.size, image.cache.blockSize]
     ] as const) {
+      const mode = size <= shadowLimit ? 'shadow' : 'hash'
       areas.push({ area, unitSize, tracker: createDirtyTracker({ path, size, unitSize, mode }, pool), fh: await open(path, 'r') })
     }
     const load = async (c: DataChunk): Promise<Buffer> => {
@@ -183,6 +187,8 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     try {
       await control.expect(FrameType.Committed, commitTimeout)
     } catch (err) {
+      // An explicit refusal means the destination did not take over: resume here as usual.
+      if (err instanceof RemoteAbortError) { commitSent = false; throw err }
       throw new CommitUnknownError(`commit not acknowledged: ${(err as Error).message}; source kept paused with its image intact`)
     }
     const resumedAt = performance.now()

@@ -81,7 +81,8 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
       const n = data.byteLength / unitSize
       if (start < 0 || start + n > units) throw new RangeError('accept out of range')
       if (mode === 'shadow') {
-        baseView.set(data, start * unitSize)
+        // Buffer#copy, not TypedArray#set: set into untouched shared memory was measured 6x slower.
+        Buffer.from(data.buffer, data.byteOffset, data.byteLength).copy(baseView, start * unitSize)
       } else {
         for (let k = 0; k < n; k++) {
           createHash('sha256').update(data.subarray(k * unitSize, (k + 1) * unitSize)).digest().copy(baseView, (start + k) * 32)

@@ -19,6 +19,8 @@ export interface Driver {
   readonly name: string
   /** Starts the image's workload. `deviceState` is set when it resumes after a migration. */
   launch: (rec: ImageRecord, deviceState?: Uint8Array) => Promise<RunningWorkload>
+  /** Device state of an image whose workload is not running (nothing to pause). */
+  deviceState: (rec: ImageRecord) => Promise<Uint8Array>
   /** Checks a just-migrated image against the device state captured at pause, before it runs. */
   check: (rec: ImageRecord, deviceState: Uint8Array) => Promise<ArrivalCheck>
 }

@@ -27,14 +27,20 @@ const READY_TIMEOUT_MS = 30_000
  * verified against those counters before the workload resumes.
  */
 export function createSyntheticDriver (): Driver {
+  const deviceState = async (rec: ImageRecord): Promise<Uint8Array> => {
+    const h = await readHeader(rec.spec.memory.path)
+    const state: SyntheticState = { writes: h.writes, records: h.records }
+    return Buffer.from(JSON.stringify(state))
+  }
   return {
     name: 'synthetic',
-    async launch (rec, deviceState) {
+    deviceState,
+    async launch (rec, resumeState) {
       const cfg = rec.spec.driverConfig as SyntheticConfig
       const args = [workloadBinPath, 'run', '--memory-path', rec.spec.memory.path, '--cache-path', rec.spec.cache.path,
         '--rate', String(cfg.rate ?? DEFAULT_WORKLOAD_RATE), '--record-rate', String(cfg.recordRate ?? DEFAULT_RECORD_RATE),
         '--ops-file', join(dirname(rec.spec.cache.path), 'ops.json')]
-      if (deviceState != null) args.push('--resume')
+      if (resumeState != null) args.push('--resume')
       const logFd = openSync(join(dirname(rec.spec.cache.path), 'workload.log'), 'a')
       const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', logFd] })
       closeSync(logFd)
@@ -58,11 +64,7 @@ export function createSyntheticDriver (): Driver {
         controller: {
           async pause () { signal('SIGSTOP') },
           async resume () { signal('SIGCONT') },
-          async deviceState () {
-            const h = await readHeader(rec.spec.memory.path)
-            const state: SyntheticState = { writes: h.writes, records: h.records }
-            return Buffer.from(JSON.stringify(state))
-          },
+          deviceState: async () => await deviceState(rec),
           async stop () {
             stopped = true
             signal('SIGKILL')
