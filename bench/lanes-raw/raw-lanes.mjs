@@ -4,7 +4,9 @@
 //
 //   node bench/lanes-raw/raw-lanes.mjs [--gib 1] [--lanes 1,4] [--modes tcp,libp2p] [--spc 1]
 //        [--frame 1048576] [--window 16777216] [--runs 1] [--prof] [--node-flags '--max-semi-space-size=64']
+//        [--gather true|false] [--json out.json]
 //
+// --prof writes .cpuprofile files to bench/lanes-raw/prof/ (read them with prof-top.mjs).
 // Build first: npx tsc -b packages/libp2p
 import { fork } from 'node:child_process'
 import { randomBytes } from 'node:crypto'

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process'
 import { openSync, readSync, closeSync, writeFileSync } from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createDirtyTracker, createWorkerPool } from '@shoal/core'
+import { createDirtyTracker, createWorkerPool, digestFile } from '@shoal/core'
 import type { TrackerMode, WorkerPool } from '@shoal/core'
 import { tempDir } from '../fixtures/temp.js'
 
@@ -28,6 +28,9 @@ describe('dirty tracker', () => {
       const pool: WorkerPool = createWorkerPool({ workers: 2 })
       cleanups.push(async () => { await pool.stop() })
       const tracker = createDirtyTracker({ path, size: unit * units, unitSize: unit, mode, sliceUnits: 256 }, pool)
+      // The digest fused into a scan must equal the stand-alone digest of the same bytes.
+      expect(Buffer.from((await createDirtyTracker({ path, size: unit * units, unitSize: unit, mode }, pool).scan({ digest: true })).digest!)
+        .equals(Buffer.from(await digestFile(pool, path, unit * units)))).toBe(true)
       const copy = Buffer.alloc(unit * units) // what a destination would hold
       const writer = spawn(process.execPath, ['-e', WRITER, path, String(units), String(unit)], { stdio: ['ignore', 'pipe', 'inherit'] })
       cleanups.push(() => { writer.kill('SIGKILL') })
@@ -35,14 +38,15 @@ describe('dirty tracker', () => {
 
       const fd = openSync(path, 'r')
       cleanups.push(() => { closeSync(fd) })
+      cleanups.push(async () => { await tracker.close() })
+      // What a session does each round: scan, then send exactly the bytes load() hands out.
       const sendDirty = async (): Promise<number> => {
-        const dirty = await tracker.scan()
+        const { dirty } = await tracker.scan()
         let n = 0
-        for (const run of dirty.runs()) {
-          const data = Buffer.alloc(run.count * unit)
-          readSync(fd, data, 0, data.byteLength, run.start * unit)
-          tracker.accept(run.start, data)
-          data.copy(copy, run.start * unit)
+        const runs = [...dirty.runs(64)]
+        const parts = await tracker.load(runs)
+        for (const [k, run] of runs.entries()) {
+          Buffer.from(parts[k]!).copy(copy, run.start * unit)
           n += run.count
         }
         return n
@@ -57,7 +61,10 @@ describe('dirty tracker', () => {
       expect(perRound.every(n => n > 0)).toBe(true) // the writer really was writing
       expect(file.equals(copy)).toBe(true)
       // Nothing changes while the writer is stopped: a further scan finds nothing.
-      expect((await tracker.scan()).count()).toBe(0)
+      expect((await tracker.scan()).dirty.count()).toBe(0)
+      // A scan with digest hashes what it read: equal to a digest of the file computed separately.
+      const fused = await tracker.scan({ digest: true })
+      expect(Buffer.from(fused.digest!).equals(Buffer.from(await digestFile(pool, path, unit * units)))).toBe(true)
     })
   }
 
@@ -72,6 +79,6 @@ describe('dirty tracker', () => {
     const pool = createWorkerPool({ workers: 2 })
     cleanups.push(async () => { await pool.stop() })
     const t = createDirtyTracker({ path, size: buf.byteLength, unitSize: PAGE, mode: 'shadow', sliceUnits: 8 }, pool)
-    expect([...(await t.scan()).runs()]).toEqual([{ start: 10, count: 1 }, { start: 63, count: 1 }])
+    expect([...(await t.scan()).dirty.runs()]).toEqual([{ start: 10, count: 1 }, { start: 63, count: 1 }])
   })
 })

@@ -188,4 +188,21 @@ describe('libp2p lanes over loopback', () => {
     // a closed lane refuses to send, locally and on the peer's side
     await expect(l1!.send(encodeFrameBytes({ type: FrameType.Commit }))).rejects.toBeInstanceOf(LaneClosedError)
   })
+
+  it('fails the lane with LaneClosedError when the peer node goes away', async () => {
+    const { a, b, accepted } = await pair()
+    const [lane] = await open(a, b, 1)
+    await lane!.send(encodeFrameBytes({ type: FrameType.Pause, round: 1 }))
+    while (accepted.length < 1) await new Promise(resolve => setTimeout(resolve, 10))
+    const ended = (async () => {
+      try {
+        for await (const _ of lane!) { /* nothing is sent back */ }
+      } catch (err) {
+        return err
+      }
+      return undefined
+    })()
+    await b.stop()
+    expect(await ended).toBeInstanceOf(LaneClosedError)
+  })
 })

@@ -28,7 +28,8 @@ export interface StreamLaneInit {
  *
  * - Sending honours back-pressure: `send` resolves once the stream has no unsent bytes queued
  *   (libp2p's `onDrain()` promise is not re-armed after its first use in this version, so the
- *   lane waits for `'drain'` events itself). Frame parts are sent as they are, not concatenated.
+ *   lane waits for `'drain'` events itself). A frame given as parts (header, payload) leaves as
+ *   one yamux frame without being concatenated.
  * - Receiving runs the bytes through core's `FrameDecoder`. When more than `readHighWaterMark`
  *   bytes wait for a slow consumer the stream is paused (yamux then stops granting window, so the
  *   peer stops after at most one window); an oversized or malformed length resets the stream and

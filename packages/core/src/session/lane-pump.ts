@@ -1,7 +1,7 @@
 import { errorCode, RemoteAbortError, ProtocolError } from '../errors.js'
 import type { ChunkScheduler } from '../scheduler/chunk-scheduler.js'
 import type { Lane } from '../transport/lane.js'
-import { decodeFrame, encodeFrame } from '../wire/codec.js'
+import { decodeFrame, encodeDataFrame } from '../wire/codec.js'
 import { FrameType } from '../wire/frames.js'
 import type { DataChunk } from './data-chunk.js'
 
@@ -24,8 +24,8 @@ export interface LaneStats {
 /** What a lane pump needs from its session. */
 export interface LanePumpDeps {
   scheduler: ChunkScheduler<DataChunk>
-  /** Reads a chunk's bytes the first time it is sent (and records them in the tracker). */
-  load: (chunk: DataChunk) => Promise<Buffer>
+  /** Loads a chunk's bytes the first time it is sent (the tracker records them as sent). */
+  load: (chunk: DataChunk) => Promise<Uint8Array[]>
   /** Called for every acknowledged chunk. */
   onAck: (chunk: DataChunk, lane: LaneStats) => void
   /** Called once if the lane dies. */
@@ -87,10 +87,8 @@ export class LanePump {
         }
         const chunk = await scheduler.take(this.lane.id)
         if (chunk == null) return
-        chunk.data ??= await this.deps.load(chunk)
-        await this.lane.send(encodeFrame({
-          type: FrameType.Data, round: chunk.round, chunkId: chunk.id, area: chunk.area, runs: chunk.runs, payload: chunk.data
-        }))
+        chunk.parts ??= await this.deps.load(chunk)
+        await this.lane.send(encodeDataFrame({ round: chunk.round, chunkId: chunk.id, area: chunk.area, runs: chunk.runs }, chunk.parts))
       }
     } catch (err) {
       this.fail(err)
@@ -108,8 +106,8 @@ export class LanePump {
           if (c == null) continue
           this.stats.bytes += c.bytes
           this.stats.chunks++
-          c.data = undefined
           this.deps.onAck(c, this.stats)
+          c.parts = undefined
         }
         this.wakeWindow()
       }

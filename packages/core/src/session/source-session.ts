@@ -1,6 +1,4 @@
 import { randomBytes } from 'node:crypto'
-import { open } from 'node:fs/promises'
-import type { FileHandle } from 'node:fs/promises'
 import {
   DEFAULT_CHUNK_BYTES, DEFAULT_COMMIT_TIMEOUT_MS, DEFAULT_CONTROL_TIMEOUT_MS, DEFAULT_DOWNTIME_TARGET_MS,
   DEFAULT_LANE_WINDOW, DEFAULT_MAX_ROUNDS, DEFAULT_SHADOW_LIMIT
@@ -12,11 +10,11 @@ import { createDirtyTracker } from '../tracker/dirty-tracker.js'
 import type { DirtyTracker } from '../tracker/dirty-tracker.js'
 import type { WorkerPool } from '../tracker/worker-pool.js'
 import type { Lane } from '../transport/lane.js'
-import { digestFile } from '../verify/digest.js'
 import { encodeFrame } from '../wire/codec.js'
 import { Area, FrameType } from '../wire/frames.js'
 import { ControlChannel } from './control-channel.js'
-import { planChunks, readChunk } from './data-chunk.js'
+import { BufferPool } from './buffer-pool.js'
+import { planChunks } from './data-chunk.js'
 import type { DataChunk } from './data-chunk.js'
 import { LanePump } from './lane-pump.js'
 import { shouldSwitchOver } from './round-planner.js'
@@ -60,7 +58,7 @@ export interface SourceSessionDeps {
   pool: WorkerPool
 }
 
-interface AreaState { area: Area, unitSize: number, tracker: DirtyTracker, fh: FileHandle }
+interface AreaState { area: Area, unitSize: number, tracker: DirtyTracker }
 
 /**
  * Migrates one image to a destination: handshake, pre-copy rounds, switchover, verification,
@@ -103,17 +101,17 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
       [Area.Cache, image.cache.path, image.cache.size, image.cache.blockSize]
     ] as const) {
       const mode = size <= shadowLimit ? 'shadow' : 'hash'
-      areas.push({ area, unitSize, tracker: createDirtyTracker({ path, size, unitSize, mode }, pool), fh: await open(path, 'r') })
+      areas.push({ area, unitSize, tracker: createDirtyTracker({ path, size, unitSize, mode }, pool) })
     }
-    const load = async (c: DataChunk): Promise<Buffer> => {
-      const a = areas[c.area]!
-      const data = await readChunk(a.fh, c, a.unitSize)
+    // One contiguous pooled buffer per chunk: the tracker's shadow is shared memory, and Noise
+    // encrypting straight from shared memory was measured 2.5x slower than from a private copy.
+    const buffers = new BufferPool(chunkBytes)
+    const load = async (c: DataChunk): Promise<Uint8Array[]> => {
+      const parts = await areas[c.area]!.tracker.load(c.runs)
+      const buf = buffers.acquire(c.bytes)
       let off = 0
-      for (const r of c.runs) {
-        a.tracker.accept(r.start, data.subarray(off, off + r.count * a.unitSize))
-        off += r.count * a.unitSize
-      }
-      return data
+      for (const p of parts) { buf.set(p, off); off += p.byteLength }
+      return [buf]
     }
     const lanes = Array.isArray(deps.lanes) ? deps.lanes : await deps.lanes.open()
     if (lanes.length === 0) throw new NoLanesError('no data lane could be opened')
@@ -121,18 +119,25 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
       await lane.send(encodeLaneHello(sessionId, i))
       pumps.push(new LanePump(lane, {
         scheduler, load, window: options.laneWindow ?? DEFAULT_LANE_WINDOW,
-        onAck: (c) => { report.bytes += c.bytes; meter.acked(c.bytes) },
+        onAck: (c) => {
+          report.bytes += c.bytes
+          meter.acked(c.bytes)
+          for (const p of c.parts ?? []) buffers.release(p)
+        },
         onFail: () => {}
       }))
     }
     meter.lanes = () => pumps.map(p => p.stats)
 
     // One round: scan both areas, queue the dirty units, wait until every chunk is acknowledged.
+    // The final round's scan also hashes both areas: they are frozen, so that is the digest at pause.
+    let pauseDigests: Uint8Array[] = []
     const runRound = async (round: number, final: boolean): Promise<RoundStats> => {
       const t0 = performance.now()
-      const [mem, cache] = await Promise.all(areas.map(async a => await a.tracker.scan(signal)))
+      const scans = await Promise.all(areas.map(async a => await a.tracker.scan({ signal, digest: final })))
+      if (final) pauseDigests = scans.map(s => s.digest!)
       const t1 = performance.now()
-      const chunks = areas.flatMap((a, i) => planChunks(i === 0 ? mem! : cache!, a.area, a.unitSize, chunkBytes, round, () => ++chunkId))
+      const chunks = areas.flatMap((a, i) => planChunks(scans[i]!.dirty, a.area, a.unitSize, chunkBytes, round, () => ++chunkId))
       const bytes = chunks.reduce((n, c) => n + c.bytes, 0)
       meter.phase(final ? 'switchover' : 'precopy', round, bytes)
       scheduler.push(chunks)
@@ -169,10 +174,7 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     await control.send({ type: FrameType.DeviceState, state })
     meter.phase('verify', round + 1)
     const tv = performance.now()
-    const [memoryDigest, cacheDigest] = await Promise.all([
-      digestFile(pool, image.memory.path, image.memory.size, signal),
-      digestFile(pool, image.cache.path, image.cache.size, signal)
-    ])
+    const [memoryDigest, cacheDigest] = pauseDigests as [Uint8Array, Uint8Array]
     report.memoryDigest = Buffer.from(memoryDigest).toString('hex')
     report.cacheDigest = Buffer.from(cacheDigest).toString('hex')
     await control.send({ type: FrameType.Verify, memoryDigest, cacheDigest })
@@ -215,7 +217,7 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     meter.stop()
     await Promise.all(pumps.map(async p => { await p.close() }))
     await deps.control.close().catch(() => {})
-    for (const a of areas) await a.fh.close().catch(() => {})
+    for (const a of areas) await a.tracker.close().catch(() => {})
     report.lanes = pumps.map(p => ({ ...p.stats }))
     report.totalMs = performance.now() - started
   }

@@ -1,6 +1,11 @@
 import { createHash } from 'node:crypto'
+import type { FileHandle } from 'node:fs/promises'
+import { open } from 'node:fs/promises'
 import { Bitmap } from '../bitmap.js'
+import { SCAN_READ_BYTES, VERIFY_REGION_BYTES } from '../constants.js'
 import { AbortedError } from '../errors.js'
+import { combineRegionDigests } from '../verify/digest.js'
+import type { Run } from '../wire/frames.js'
 import type { WorkerPool } from './worker-pool.js'
 import type { TrackerMode } from './worker-protocol.js'
 
@@ -12,28 +17,44 @@ export interface DirtyTrackerInit {
   size: number
   /** Page or block size. */
   unitSize: number
-  /** `shadow` keeps a copy of what the destination has (fast compare, costs RAM = size);
-   *  `hash` keeps one SHA-256 per unit (costs 32 B per unit). */
+  /** `shadow` keeps a copy of what the destination has (fast compares, costs RAM = size);
+   *  `hash` keeps one SHA-256 per unit (costs 32 B per unit, and a hash per unit per scan). */
   mode: TrackerMode
   /** Units per scan task; workers pull tasks, so smaller slices balance better. Default 64 MiB worth. */
   sliceUnits?: number
 }
 
+/** Result of a scan. */
+export interface ScanResult {
+  /** Units to send this round. */
+  dirty: Bitmap
+  /** Verification digest of the area as read by this scan (only with `digest: true`). */
+  digest?: Uint8Array
+}
+
 /**
- * Finds units whose bytes differ from what the destination holds.
+ * Finds units whose bytes differ from what the destination holds, and hands out the bytes to send.
  *
- * The baseline is never updated by a scan: it is updated by {@link DirtyTracker.accept} with the
- * exact bytes that were sent. So "dirty" always means "file ≠ destination", a write that lands
- * between scan and send is caught by the next scan, and a page written back to an older value
- * (A→B→A) cannot hide. The initial baseline is all zeros: the destination starts from zero-filled
- * files, so untouched zero units are never sent.
+ * The baseline is "what the destination holds once this round is acknowledged":
+ * - shadow mode: a scan copies the new bytes of each dirty unit into the shadow, and
+ *   {@link DirtyTracker.load} returns views of the shadow, so exactly the bytes compared are sent;
+ * - hash mode: {@link DirtyTracker.load} reads the file and records the SHA-256 of the bytes it
+ *   returns, so the fingerprint is always that of the bytes sent.
+ *
+ * Either way a write that lands after a unit was read is caught by the next scan, and a unit
+ * written back to an older value (A→B→A) cannot hide. The initial baseline is all zeros: the
+ * destination starts from zero-filled files, so untouched zero units are never sent.
+ * Rounds must not overlap: scan only after every chunk of the previous round was acknowledged.
  */
 export interface DirtyTracker {
   readonly units: number
-  /** Scans the whole area on the worker pool; returns a fresh bitmap of dirty units. */
-  scan: (signal?: AbortSignal) => Promise<Bitmap>
-  /** Records that `data` (whole units from `start`) is now what the destination holds. */
-  accept: (start: number, data: Uint8Array) => void
+  readonly mode: TrackerMode
+  /** Scans the whole area on the worker pool; with `digest`, also hashes it for verification. */
+  scan: (opts?: { signal?: AbortSignal, digest?: boolean }) => Promise<ScanResult>
+  /** The bytes to send for `runs` (whole units), recorded as what the destination will hold. */
+  load: (runs: readonly Run[]) => Promise<Uint8Array[]>
+  /** Releases the file handle. */
+  close: () => Promise<void>
 }
 
 const ZERO_FP = new Map<number, Buffer>()
@@ -46,48 +67,90 @@ function zeroFingerprint (unitSize: number): Buffer {
   return fp
 }
 
+/** Largest gap (in bytes) between two runs that is read through rather than split (hash mode). */
+const COALESCE_GAP = 64 * 1024
+
 /** Creates a dirty tracker for one area of an image; scans run on `pool`. */
 export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): DirtyTracker {
   const { path, size, unitSize, mode } = init
   if (size % unitSize !== 0) throw new RangeError(`size ${size} is not a multiple of ${unitSize}`)
   const units = size / unitSize
-  const baselineBytes = mode === 'shadow' ? size : units * 32
-  const baseline = new SharedArrayBuffer(Math.max(1, baselineBytes))
+  const baseline = new SharedArrayBuffer(Math.max(1, mode === 'shadow' ? size : units * 32))
   const baseView = Buffer.from(baseline)
   if (mode === 'hash') {
     const zfp = zeroFingerprint(unitSize)
     for (let i = 0; i < units; i++) zfp.copy(baseView, i * 32)
   }
-  // Slices are multiples of 8 units so that workers never share a bitmap byte.
-  const slice = Math.max(8, Math.floor((init.sliceUnits ?? Math.ceil(64 * 1024 * 1024 / unitSize)) / 8) * 8)
+  // Slices: multiples of 8 units (workers never share a bitmap byte) and of whole verification
+  // regions and read buffers (so a fused digest sees every region within one task).
+  const align = Math.max(8, Math.ceil(Math.max(VERIFY_REGION_BYTES, SCAN_READ_BYTES) / unitSize))
+  const want = init.sliceUnits ?? Math.ceil(64 * 1024 * 1024 / unitSize)
+  const slice = Math.max(align, Math.floor(want / align) * align)
+  let fh: FileHandle | undefined
 
   return {
     units,
-    async scan (signal) {
-      const bitmap = Bitmap.shared(units)
+    mode,
+    async scan (opts = {}) {
+      const dirty = Bitmap.shared(units)
+      const regions = Math.ceil(size / VERIFY_REGION_BYTES)
+      const out = opts.digest === true ? new SharedArrayBuffer(Math.max(1, regions * 32)) : undefined
       const tasks: Array<Promise<unknown>> = []
       for (let start = 0; start < units; start += slice) {
-        if (signal?.aborted === true) throw new AbortedError()
+        if (opts.signal?.aborted === true) throw new AbortedError()
         tasks.push(pool.run({
           op: 'scan', path, mode, unitSize, start, end: Math.min(units, start + slice),
-          baseline, bitmap: bitmap.bits.buffer as SharedArrayBuffer
+          baseline, bitmap: dirty.bits.buffer as SharedArrayBuffer,
+          digest: out != null ? { out, regionSize: VERIFY_REGION_BYTES, size } : undefined
         }))
       }
       await Promise.all(tasks)
-      return bitmap
+      return { dirty, digest: out != null ? combineRegionDigests(size, new Uint8Array(out, 0, regions * 32)) : undefined }
     },
-    accept (start, data) {
-      if (data.byteLength % unitSize !== 0) throw new RangeError('accept needs whole units')
-      const n = data.byteLength / unitSize
-      if (start < 0 || start + n > units) throw new RangeError('accept out of range')
-      if (mode === 'shadow') {
-        // Buffer#copy, not TypedArray#set: set into untouched shared memory was measured 6x slower.
-        Buffer.from(data.buffer, data.byteOffset, data.byteLength).copy(baseView, start * unitSize)
-      } else {
-        for (let k = 0; k < n; k++) {
-          createHash('sha256').update(data.subarray(k * unitSize, (k + 1) * unitSize)).digest().copy(baseView, (start + k) * 32)
+    async load (runs) {
+      for (const r of runs) {
+        if (r.start < 0 || r.count < 1 || r.start + r.count > units) throw new RangeError('run out of range')
+      }
+      if (mode === 'shadow') return runs.map(r => baseView.subarray(r.start * unitSize, (r.start + r.count) * unitSize))
+      fh ??= await open(path, 'r')
+      const parts = await readRuns(fh, runs, unitSize)
+      for (const [k, r] of runs.entries()) {
+        const data = parts[k]!
+        for (let u = 0; u < r.count; u++) {
+          createHash('sha256').update(data.subarray(u * unitSize, (u + 1) * unitSize)).digest().copy(baseView, (r.start + u) * 32)
         }
       }
+      return parts
+    },
+    async close () {
+      await fh?.close()
+      fh = undefined
     }
   }
+}
+
+/** Reads runs from a file, one buffer per run; nearby runs share one sequential read. */
+async function readRuns (fh: FileHandle, runs: readonly Run[], unitSize: number): Promise<Buffer[]> {
+  const out: Buffer[] = []
+  let i = 0
+  while (i < runs.length) {
+    let j = i
+    while (j + 1 < runs.length && (runs[j + 1]!.start - (runs[j]!.start + runs[j]!.count)) * unitSize <= COALESCE_GAP) j++
+    const first = runs[i]!
+    const last = runs[j]!
+    const span = Buffer.allocUnsafe((last.start + last.count - first.start) * unitSize)
+    let got = 0
+    while (got < span.byteLength) {
+      const { bytesRead } = await fh.read(span, got, span.byteLength - got, first.start * unitSize + got)
+      if (bytesRead === 0) { span.fill(0, got); break }
+      got += bytesRead
+    }
+    for (let k = i; k <= j; k++) {
+      const r = runs[k]!
+      const from = (r.start - first.start) * unitSize
+      out.push(span.subarray(from, from + r.count * unitSize))
+    }
+    i = j + 1
+  }
+  return out
 }

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import type { Hash } from 'node:crypto'
 import { closeSync, openSync, readSync } from 'node:fs'
 import { parentPort } from 'node:worker_threads'
 import { SCAN_READ_BYTES } from '../constants.js'
@@ -23,24 +24,52 @@ function readFully (fd: number, buf: Buffer, len: number, pos: number): number {
   return len
 }
 
+/** Feeds bytes at absolute positions into per-region SHA-256s, finishing each region at its end. */
+class RegionHasher {
+  private hash?: Hash
+  private region = -1
+  private readonly out: Buffer
+  constructor (private readonly regionSize: number, private readonly size: number, out: SharedArrayBuffer) {
+    this.out = Buffer.from(out)
+  }
+
+  update (bytes: Buffer, pos: number): void {
+    let off = 0
+    while (off < bytes.byteLength) {
+      const at = pos + off
+      const region = Math.floor(at / this.regionSize)
+      if (region !== this.region) { this.hash = createHash('sha256'); this.region = region }
+      const regionEnd = Math.min((region + 1) * this.regionSize, this.size)
+      const n = Math.min(bytes.byteLength - off, regionEnd - at)
+      this.hash!.update(bytes.subarray(off, off + n))
+      off += n
+      if (at + n === regionEnd) { this.hash!.digest().copy(this.out, region * 32); this.region = -1 }
+    }
+  }
+}
+
 function scan (t: ScanTask): WorkerReply {
   const fd = openSync(t.path, 'r')
   const bits = new Uint8Array(t.bitmap)
   const baseline = Buffer.from(t.baseline)
   const unitsPerRead = Math.max(1, Math.floor(SCAN_READ_BYTES / t.unitSize))
   const buf = ensureBuf(unitsPerRead * t.unitSize)
+  const hasher = t.digest != null ? new RegionHasher(t.digest.regionSize, t.digest.size, t.digest.out) : undefined
   let dirty = 0
   let bytes = 0
   try {
     for (let u = t.start; u < t.end; u += unitsPerRead) {
       const n = Math.min(unitsPerRead, t.end - u)
       bytes += readFully(fd, buf, n * t.unitSize, u * t.unitSize)
+      hasher?.update(buf.subarray(0, n * t.unitSize), u * t.unitSize)
       for (let k = 0; k < n; k++) {
         const unit = buf.subarray(k * t.unitSize, (k + 1) * t.unitSize)
         const i = u + k
         let changed: boolean
         if (t.mode === 'shadow') {
           changed = unit.compare(baseline, i * t.unitSize, (i + 1) * t.unitSize) !== 0
+          // The shadow takes the new bytes now; the sender sends exactly these bytes.
+          if (changed) unit.copy(baseline, i * t.unitSize)
         } else {
           const fp = createHash('sha256').update(unit).digest()
           changed = fp.compare(baseline, i * 32, i * 32 + 32) !== 0

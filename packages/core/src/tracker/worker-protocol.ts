@@ -3,7 +3,11 @@
 /** How a tracker detects change: a full shadow copy, or one SHA-256 fingerprint per unit. */
 export type TrackerMode = 'shadow' | 'hash'
 
-/** Find units in [start, end) whose file bytes differ from the baseline; set their bits. */
+/**
+ * Find units in [start, end) whose file bytes differ from the baseline; set their bits. In shadow
+ * mode the worker also copies the new bytes into the shadow (they are what will be sent). With
+ * `digest`, it also hashes the verification regions it reads (the slice must be region-aligned).
+ */
 export interface ScanTask {
   op: 'scan'
   id: number
@@ -16,6 +20,8 @@ export interface ScanTask {
   baseline: SharedArrayBuffer
   /** Dirty bitmap over all units. */
   bitmap: SharedArrayBuffer
+  /** Also hash regions: one SHA-256 per `regionSize` bytes into `out`; `size` is the area size. */
+  digest?: { out: SharedArrayBuffer, regionSize: number, size: number }
 }
 
 /** Hash regions [start, end) of a file; write region digests into `out` (32 bytes each). */

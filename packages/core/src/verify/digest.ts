@@ -17,10 +17,15 @@ export async function digestFile (pool: WorkerPool, path: string, size: number, 
     tasks.push(pool.run({ op: 'digest', path, size, regionSize: VERIFY_REGION_BYTES, start, end: Math.min(regions, start + per), out }))
   }
   await Promise.all(tasks)
+  return combineRegionDigests(size, new Uint8Array(out, 0, regions * 32))
+}
+
+/** The area digest from its region digests: SHA-256 over the size (u64 LE) and the list. */
+export function combineRegionDigests (size: number, regionDigests: Uint8Array): Uint8Array {
   const h = createHash('sha256')
   const len = Buffer.alloc(8)
   len.writeBigUInt64LE(BigInt(size))
   h.update(len)
-  h.update(new Uint8Array(out, 0, regions * 32))
+  h.update(regionDigests)
   return h.digest()
 }

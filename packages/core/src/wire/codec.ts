@@ -1,7 +1,7 @@
 import { MAX_DEVICE_STATE, MAX_FRAME_SIZE, PROTOCOL_VERSION } from '../constants.js'
 import { InvalidFrameError, UnsupportedVersionError } from '../errors.js'
 import { Area, FrameType } from './frames.js'
-import type { Frame, Run } from './frames.js'
+import type { DataFrame, Frame, Run } from './frames.js'
 
 /**
  * Wire layout of every frame: `u32 length | u8 version | u8 type | body`, little-endian, where
@@ -109,14 +109,8 @@ export function encodeFrame (frame: Frame): Uint8Array[] {
       return [new Writer(SESSION_ID_SIZE, frame.type).bytes(checkSession(frame.sessionId)).done()]
     case FrameType.LaneHello:
       return [new Writer(SESSION_ID_SIZE + 2, frame.type).bytes(checkSession(frame.sessionId)).u16(frame.lane).done()]
-    case FrameType.Data: {
-      if (frame.runs.length === 0 || frame.runs.length > MAX_RUNS) throw new InvalidFrameError('data frame needs 1..65536 runs')
-      const head = 4 + 4 + 1 + 4 + frame.runs.length * 8
-      const w = new Writer(head, frame.type, frame.payload.byteLength)
-      w.u32(frame.round).u32(frame.chunkId).u8(frame.area).u32(frame.runs.length)
-      for (const r of frame.runs) w.u32(r.start).u32(r.count)
-      return [w.done(), frame.payload]
-    }
+    case FrameType.Data:
+      return encodeDataFrame(frame, [frame.payload])
     case FrameType.Ack: {
       if (frame.chunkIds.length === 0 || frame.chunkIds.length > MAX_ACKS) throw new InvalidFrameError('ack needs 1..4096 ids')
       const w = new Writer(4 + 4 * frame.chunkIds.length, frame.type).u32(frame.chunkIds.length)
@@ -141,6 +135,20 @@ export function encodeFrame (frame: Frame): Uint8Array[] {
     case FrameType.Abort:
       return [new Writer(strSize(frame.code) + strSize(frame.message), frame.type).str(frame.code).str(frame.message).done()]
   }
+}
+
+/**
+ * Encodes a data frame whose payload is given in parts (e.g. views of a shadow copy, one per
+ * run), without copying them. Returns the header followed by the parts.
+ */
+export function encodeDataFrame (frame: Omit<DataFrame, 'type' | 'payload'>, parts: readonly Uint8Array[]): Uint8Array[] {
+  if (frame.runs.length === 0 || frame.runs.length > MAX_RUNS) throw new InvalidFrameError('data frame needs 1..65536 runs')
+  const payloadBytes = parts.reduce((n, p) => n + p.byteLength, 0)
+  const head = 4 + 4 + 1 + 4 + frame.runs.length * 8
+  const w = new Writer(head, FrameType.Data, payloadBytes)
+  w.u32(frame.round).u32(frame.chunkId).u8(frame.area).u32(frame.runs.length)
+  for (const r of frame.runs) w.u32(r.start).u32(r.count)
+  return [w.done(), ...parts]
 }
 
 /** Encodes a frame into one contiguous buffer (copies data payloads; use for tests and small frames). */
