@@ -8,9 +8,10 @@ const MB = 1e6
 
 describe('round planner', () => {
   it('keeps copying while the predicted pause exceeds the target', () => {
-    // 1 GB at 100 MB/ms... 1 GB took 10 s (100 MB/s); round 2 carried 100 MB → ~1 s + scan.
+    // 1 GB took 10 s (100 MB/s); round 2 carried 100 MB → ~1 s, the scan overlapping it.
     const rounds = [r(1, 1000 * MB, 10_000), r(2, 100 * MB, 1000)]
-    expect(predictPauseMs(rounds)).toBeCloseTo(1010, 0)
+    expect(predictPauseMs(rounds)).toBeCloseTo(1000, 0)
+    expect(predictPauseMs([r(1, 1000 * MB, 10_000), r(2, MB, 10, 400)])).toBe(400)
     expect(shouldSwitchOver(rounds, limits)).toBe(false)
   })
 

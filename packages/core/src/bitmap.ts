@@ -48,16 +48,21 @@ export class Bitmap {
     for (let i = 0; i < this.bits.length; i++) this.bits[i]! |= other.bits[i]!
   }
 
-  /** Yields runs of consecutive set units, in order, each at most `maxRun` long. */
-  * runs (maxRun = Number.MAX_SAFE_INTEGER): Generator<Run> {
+  /**
+   * Yields runs of consecutive set units in [from, to), in order, each at most `maxRun` long.
+   * `from` and `to` must be multiples of 8 (or `to` = size).
+   */
+  * runs (maxRun = Number.MAX_SAFE_INTEGER, from = 0, to = this.size): Generator<Run> {
+    if (from % 8 !== 0 || (to % 8 !== 0 && to !== this.size)) throw new RangeError('runs() range must be byte aligned')
     let start = -1
-    for (let byte = 0; byte < this.bits.length; byte++) {
+    const lastByte = Math.ceil(to / 8)
+    for (let byte = from / 8; byte < lastByte; byte++) {
       const b = this.bits[byte]!
       if (b === 0 && start < 0) continue
       if (b === 0xff && start >= 0 && (byte * 8 + 8 - start) <= maxRun) continue
       for (let k = 0; k < 8; k++) {
         const i = byte * 8 + k
-        if (i >= this.size) break
+        if (i >= to) break
         if ((b & (1 << k)) !== 0) {
           if (start < 0) start = i
           else if (i - start >= maxRun) { yield { start, count: i - start }; start = i }
@@ -67,6 +72,6 @@ export class Bitmap {
         }
       }
     }
-    if (start >= 0) yield { start, count: this.size - start }
+    if (start >= 0) yield { start, count: to - start }
   }
 }

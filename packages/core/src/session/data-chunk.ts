@@ -15,7 +15,7 @@ export interface DataChunk extends Chunk {
  * Cuts the dirty units of `bitmap` into chunks of about `chunkBytes`, in offset order, so that
  * every chunk is one or a few large sequential reads.
  */
-export function planChunks (bitmap: Bitmap, area: Area, unitSize: number, chunkBytes: number, round: number, nextId: () => number): DataChunk[] {
+export function planChunks (bitmap: Bitmap, area: Area, unitSize: number, chunkBytes: number, round: number, nextId: () => number, from = 0, to = bitmap.size): DataChunk[] {
   const maxUnits = Math.max(1, Math.floor(chunkBytes / unitSize))
   const chunks: DataChunk[] = []
   let runs: Run[] = []
@@ -26,7 +26,7 @@ export function planChunks (bitmap: Bitmap, area: Area, unitSize: number, chunkB
     runs = []
     units = 0
   }
-  for (const run of bitmap.runs(maxUnits)) {
+  for (const run of bitmap.runs(maxUnits, from, to)) {
     if (units + run.count > maxUnits) flush()
     runs.push(run)
     units += run.count

@@ -10,6 +10,9 @@ import { Area, FrameType } from '../wire/frames.js'
 import type { DataFrame, HelloFrame, LaneHelloFrame } from '../wire/frames.js'
 import { ControlChannel } from './control-channel.js'
 
+/** Data frames of one lane being written at once. */
+const WRITES_PER_LANE = 4
+
 /** Where the destination's node keeps an incoming image, and how it takes it over. */
 export interface DestinationHooks {
   /**
@@ -166,14 +169,26 @@ export class DestinationSession {
   }
 
   private async dataLoop (lane: Lane, frames: AsyncIterator<Uint8Array>): Promise<void> {
+    // Writes of one lane overlap (up to WRITES_PER_LANE) so the lane keeps reading while the disk
+    // works; units of one round are disjoint, and the round barrier in write() orders rounds.
+    const inFlight = new Set<Promise<void>>()
+    let laneError: unknown
     try {
       while (true) {
+        if (laneError != null) throw laneError
         const r = await frames.next()
-        if (r.done === true) return
+        if (r.done === true) break
         const f = decodeFrame(r.value)
         if (f.type !== FrameType.Data) throw new ProtocolError(`unexpected ${FrameType[f.type]} on a data lane`)
-        if (await this.write(f)) await lane.send(encodeFrame({ type: FrameType.Ack, chunkIds: [f.chunkId] }))
+        const p: Promise<void> = this.write(f)
+          .then(async (written) => { if (written) await lane.send(encodeFrame({ type: FrameType.Ack, chunkIds: [f.chunkId] })) })
+          .catch((err: unknown) => { laneError ??= err })
+          .finally(() => { inFlight.delete(p) })
+        inFlight.add(p)
+        if (inFlight.size >= WRITES_PER_LANE) await Promise.race(inFlight)
       }
+      await Promise.all(inFlight)
+      if (laneError != null) throw laneError
     } catch (err) {
       // A lane that merely breaks is the source's to replace; a bad frame ends the session.
       if (err instanceof ShoalError && !(err instanceof LaneClosedError)) {

@@ -29,6 +29,9 @@ export class ProgressMeter {
     this.emit()
   }
 
+  /** Adds bytes queued for the current round. */
+  queued (bytes: number): void { this.remaining += bytes }
+
   /** Records acknowledged bytes. */
   acked (bytes: number): void {
     this.bytes += bytes

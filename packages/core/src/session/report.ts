@@ -9,9 +9,9 @@ export interface RoundStats {
   blocks: number
   /** Payload bytes sent. */
   bytes: number
-  /** Wall time of the scan that found them. */
+  /** Wall time of the scan that found them (sending starts while it runs). */
   scanMs: number
-  /** Wall time of the transfer. */
+  /** Wall time of the round, scan included: from its start to the last acknowledgement. */
   sendMs: number
   /** True for the round run while the workload was paused. */
   final: boolean

@@ -21,9 +21,9 @@ export function achievedBandwidth (rounds: readonly RoundStats[]): number {
 }
 
 /**
- * Predicts the pause if the workload were paused now: the next round will carry about what
- * the last round carried (the pages dirtied while it ran, at a shrinking or steady rate), sent at
- * the bandwidth achieved so far, plus the scan that finds it.
+ * Predicts the final round's share of the pause if the workload were paused now: it will carry
+ * about what the last round carried (the pages dirtied while it ran, at a shrinking or steady
+ * rate), sent at the bandwidth achieved so far, overlapped with the scan that finds it.
  */
 export function predictPauseMs (rounds: readonly RoundStats[]): number {
   const last = rounds[rounds.length - 1]
@@ -31,7 +31,7 @@ export function predictPauseMs (rounds: readonly RoundStats[]): number {
   const bw = achievedBandwidth(rounds)
   if (last.bytes === 0) return last.scanMs
   if (bw === 0) return Infinity
-  return last.bytes / bw + last.scanMs
+  return Math.max(last.bytes / bw, last.scanMs)
 }
 
 /**

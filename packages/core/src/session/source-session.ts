@@ -134,21 +134,32 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     let pauseDigests: Uint8Array[] = []
     const runRound = async (round: number, final: boolean): Promise<RoundStats> => {
       const t0 = performance.now()
-      const scans = await Promise.all(areas.map(async a => await a.tracker.scan({ signal, digest: final })))
+      let bytes = 0
+      let units = 0
+      const counts = [0, 0]
+      meter.phase(final ? 'switchover' : 'precopy', round, 0)
+      // Chunks are queued slice by slice as the scan finishes them, so sending starts at once.
+      const scans = await Promise.all(areas.map(async (a, i) => await a.tracker.scan({
+        signal,
+        digest: final,
+        onSlice: (dirty, from, to) => {
+          const chunks = planChunks(dirty, a.area, a.unitSize, chunkBytes, round, () => ++chunkId, from, to)
+          for (const c of chunks) {
+            bytes += c.bytes
+            meter.queued(c.bytes)
+            const n = c.bytes / a.unitSize
+            units += n
+            counts[i]! += n
+          }
+          scheduler.push(chunks)
+        }
+      })))
       if (final) pauseDigests = scans.map(s => s.digest!)
       const t1 = performance.now()
-      const chunks = areas.flatMap((a, i) => planChunks(scans[i]!.dirty, a.area, a.unitSize, chunkBytes, round, () => ++chunkId))
-      const bytes = chunks.reduce((n, c) => n + c.bytes, 0)
-      meter.phase(final ? 'switchover' : 'precopy', round, bytes)
-      scheduler.push(chunks)
       await scheduler.idle()
       const t2 = performance.now()
-      await control.send({ type: FrameType.RoundEnd, round, units: chunks.reduce((n, c) => n + c.runs.reduce((k, r) => k + r.count, 0), 0), bytes })
-      const stats: RoundStats = {
-        round, final, bytes, scanMs: t1 - t0, sendMs: t2 - t1,
-        pages: chunks.filter(c => c.area === Area.Memory).reduce((n, c) => n + c.bytes / image.memory.pageSize, 0),
-        blocks: chunks.filter(c => c.area === Area.Cache).reduce((n, c) => n + c.bytes / image.cache.blockSize, 0)
-      }
+      await control.send({ type: FrameType.RoundEnd, round, units, bytes })
+      const stats: RoundStats = { round, final, bytes, scanMs: t1 - t0, sendMs: t2 - t0, pages: counts[0]!, blocks: counts[1]! }
       report.rounds.push(stats)
       return stats
     }

@@ -24,6 +24,18 @@ export interface DirtyTrackerInit {
   sliceUnits?: number
 }
 
+/** Options of {@link DirtyTracker.scan}. */
+export interface ScanOptions {
+  signal?: AbortSignal
+  /** Also compute the verification digest of the area as read. */
+  digest?: boolean
+  /**
+   * Called as soon as the bits of units [start, end) are final, so the caller can start sending
+   * them while the rest of the area is still being scanned.
+   */
+  onSlice?: (dirty: Bitmap, start: number, end: number) => void
+}
+
 /** Result of a scan. */
 export interface ScanResult {
   /** Units to send this round. */
@@ -50,7 +62,7 @@ export interface DirtyTracker {
   readonly units: number
   readonly mode: TrackerMode
   /** Scans the whole area on the worker pool; with `digest`, also hashes it for verification. */
-  scan: (opts?: { signal?: AbortSignal, digest?: boolean }) => Promise<ScanResult>
+  scan: (opts?: ScanOptions) => Promise<ScanResult>
   /** The bytes to send for `runs` (whole units), recorded as what the destination will hold. */
   load: (runs: readonly Run[]) => Promise<Uint8Array[]>
   /** Releases the file handle. */
@@ -98,11 +110,12 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
       const tasks: Array<Promise<unknown>> = []
       for (let start = 0; start < units; start += slice) {
         if (opts.signal?.aborted === true) throw new AbortedError()
+        const end = Math.min(units, start + slice)
         tasks.push(pool.run({
-          op: 'scan', path, mode, unitSize, start, end: Math.min(units, start + slice),
+          op: 'scan', path, mode, unitSize, start, end,
           baseline, bitmap: dirty.bits.buffer as SharedArrayBuffer,
           digest: out != null ? { out, regionSize: VERIFY_REGION_BYTES, size } : undefined
-        }))
+        }).then(() => { opts.onSlice?.(dirty, start, end) }))
       }
       await Promise.all(tasks)
       return { dirty, digest: out != null ? combineRegionDigests(size, new Uint8Array(out, 0, regions * 32)) : undefined }

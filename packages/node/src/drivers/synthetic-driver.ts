@@ -40,7 +40,9 @@ export function createSyntheticDriver (): Driver {
       const args = [workloadBinPath, 'run', '--memory-path', rec.spec.memory.path, '--cache-path', rec.spec.cache.path,
         '--rate', String(cfg.rate ?? DEFAULT_WORKLOAD_RATE), '--record-rate', String(cfg.recordRate ?? DEFAULT_RECORD_RATE),
         '--ops-file', join(dirname(rec.spec.cache.path), 'ops.json')]
-      if (resumeState != null) args.push('--resume')
+      // A migrated image was fully checked by check() just before launch; `run` continues from
+      // its header counters, so `--resume` (which would verify the whole image again) is not used.
+      void resumeState
       const logFd = openSync(join(dirname(rec.spec.cache.path), 'workload.log'), 'a')
       const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', logFd] })
       closeSync(logFd)
