@@ -136,7 +136,7 @@ async function child (role) {
       stop = async () => { server.close() }
     } else {
       const lib = await import('@shoal/libp2p')
-      const { generateKeyPair } = await import('../../packages/libp2p/node_modules/@libp2p/crypto/dist/src/keys/index.js')
+      const { generateKeyPair } = await import('@libp2p/crypto/keys')
       const node = await lib.createShoalLibp2p({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.2/tcp/0'], streamWindow: Number(opts.window), gatherWrites: opts.gather === 'true' })
       await lib.handleLanes(node, PROTOCOL, lane => {
         void (async () => { for await (const f of lane) count(f) })().catch(err => { if (received < total) { console.error('recv lane error', err); process.exit(1) } })
@@ -174,9 +174,9 @@ async function child (role) {
     stop = async () => { for (const s of socks) s.destroy() }
   } else {
     const lib = await import('@shoal/libp2p')
-    const { generateKeyPair } = await import('../../packages/libp2p/node_modules/@libp2p/crypto/dist/src/keys/index.js')
-    const { multiaddr } = await import('../../packages/libp2p/node_modules/@multiformats/multiaddr/dist/src/index.js')
-    const { peerIdFromString } = await import('../../packages/libp2p/node_modules/@libp2p/peer-id/dist/src/index.js')
+    const { generateKeyPair } = await import('@libp2p/crypto/keys')
+    const { multiaddr } = await import('@multiformats/multiaddr')
+    const { peerIdFromString } = await import('@libp2p/peer-id')
     const node = await lib.createShoalLibp2p({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], localAddress: '127.0.0.1', streamWindow: Number(opts.window), gatherWrites: opts.gather === 'true' })
     await node.start()
     const ls = await lib.openLanes(node, { peerId: peerIdFromString(peerId), addrs: [multiaddr(addr)] }, PROTOCOL, lanes, { streamsPerConnection: Number(opts.spc) })

@@ -71,7 +71,7 @@ async function processMain (opts) {
   const next = () => msgs.length > 0 ? Promise.resolve(msgs.shift()) : new Promise(resolve => waiters.push(resolve))
   const total = Math.round(Number(opts.gib) * GIB)
   const frameSize = Number(opts.frame)
-  const { generateKeyPair, privateKeyToProtobuf } = await import('../../packages/libp2p/node_modules/@libp2p/crypto/dist/src/keys/index.js')
+  const { generateKeyPair, privateKeyToProtobuf } = await import('@libp2p/crypto/keys')
   const key = privateKeyToProtobuf(await generateKeyPair('Ed25519'))
   const maxLanes = Math.max(...opts.lanes.split(',').map(Number))
 
@@ -134,7 +134,7 @@ async function processMain (opts) {
 
 async function workerMain () {
   const lib = await import('@shoal/libp2p')
-  const { privateKeyFromProtobuf } = await import('../../packages/libp2p/node_modules/@libp2p/crypto/dist/src/keys/index.js')
+  const { privateKeyFromProtobuf } = await import('@libp2p/crypto/keys')
   const privateKey = privateKeyFromProtobuf(workerData.key)
   if (workerData.role === 'recv') {
     const node = await lib.createShoalLibp2p({ privateKey, listen: ['/ip4/127.0.0.2/tcp/0'] })
@@ -156,8 +156,8 @@ async function workerMain () {
     parentPort.postMessage({ addr: node.getMultiaddrs()[0].toString(), peerId: node.peerId.toString() })
     return
   }
-  const { multiaddr } = await import('../../packages/libp2p/node_modules/@multiformats/multiaddr/dist/src/index.js')
-  const { peerIdFromString } = await import('../../packages/libp2p/node_modules/@libp2p/peer-id/dist/src/index.js')
+  const { multiaddr } = await import('@multiformats/multiaddr')
+  const { peerIdFromString } = await import('@libp2p/peer-id')
   const node = await lib.createShoalLibp2p({ privateKey, listen: [], localAddress: '127.0.0.1' })
   await node.start()
   const [lane] = await lib.openLanes(node, { peerId: peerIdFromString(workerData.peerId), addrs: [multiaddr(workerData.addr)] }, PROTOCOL, 1)
