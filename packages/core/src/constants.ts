@@ -28,3 +28,7 @@ export const DEFAULT_CONTROL_TIMEOUT_MS = 60_000
 export const DEFAULT_COMMIT_TIMEOUT_MS = 120_000
 /** Areas up to this size are tracked with a shadow copy (fast compares, RAM = size); larger ones by SHA-256 per unit. */
 export const DEFAULT_SHADOW_LIMIT = 2 * 1024 * 1024 * 1024
+/** A lane with unacknowledged bytes and no acknowledgement for this long is declared dead. */
+export const DEFAULT_LANE_STALL_MS = 3000
+/** How often a session with fewer lanes than it started with tries to open replacements. */
+export const DEFAULT_LANE_RETRY_MS = 1000

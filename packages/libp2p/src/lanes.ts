@@ -1,5 +1,6 @@
 import { encodeFrameBytes, FrameType, UnauthorizedPeerError } from '@shoal/core'
 import { DEFAULT_STREAMS_PER_CONNECTION, MAX_LANE_STREAMS_PER_CONNECTION, REFUSED_STREAM_LINGER_MS } from './constants.js'
+import { localAddressFor } from './interfaces.js'
 import { ipOf } from './multiaddr-ip.js'
 import { streamToLane } from './stream-lane.js'
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
@@ -24,6 +25,12 @@ export interface OpenLanesOptions {
   localAddress?: string
   /** Largest frame accepted on the lanes; default core's `MAX_FRAME_SIZE`. */
   maxFrameSize?: number
+  /**
+   * Dial new connections instead of reusing open ones. With one stream per connection each lane
+   * then owns its connection, and aborting the lane closes it (used for data lanes, so a lane
+   * on a dead link takes its stalled connection with it).
+   */
+  fresh?: boolean
 }
 
 /**
@@ -41,8 +48,9 @@ export async function openLanes (node: Libp2p, peer: LanePeer, protocol: string,
   if (!Number.isInteger(count) || count < 1) throw new RangeError('lane count must be a positive integer')
   const perConnection = opts.streamsPerConnection ?? DEFAULT_STREAMS_PER_CONNECTION
   if (!Number.isInteger(perConnection) || perConnection < 1) throw new RangeError('streamsPerConnection must be a positive integer')
-  const connections = await connect(node, peer, Math.ceil(count / perConnection), opts.signal)
-  const local = opts.localAddress ?? listenIp(node) ?? '*'
+  const connections = await connect(node, peer, Math.ceil(count / perConnection), opts.signal, opts.fresh === true)
+  const owned = opts.fresh === true && perConnection === 1
+  const nodeIps = node.getMultiaddrs().map(ipOf).filter((ip): ip is string => ip != null)
 
   const perConnCount = new Array<number>(connections.length).fill(0)
   const streams = await settleAll(Array.from({ length: count }, async (_, i) => {
@@ -58,21 +66,23 @@ export async function openLanes (node: Libp2p, peer: LanePeer, protocol: string,
 
   return streams.map(({ stream, conn, ci, si }) => {
     const remote = ipOf(conn.remoteAddr)
+    const local = opts.localAddress ?? (remote != null ? localAddressFor(remote, nodeIps) : undefined) ?? '*'
     return streamToLane(stream, {
       id: `${local}>${remote ?? '?'}#c${ci}s${si}`,
       ...(local !== '*' ? { localAddress: local } : {}),
       ...(remote != null ? { remoteAddress: remote } : {}),
-      ...(opts.maxFrameSize != null ? { maxFrameSize: opts.maxFrameSize } : {})
+      ...(opts.maxFrameSize != null ? { maxFrameSize: opts.maxFrameSize } : {}),
+      ...(owned ? { onAbort: (err: Error) => { conn.abort(err) } } : {})
     })
   })
 }
 
 /** Returns `wanted` open connections to the peer, dialling what is missing one at a time. */
-async function connect (node: Libp2p, peer: LanePeer, wanted: number, signal: AbortSignal | undefined): Promise<Connection[]> {
+async function connect (node: Libp2p, peer: LanePeer, wanted: number, signal: AbortSignal | undefined, fresh: boolean): Promise<Connection[]> {
   const suffix = `/p2p/${peer.peerId.toString()}`
   const targets = peer.addrs.map(a => a.toString().endsWith(suffix) ? a : a.encapsulate(suffix))
   const ips = [...new Set(targets.map(a => ipOf(a) ?? a.toString()))]
-  const spare = node.getConnections(peer.peerId).filter(c => c.status === 'open' && c.limits == null)
+  const spare = fresh ? [] : node.getConnections(peer.peerId).filter(c => c.status === 'open' && c.limits == null)
   const chosen: Connection[] = []
   const dialOpts = { force: true, ...(signal != null ? { signal } : {}) }
 
@@ -107,11 +117,6 @@ async function settleAll<T> (tasks: Array<Promise<T>>, undo: (value: T) => void)
   throw failed.reason
 }
 
-/** The node's single listen IP, if it has exactly one. */
-function listenIp (node: Libp2p): string | undefined {
-  const ips = new Set(node.getMultiaddrs().map(ipOf).filter((ip): ip is string => ip != null))
-  return ips.size === 1 ? [...ips][0] : undefined
-}
 
 /** What {@link handleLanes} tells about an accepted lane. */
 export interface LaneInfo {
@@ -148,8 +153,9 @@ export async function handleLanes (node: Libp2p, protocol: string, onLane: (lane
       refuse(stream, peerId)
       return
     }
-    const local = opts.localAddress ?? listenIp(node)
     const remote = ipOf(connection.remoteAddr)
+    const nodeIps = node.getMultiaddrs().map(ipOf).filter((ip): ip is string => ip != null)
+    const local = opts.localAddress ?? (remote != null ? localAddressFor(remote, nodeIps) : undefined)
     const lane = streamToLane(stream, {
       id: `${local ?? '*'}<${remote ?? '?'}#${connection.id}s${stream.id}`,
       ...(local != null ? { localAddress: local } : {}),

@@ -10,6 +10,7 @@ import {
   INBOUND_CONNECTION_THRESHOLD, MAX_CONNECTIONS, STREAM_READ_BUFFER_LIMIT, YAMUX_STREAM_WINDOW
 } from './constants.js'
 import { withGatheredWrites } from './gathered-writes.js'
+import { localAddressFor } from './interfaces.js'
 import { ipOf } from './multiaddr-ip.js'
 import type { Identify } from '@libp2p/identify'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
@@ -68,7 +69,7 @@ export async function createShoalLibp2p (init: ShoalLibp2pInit): Promise<ShoalLi
     start: false,
     privateKey: init.privateKey,
     addresses: { listen: init.listen },
-    transports: [bindLocalAddress(tcp(), init.localAddress)],
+    transports: [bindLocalAddress(tcp(), init.localAddress, init.listen)],
     connectionEncrypters: [init.gatherWrites === false ? noise() : withGatheredWrites(noise())],
     streamMuxers: [yamux({
       streamOptions: {
@@ -92,20 +93,23 @@ type TransportFactory = ReturnType<typeof tcp>
 type DiscoveryFactory = NonNullable<Parameters<typeof createLibp2p>[0]>['peerDiscovery'] extends Array<infer F> | undefined ? F : never
 
 /**
- * Wraps a TCP transport so that its outgoing sockets bind to `localAddress` (when the target has
- * the same address family). libp2p's dial queue drops per-dial options, so this is done here.
+ * Wraps a TCP transport so that each outgoing socket binds to a local address: `localAddress`
+ * when given (same address family only), otherwise the address this node listens on that shares
+ * the target's network, so a connection to a peer's NIC k leaves through our NIC k. libp2p's dial
+ * queue drops per-dial options, so this is done here.
  */
-function bindLocalAddress (factory: TransportFactory, localAddress: string | undefined): TransportFactory {
-  if (localAddress == null) return factory
-  const family = isIP(localAddress)
-  if (family === 0) throw new TypeError(`localAddress ${localAddress} is not an IP address`)
+function bindLocalAddress (factory: TransportFactory, localAddress: string | undefined, listen: readonly string[]): TransportFactory {
+  const family = localAddress != null ? isIP(localAddress) : 0
+  if (localAddress != null && family === 0) throw new TypeError(`localAddress ${localAddress} is not an IP address`)
+  const listenIps = listen.map(a => /^\/ip[46]\/([^/]+)/.exec(a)?.[1]).filter((ip): ip is string => ip != null)
   return (components) => {
     const transport = factory(components)
     const dial = transport.dial.bind(transport)
     transport.dial = async (ma: Multiaddr, options) => {
       const host = ipOf(ma)
-      if (host == null || isIP(host) !== family) return dial(ma, options)
-      return dial(ma, { ...options, localAddress } as typeof options)
+      if (host == null) return dial(ma, options)
+      const bind = localAddress != null ? (isIP(host) === family ? localAddress : undefined) : localAddressFor(host, listenIps)
+      return bind == null ? dial(ma, options) : dial(ma, { ...options, localAddress: bind } as typeof options)
     }
     return transport
   }

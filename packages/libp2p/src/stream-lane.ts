@@ -20,6 +20,12 @@ export interface StreamLaneInit {
   readHighWaterMark?: number
   /** After a local `close()`, how long to wait for the peer's close before resetting; default 10 s. */
   closeLingerMs?: number
+  /**
+   * Called after `abort()` reset the stream: a lane that owns its connection (one stream, dialled
+   * for it) tears the connection down too, so a stalled TCP connection on a dead link is not
+   * reused for the next lane.
+   */
+  onAbort?: (err: Error) => void
 }
 
 /**
@@ -53,6 +59,7 @@ class StreamLane implements Lane {
   private readonly highWater: number
   private readonly lowWater: number
   private readonly lingerMs: number
+  private onAbort?: (err: Error) => void
   /** Decoded frames not yet consumed; `head` indexes the next one (cheaper than `shift`). */
   private queue: Uint8Array[] = []
   private head = 0
@@ -81,6 +88,7 @@ class StreamLane implements Lane {
     this.highWater = init.readHighWaterMark ?? LANE_READ_HIGH_WATER
     this.lowWater = Math.floor(this.highWater / 2)
     this.lingerMs = init.closeLingerMs ?? LANE_CLOSE_LINGER_MS
+    this.onAbort = init.onAbort
     // A paused stream keeps receiving what the peer was already granted: never reset for that.
     stream.maxReadBufferLength = Math.max(stream.maxReadBufferLength, STREAM_READ_BUFFER_LIMIT)
 
@@ -314,6 +322,9 @@ class StreamLane implements Lane {
     this.fail(e)
     if (this.lingerTimer != null) clearTimeout(this.lingerTimer)
     this.stream.abort(e)
+    const hook = this.onAbort
+    this.onAbort = undefined
+    hook?.(e)
   }
 }
 

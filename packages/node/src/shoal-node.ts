@@ -5,7 +5,7 @@ import {
   createWorkerPool, DestinationSession, InvalidImageError, readLaneHello, runSourceSession, UnknownImageError, WorkloadError,
   DEFAULT_PAGE_SIZE, DEFAULT_BLOCK_SIZE, ShoalError, InvalidArgumentError, validateImageSpec
 } from '@shoal/core'
-import type { ImageSpec, Lane, MigrationProgress, MigrationReport, WorkerPool, WorkloadController, SourceSessionOptions } from '@shoal/core'
+import type { ImageSpec, Lane, LaneStats, MigrationProgress, MigrationReport, WorkerPool, WorkloadController, SourceSessionOptions } from '@shoal/core'
 import { createShoalLibp2p, handleLanes, loadOrCreateIdentity, openLanes } from '@shoal/libp2p'
 import type { ShoalLibp2p } from '@shoal/libp2p'
 import { initImage } from '@shoal/workload'
@@ -16,6 +16,7 @@ import type { Driver, RunningWorkload } from './drivers/driver.js'
 import { createSyntheticDriver } from './drivers/synthetic-driver.js'
 import type { SyntheticConfig } from './drivers/synthetic-driver.js'
 import { ImageStore } from './image-store.js'
+import { laneReplenisher, lanePaths, openDataLanes } from './lane-paths.js'
 import { startControlServer } from './control-server.js'
 import type { Server } from 'node:http'
 import type { ImageRecord, Staging } from './image-store.js'
@@ -239,13 +240,20 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
       store.put({ ...rec, state: 'migrating' })
       try {
         const [control] = await openLanes(libp2p, target, MIGRATE_PROTOCOL, 1, { signal: opts.signal })
-        const count = opts.lanes ?? DEFAULT_LANES
+        const paths = await lanePaths(libp2p, target, libp2p.getConnections(target.peerId)[0])
+        // One lane per usable (local NIC, remote NIC) pair, and at least DEFAULT_LANES.
+        const count = opts.lanes ?? Math.max(paths.length, DEFAULT_LANES)
+        let replenish: ((active: LaneStats[]) => Promise<Lane[]>) | undefined
         const open = async (): Promise<Lane[]> => {
-          const lanes = await openLanes(libp2p, target, LANE_PROTOCOL, count, { signal: opts.signal, streamsPerConnection: opts.streamsPerConnection })
+          const lanes = await openDataLanes(libp2p, target, paths, count, opts.signal)
+          replenish = laneReplenisher(libp2p, target, paths, lanes)
           log.info('migration out', { image: name, to: target.peerId.toString(), lanes: lanes.map(l => l.id) })
           return lanes
         }
-        const report = await runSourceSession({ image: rec.spec, controller, control: control!, lanes: { count, open }, pool: pool! }, opts)
+        const report = await runSourceSession({
+          image: rec.spec, controller, control: control!, lanes: { count, open }, pool: pool!,
+          replenish: async (active) => await (replenish?.(active) ?? Promise.resolve([]))
+        }, opts)
         running.delete(name)
         store.remove(name)
         return report

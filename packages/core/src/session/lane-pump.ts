@@ -1,4 +1,6 @@
-import { errorCode, RemoteAbortError, ProtocolError } from '../errors.js'
+import { errorCode, RemoteAbortError, ProtocolError, TimeoutError } from '../errors.js'
+
+const RATE_WINDOW_MS = 2000
 import type { ChunkScheduler } from '../scheduler/chunk-scheduler.js'
 import type { Lane } from '../transport/lane.js'
 import { decodeFrame, encodeDataFrame } from '../wire/codec.js'
@@ -16,6 +18,8 @@ export interface LaneStats {
   chunks: number
   /** Chunks handed back to the queue when this lane failed. */
   requeued: number
+  /** Acknowledged bytes per second over the last two seconds. */
+  rate: number
   state: 'active' | 'failed' | 'closed'
   /** Why it failed. */
   error?: string
@@ -32,6 +36,8 @@ export interface LanePumpDeps {
   onFail: (lane: LaneStats, err: unknown) => void
   /** Unacknowledged bytes allowed on this lane. */
   window: number
+  /** A lane with bytes in flight and no acknowledgement for this long is declared dead. */
+  stallTimeoutMs: number
 }
 
 /**
@@ -41,13 +47,32 @@ export interface LanePumpDeps {
 export class LanePump {
   readonly stats: LaneStats
   private windowWaiter?: () => void
+  private readonly watchdog: NodeJS.Timeout
+  private lastProgress = performance.now()
+  private readonly samples: Array<[number, number]> = []
   private readonly done: Promise<void>
   private stopped = false
 
   constructor (readonly lane: Lane, private readonly deps: LanePumpDeps) {
-    this.stats = { id: lane.id, localAddress: lane.localAddress, remoteAddress: lane.remoteAddress, bytes: 0, chunks: 0, requeued: 0, state: 'active' }
+    this.stats = { id: lane.id, localAddress: lane.localAddress, remoteAddress: lane.remoteAddress, bytes: 0, chunks: 0, requeued: 0, rate: 0, state: 'active' }
     deps.scheduler.addLane(lane.id)
+    // A link that silently drops packets (cable pulled, NIC down) never errors the TCP socket
+    // in useful time: a lane is dead when it holds unacknowledged bytes and nothing comes back.
+    this.watchdog = setInterval(() => { this.check() }, Math.max(50, Math.floor(deps.stallTimeoutMs / 4)))
+    this.watchdog.unref()
     this.done = Promise.all([this.sendLoop(), this.ackLoop()]).then(() => {})
+  }
+
+  private check (): void {
+    const now = performance.now()
+    while (this.samples.length > 1 && now - this.samples[0]![0] > RATE_WINDOW_MS) this.samples.shift()
+    const first = this.samples[0]
+    this.stats.rate = first != null && now > first[0] ? (this.stats.bytes - first[1]) / ((now - first[0]) / 1000) : 0
+    this.samples.push([now, this.stats.bytes])
+    if (this.deps.scheduler.inFlightBytes(this.lane.id) === 0) { this.lastProgress = now; return }
+    if (now - this.lastProgress > this.deps.stallTimeoutMs) {
+      this.fail(new TimeoutError(`lane ${this.lane.id} stalled: no acknowledgement for ${this.deps.stallTimeoutMs} ms`))
+    }
   }
 
   /** Resolves when both loops ended. */
@@ -57,6 +82,8 @@ export class LanePump {
   async close (): Promise<void> {
     if (this.stopped) return
     this.stopped = true
+    clearInterval(this.watchdog)
+    this.stats.rate = 0
     if (this.stats.state === 'active') this.stats.state = 'closed'
     this.wakeWindow()
     await this.lane.close().catch(() => {})
@@ -71,6 +98,8 @@ export class LanePump {
   private fail (err: unknown): void {
     if (this.stats.state !== 'active' || this.stopped) return
     this.stats.state = 'failed'
+    this.stats.rate = 0
+    clearInterval(this.watchdog)
     this.stats.error = err instanceof Error ? `${err.message} (${errorCode(err)})` : String(err)
     this.stats.requeued += this.deps.scheduler.failLane(this.lane.id)
     this.lane.abort(err instanceof Error ? err : undefined)
@@ -106,6 +135,7 @@ export class LanePump {
           if (c == null) continue
           this.stats.bytes += c.bytes
           this.stats.chunks++
+          this.lastProgress = performance.now()
           this.deps.onAck(c, this.stats)
           c.parts = undefined
         }

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import {
   DEFAULT_CHUNK_BYTES, DEFAULT_COMMIT_TIMEOUT_MS, DEFAULT_CONTROL_TIMEOUT_MS, DEFAULT_DOWNTIME_TARGET_MS,
-  DEFAULT_LANE_WINDOW, DEFAULT_MAX_ROUNDS, DEFAULT_SHADOW_LIMIT
+  DEFAULT_LANE_WINDOW, DEFAULT_MAX_ROUNDS, DEFAULT_SHADOW_LIMIT, DEFAULT_LANE_STALL_MS, DEFAULT_LANE_RETRY_MS
 } from '../constants.js'
 import { AbortedError, CommitUnknownError, errorCode, NoLanesError, RemoteAbortError, VerificationFailedError } from '../errors.js'
 import type { ImageSpec, WorkloadController } from '../image.js'
@@ -17,6 +17,7 @@ import { BufferPool } from './buffer-pool.js'
 import { planChunks } from './data-chunk.js'
 import type { DataChunk } from './data-chunk.js'
 import { LanePump } from './lane-pump.js'
+import type { LaneStats } from './lane-pump.js'
 import { shouldSwitchOver } from './round-planner.js'
 import { ProgressMeter } from './progress-meter.js'
 import type { MigrationProgress, MigrationReport, RoundStats } from './report.js'
@@ -35,6 +36,10 @@ export interface SourceSessionOptions {
   controlTimeoutMs?: number
   /** How long verification and commit may take on the destination. */
   commitTimeoutMs?: number
+  /** A lane with bytes in flight and no acknowledgement for this long is declared dead. */
+  laneStallMs?: number
+  /** How often to try to replace failed lanes (when `replenish` is given). */
+  laneRetryMs?: number
   /** Areas up to this many bytes are tracked by shadow copy, larger ones by fingerprints. */
   shadowLimitBytes?: number
   /** Called with progress snapshots. */
@@ -56,6 +61,12 @@ export interface SourceSessionDeps {
   lanes: Lane[] | { count: number, open: () => Promise<Lane[]> }
   /** Worker threads for scans and digests. */
   pool: WorkerPool
+  /**
+   * Opens replacement lanes while fewer lanes are active than the session started with (a NIC
+   * came back): given the lanes still active, returns new lanes (possibly none). Errors are
+   * ignored and retried.
+   */
+  replenish?: (active: LaneStats[]) => Promise<Lane[]>
 }
 
 interface AreaState { area: Area, unitSize: number, tracker: DirtyTracker }
@@ -80,6 +91,7 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
   let paused = false
   let commitSent = false
   let chunkId = 0
+  let replenisher: NodeJS.Timeout | undefined
   const onAbortSignal = (): void => { scheduler.fail(new AbortedError()) }
   signal?.addEventListener('abort', onAbortSignal, { once: true })
 
@@ -115,10 +127,10 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     }
     const lanes = Array.isArray(deps.lanes) ? deps.lanes : await deps.lanes.open()
     if (lanes.length === 0) throw new NoLanesError('no data lane could be opened')
-    for (const [i, lane] of lanes.entries()) {
-      await lane.send(encodeLaneHello(sessionId, i))
+    const addLane = async (lane: Lane): Promise<void> => {
+      await lane.send(encodeLaneHello(sessionId, pumps.length))
       pumps.push(new LanePump(lane, {
-        scheduler, load, window: options.laneWindow ?? DEFAULT_LANE_WINDOW,
+        scheduler, load, window: options.laneWindow ?? DEFAULT_LANE_WINDOW, stallTimeoutMs: options.laneStallMs ?? DEFAULT_LANE_STALL_MS,
         onAck: (c) => {
           report.bytes += c.bytes
           meter.acked(c.bytes)
@@ -126,6 +138,24 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
         },
         onFail: () => {}
       }))
+    }
+    for (const lane of lanes) await addLane(lane)
+    const laneTarget = lanes.length
+    if (deps.replenish != null) {
+      const replenish = deps.replenish
+      let busy = false
+      replenisher = setInterval(() => {
+        const active = pumps.filter(p => p.stats.state === 'active').map(p => p.stats)
+        if (busy || active.length >= laneTarget || active.length === 0) return
+        busy = true
+        replenish(active).then(async (fresh) => {
+          for (const lane of fresh) {
+            if (replenisher == null) { lane.abort(); continue }
+            await addLane(lane).catch(() => { lane.abort() })
+          }
+        }, () => {}).finally(() => { busy = false })
+      }, options.laneRetryMs ?? DEFAULT_LANE_RETRY_MS)
+      replenisher.unref()
     }
     meter.lanes = () => pumps.map(p => p.stats)
 
@@ -179,6 +209,8 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     await control.send({ type: FrameType.Pause, round: round + 1 })
     const fin = await runRound(round + 1, true)
     // Every byte is acknowledged: the data lanes have nothing left to do.
+    clearInterval(replenisher)
+    replenisher = undefined
     scheduler.close()
     await Promise.all(pumps.map(async p => { await p.close() }))
     const state = await controller.deviceState()
@@ -224,6 +256,8 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     throw Object.assign(err instanceof Error ? err : new Error(String(err)), { report })
   } finally {
     signal?.removeEventListener('abort', onAbortSignal)
+    clearInterval(replenisher)
+    replenisher = undefined
     scheduler.close()
     meter.stop()
     await Promise.all(pumps.map(async p => { await p.close() }))

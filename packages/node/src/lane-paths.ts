@@ -1,0 +1,70 @@
+import type { Connection, PeerId } from '@libp2p/interface'
+import { ipOf, isLoopback, localAddressFor, openLanes } from '@shoal/libp2p'
+import type { ShoalLibp2p } from '@shoal/libp2p'
+import type { Lane, LaneStats } from '@shoal/core'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import { LANE_PROTOCOL } from './constants.js'
+
+/** A peer to migrate to: its ID and the addresses we know for it. */
+export interface TargetPeer { peerId: PeerId, addrs: Multiaddr[] }
+
+const IDENTIFY_TIMEOUT_MS = 5000
+const REOPEN_TIMEOUT_MS = 3000
+
+/**
+ * The peer's addresses that make a lane: one per remote IP that shares a network with one of our
+ * addresses (so each lane leaves through its own NIC), learned from identify over `connection`.
+ * Loopback addresses are used only when the target itself was given as a loopback address.
+ */
+export async function lanePaths (libp2p: ShoalLibp2p, target: TargetPeer, connection: Connection | undefined): Promise<Multiaddr[]> {
+  let announced: Multiaddr[] = []
+  if (connection != null) {
+    try {
+      announced = (await libp2p.services.identify.identify(connection, { signal: AbortSignal.timeout(IDENTIFY_TIMEOUT_MS) })).listenAddrs
+    } catch {
+      announced = (await libp2p.peerStore.get(target.peerId).catch(() => undefined))?.addresses.map(a => a.multiaddr) ?? []
+    }
+  }
+  const wantLoopback = target.addrs.some(a => { const ip = ipOf(a); return ip != null && isLoopback(ip) })
+  const ours = libp2p.getMultiaddrs().map(ipOf).filter((ip): ip is string => ip != null)
+  const byIp = new Map<string, Multiaddr>()
+  for (const a of [...target.addrs, ...announced]) {
+    const ip = ipOf(a)
+    if (ip == null || byIp.has(ip)) continue
+    if (isLoopback(ip) !== wantLoopback) continue
+    if (!wantLoopback && localAddressFor(ip, ours) == null) continue
+    byIp.set(ip, a)
+  }
+  // Fall back to what we were given: a routed peer shares no subnet with us, but one path works.
+  return byIp.size > 0 ? [...byIp.values()] : target.addrs
+}
+
+/** Opens `count` data lanes spread over the paths, each on a connection of its own. */
+export async function openDataLanes (libp2p: ShoalLibp2p, target: TargetPeer, paths: Multiaddr[], count: number, signal?: AbortSignal): Promise<Lane[]> {
+  return await openLanes(libp2p, { peerId: target.peerId, addrs: paths }, LANE_PROTOCOL, count, { signal, fresh: true })
+}
+
+/**
+ * Replacement lanes for paths that lost theirs (a NIC went down and came back): one new lane per
+ * path with fewer active lanes than it started with. A path still down fails fast or times out.
+ */
+export function laneReplenisher (libp2p: ShoalLibp2p, target: TargetPeer, paths: Multiaddr[], initial: Lane[]): (active: LaneStats[]) => Promise<Lane[]> {
+  const wanted = new Map<string, number>()
+  for (const l of initial) if (l.remoteAddress != null) wanted.set(l.remoteAddress, (wanted.get(l.remoteAddress) ?? 0) + 1)
+  return async (active) => {
+    const fresh: Lane[] = []
+    for (const path of paths) {
+      const ip = ipOf(path)
+      if (ip == null) continue
+      const have = active.filter(l => l.remoteAddress === ip).length
+      const missing = (wanted.get(ip) ?? 0) - have
+      if (missing <= 0) continue
+      try {
+        fresh.push(...await openDataLanes(libp2p, target, [path], missing, AbortSignal.timeout(REOPEN_TIMEOUT_MS)))
+      } catch {
+        // Still down: the next retry tries again.
+      }
+    }
+    return fresh
+  }
+}
