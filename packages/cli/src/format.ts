@@ -27,8 +27,13 @@ export function progressLine (p: MigrationProgress, width = 24): string {
   const fill = Math.round(frac * width)
   const bar = '#'.repeat(fill) + '-'.repeat(width - fill)
   const eta = p.etaMs != null ? ` ETA ${formatMs(p.etaMs)}` : ''
-  const lanes = p.lanes.filter(l => l.state === 'active').length
-  return `${p.phase.padEnd(10)} round ${String(p.round).padStart(2)} [${bar}] ${formatBytes(p.bytes).padStart(10)} ${formatRate(p.rate).padStart(11)}${eta} lanes ${lanes}/${p.lanes.length}`
+  const active = p.lanes.filter(l => l.state === 'active')
+  return `${p.phase.padEnd(10)} round ${String(p.round).padStart(2)} [${bar}] ${formatBytes(p.bytes).padStart(10)} ${formatRate(p.rate).padStart(11)}${eta} lanes ${active.length}/${p.lanes.length}`
+}
+
+/** Per-lane health, one line each: address pair, state, bytes, current rate. */
+export function laneLines (p: MigrationProgress): string[] {
+  return p.lanes.map(l => `  lane ${String(l.index).padStart(2)} ${l.id.padEnd(28)} ${l.state.padEnd(6)} ${formatBytes(l.bytes).padStart(10)} ${formatRate(l.rate).padStart(11)}${l.error != null ? `  ${l.error}` : ''}`)
 }
 
 /** The human-readable report printed after a migration. */
@@ -49,7 +54,7 @@ export function formatReport (r: MigrationReport): string {
   }
   lines.push('  lanes:')
   for (const l of r.lanes) {
-    lines.push(`    ${l.id.padEnd(28)} ${formatBytes(l.bytes).padStart(10)} ${String(l.chunks).padStart(6)} chunks  ${l.state}${l.requeued > 0 ? ` (${l.requeued} chunks re-queued)` : ''}${l.error != null ? `: ${l.error}` : ''}`)
+    lines.push(`    ${String(l.index).padStart(2)} ${l.id.padEnd(28)} ${formatBytes(l.bytes).padStart(10)} ${String(l.chunks).padStart(6)} chunks  ${l.state}${l.requeued > 0 ? ` (${l.requeued} chunks re-queued)` : ''}${l.error != null ? `: ${l.error}` : ''}`)
   }
   return lines.join('\n')
 }

@@ -1,6 +1,6 @@
 import type { MigrationProgress, MigrationReport } from '@shoal/core'
 import { call, ControlError, socketOf } from '../control-client.js'
-import { formatReport, progressLine } from '../format.js'
+import { formatReport, laneLines, progressLine } from '../format.js'
 
 /** Options of `shoal migrate`. */
 export interface MigrateCommandOptions {
@@ -19,18 +19,22 @@ export async function runMigrate (image: string, o: MigrateCommandOptions): Prom
   const out = o.progressOut ?? process.stderr
   const tty = out.isTTY
   let lastPrint = 0
+  let drawn = 0
   let result: { type: string, report?: MigrationReport, error?: { code: string, message: string } } | undefined
   await call(socketOf(o.node), 'POST', '/migrate', { image, to: o.to, lanes: o.lanes, maxRounds: o.maxRounds, downtimeTargetMs: o.downtimeTarget }, (v) => {
     if (v.type === 'progress') {
       const p = v as unknown as MigrationProgress
       if (o.json === true) return
-      if (tty) out.write(`\r${progressLine(p)}\x1b[K`)
-      else if (Date.now() - lastPrint > 1000) { out.write(progressLine(p) + '\n'); lastPrint = Date.now() }
+      const lines = [progressLine(p), ...laneLines(p)]
+      if (tty) {
+        // Redraw the block in place: the bar, then one line per lane.
+        out.write(`${drawn > 0 ? `\x1b[${drawn}F` : ''}${lines.map(l => `${l}\x1b[K`).join('\n')}\n`)
+        drawn = lines.length
+      } else if (Date.now() - lastPrint > 1000) { out.write(lines.join('\n') + '\n'); lastPrint = Date.now() }
     } else {
       result = v as typeof result
     }
   })
-  if (tty && o.json !== true) out.write('\n')
   if (result?.report != null) process.stdout.write((o.json === true ? JSON.stringify(result.report) : formatReport(result.report)) + '\n')
   if (result == null) throw new ControlError('ERR_CONTROL', 'the node closed the migration stream without a result')
   if (result.type === 'error') throw new ControlError(result.error?.code ?? 'ERR_CONTROL', result.error?.message ?? 'migration failed')

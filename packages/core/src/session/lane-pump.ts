@@ -10,6 +10,8 @@ import type { DataChunk } from './data-chunk.js'
 /** Per-lane figures for progress and the report. */
 export interface LaneStats {
   id: string
+  /** Position in the session (lanes opened later to replace failed ones get new indexes). */
+  index: number
   localAddress?: string
   remoteAddress?: string
   /** Payload bytes acknowledged by the destination. */
@@ -27,6 +29,8 @@ export interface LaneStats {
 
 /** What a lane pump needs from its session. */
 export interface LanePumpDeps {
+  /** The lane's index in the session (also sent in its LANE_HELLO). */
+  index: number
   scheduler: ChunkScheduler<DataChunk>
   /** Loads a chunk's bytes the first time it is sent (the tracker records them as sent). */
   load: (chunk: DataChunk) => Promise<Uint8Array[]>
@@ -47,6 +51,8 @@ export interface LanePumpDeps {
 export class LanePump {
   readonly stats: LaneStats
   private windowWaiter?: () => void
+  /** Scheduler key: unique in the session even when transports reuse lane ids. */
+  private readonly key: string
   private readonly watchdog: NodeJS.Timeout
   private lastProgress = performance.now()
   private readonly samples: Array<[number, number]> = []
@@ -54,8 +60,9 @@ export class LanePump {
   private stopped = false
 
   constructor (readonly lane: Lane, private readonly deps: LanePumpDeps) {
-    this.stats = { id: lane.id, localAddress: lane.localAddress, remoteAddress: lane.remoteAddress, bytes: 0, chunks: 0, requeued: 0, rate: 0, state: 'active' }
-    deps.scheduler.addLane(lane.id)
+    this.key = `lane${deps.index}`
+    this.stats = { id: lane.id, index: deps.index, localAddress: lane.localAddress, remoteAddress: lane.remoteAddress, bytes: 0, chunks: 0, requeued: 0, rate: 0, state: 'active' }
+    deps.scheduler.addLane(this.key)
     // A link that silently drops packets (cable pulled, NIC down) never errors the TCP socket
     // in useful time: a lane is dead when it holds unacknowledged bytes and nothing comes back.
     this.watchdog = setInterval(() => { this.check() }, Math.max(50, Math.floor(deps.stallTimeoutMs / 4)))
@@ -69,7 +76,7 @@ export class LanePump {
     const first = this.samples[0]
     this.stats.rate = first != null && now > first[0] ? (this.stats.bytes - first[1]) / ((now - first[0]) / 1000) : 0
     this.samples.push([now, this.stats.bytes])
-    if (this.deps.scheduler.inFlightBytes(this.lane.id) === 0) { this.lastProgress = now; return }
+    if (this.deps.scheduler.inFlightBytes(this.key) === 0) { this.lastProgress = now; return }
     if (now - this.lastProgress > this.deps.stallTimeoutMs) {
       this.fail(new TimeoutError(`lane ${this.lane.id} stalled: no acknowledgement for ${this.deps.stallTimeoutMs} ms`))
     }
@@ -101,7 +108,7 @@ export class LanePump {
     this.stats.rate = 0
     clearInterval(this.watchdog)
     this.stats.error = err instanceof Error ? `${err.message} (${errorCode(err)})` : String(err)
-    this.stats.requeued += this.deps.scheduler.failLane(this.lane.id)
+    this.stats.requeued += this.deps.scheduler.failLane(this.key)
     this.lane.abort(err instanceof Error ? err : undefined)
     this.wakeWindow()
     this.deps.onFail(this.stats, err)
@@ -111,10 +118,10 @@ export class LanePump {
     const { scheduler } = this.deps
     try {
       while (this.stats.state === 'active' && !this.stopped) {
-        while (scheduler.inFlightBytes(this.lane.id) >= this.deps.window && this.stats.state === 'active' && !this.stopped) {
+        while (scheduler.inFlightBytes(this.key) >= this.deps.window && this.stats.state === 'active' && !this.stopped) {
           await new Promise<void>(resolve => { this.windowWaiter = resolve })
         }
-        const chunk = await scheduler.take(this.lane.id)
+        const chunk = await scheduler.take(this.key)
         if (chunk == null) return
         chunk.parts ??= await this.deps.load(chunk)
         await this.lane.send(encodeDataFrame({ round: chunk.round, chunkId: chunk.id, area: chunk.area, runs: chunk.runs }, chunk.parts))
@@ -131,7 +138,7 @@ export class LanePump {
         if (f.type === FrameType.Abort) throw new RemoteAbortError(f.code, f.message)
         if (f.type !== FrameType.Ack) throw new ProtocolError(`unexpected ${FrameType[f.type]} on a data lane`)
         for (const id of f.chunkIds) {
-          const c = this.deps.scheduler.complete(this.lane.id, id)
+          const c = this.deps.scheduler.complete(this.key, id)
           if (c == null) continue
           this.stats.bytes += c.bytes
           this.stats.chunks++

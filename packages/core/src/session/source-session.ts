@@ -128,8 +128,10 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     const lanes = Array.isArray(deps.lanes) ? deps.lanes : await deps.lanes.open()
     if (lanes.length === 0) throw new NoLanesError('no data lane could be opened')
     const addLane = async (lane: Lane): Promise<void> => {
-      await lane.send(encodeLaneHello(sessionId, pumps.length))
+      const index = pumps.length
+      await lane.send(encodeLaneHello(sessionId, index))
       pumps.push(new LanePump(lane, {
+        index,
         scheduler, load, window: options.laneWindow ?? DEFAULT_LANE_WINDOW, stallTimeoutMs: options.laneStallMs ?? DEFAULT_LANE_STALL_MS,
         onAck: (c) => {
           report.bytes += c.bytes
