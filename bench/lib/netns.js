@@ -28,6 +28,15 @@ export function clusterUp (prefix, args) {
   }
 }
 
+/** Why `tc netem` (link delay) cannot be used here, or undefined when it can. */
+export function netemUnavailable () {
+  const probe = `sbprobe${process.pid % 10000}`
+  if (spawnSync('ip', ['link', 'add', probe, 'type', 'veth', 'peer', 'name', `${probe}b`]).status !== 0) return 'cannot create a veth pair'
+  const r = spawnSync('tc', ['qdisc', 'add', 'dev', probe, 'root', 'netem', 'delay', '1ms'], { encoding: 'utf8' })
+  spawnSync('ip', ['link', 'del', probe])
+  return r.status === 0 ? undefined : `this kernel has no netem qdisc (tc: ${r.stderr.trim()})`
+}
+
 /** CPU seconds (user + system) a process has used, from /proc. */
 export function cpuSeconds (pid) {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')

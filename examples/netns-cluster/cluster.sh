@@ -61,7 +61,21 @@ shape() { # ns dev
   fi
 }
 
+# netem is a kernel option (CONFIG_NET_SCH_NETEM); some kernels (this project's CI VMs) lack it.
+netem_available() {
+  local probe=$PREFIX-probe
+  ip link add "$probe" type veth peer name "$probe-b" 2>/dev/null || return 1
+  local ok=0
+  tc qdisc add dev "$probe" root netem delay 1ms 2>/dev/null || ok=1
+  ip link del "$probe" 2>/dev/null || true
+  return $ok
+}
+
 up() {
+  if [ "$DELAY" != 0 ] && ! netem_available; then
+    echo "cluster.sh: --delay needs the netem qdisc, which this kernel does not have (CONFIG_NET_SCH_NETEM)" >&2
+    exit 3
+  fi
   down
   mkdir -p "$STATE"
   ip netns add "$SW"

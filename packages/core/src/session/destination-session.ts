@@ -4,7 +4,7 @@ import { DEFAULT_CONTROL_TIMEOUT_MS } from '../constants.js'
 import { errorCode, InvalidFrameError, LaneClosedError, ProtocolError, ShoalError } from '../errors.js'
 import type { WorkerPool } from '../tracker/worker-pool.js'
 import type { Lane } from '../transport/lane.js'
-import { digestFile } from '../verify/digest.js'
+import { RegionDigests } from '../verify/region-digests.js'
 import { decodeFrame, encodeFrame } from '../wire/codec.js'
 import { Area, FrameType } from '../wire/frames.js'
 import type { DataFrame, HelloFrame, LaneHelloFrame } from '../wire/frames.js'
@@ -66,7 +66,7 @@ export async function readLaneHello (lane: Lane, timeoutMs = DEFAULT_CONTROL_TIM
  */
 export class DestinationSession {
   private hello?: HelloFrame
-  private files: Array<{ fh: FileHandle, unitSize: number, units: number } | undefined> = []
+  private files: Array<{ fh: FileHandle, unitSize: number, units: number, digests: RegionDigests } | undefined> = []
   private currentRound = 0
   private readonly pendingWrites = new Set<Promise<unknown>>()
   private readonly result: DestinationResult = { image: '', committed: false, bytes: 0, staleFrames: 0 }
@@ -96,8 +96,10 @@ export class DestinationSession {
       this.result.image = hello.image
       prepared = true
       const paths = await this.deps.hooks.prepare(hello)
-      this.files[Area.Memory] = { fh: await open(paths.memoryPath, 'r+'), unitSize: hello.pageSize, units: hello.memorySize / hello.pageSize }
-      this.files[Area.Cache] = { fh: await open(paths.cachePath, 'r+'), unitSize: hello.blockSize, units: hello.cacheSize / hello.blockSize }
+      const { pool } = this.deps
+      this.files[Area.Memory] = { fh: await open(paths.memoryPath, 'r+'), unitSize: hello.pageSize, units: hello.memorySize / hello.pageSize, digests: new RegionDigests(pool, paths.memoryPath, hello.memorySize) }
+      this.files[Area.Cache] = { fh: await open(paths.cachePath, 'r+'), unitSize: hello.blockSize, units: hello.cacheSize / hello.blockSize, digests: new RegionDigests(pool, paths.cachePath, hello.cacheSize) }
+      for (const f of this.files) f?.digests.start()
       this.deps.hooks.register?.(Buffer.from(hello.sessionId).toString('hex'))
       await this.control.send({ type: FrameType.Accept, sessionId: hello.sessionId })
       let deviceState: Uint8Array | undefined
@@ -115,10 +117,7 @@ export class DestinationSession {
             break
           case FrameType.Verify: {
             await this.freeze()
-            const [m, c] = await Promise.all([
-              digestFile(this.deps.pool, paths.memoryPath, hello.memorySize, this.options.signal),
-              digestFile(this.deps.pool, paths.cachePath, hello.cacheSize, this.options.signal)
-            ])
+            const [m, c] = await Promise.all(this.files.map(async f => await f!.digests.digest(this.options.signal))) as [Uint8Array, Uint8Array]
             verified = Buffer.from(m).equals(f.memoryDigest) && Buffer.from(c).equals(f.cacheDigest)
             await this.control.send({ type: FrameType.VerifyResult, ok: verified, memoryDigest: m, cacheDigest: c })
             break
@@ -165,7 +164,10 @@ export class DestinationSession {
   private async closeFiles (): Promise<void> {
     const files = this.files
     this.files = []
-    for (const f of files) await f?.fh.close().catch(() => {})
+    for (const f of files) {
+      f?.digests.stop()
+      await f?.fh.close().catch(() => {})
+    }
   }
 
   private async dataLoop (lane: Lane, frames: AsyncIterator<Uint8Array>): Promise<void> {
@@ -221,6 +223,7 @@ export class DestinationSession {
       if (f.round < this.currentRound) { this.result.staleFrames++; return false }
       this.currentRound = f.round
     }
+    for (const r of f.runs) file.digests.touch(r.start * file.unitSize, (r.start + r.count) * file.unitSize)
     const p = (async () => {
       let off = 0
       for (const r of f.runs) {
@@ -234,7 +237,12 @@ export class DestinationSession {
       }
     })()
     this.pendingWrites.add(p)
-    try { await p } finally { this.pendingWrites.delete(p) }
+    try {
+      await p
+    } finally {
+      this.pendingWrites.delete(p)
+      for (const r of f.runs) file.digests.touch(r.start * file.unitSize, (r.start + r.count) * file.unitSize)
+    }
     this.result.bytes += f.payload.byteLength
     return true
   }
