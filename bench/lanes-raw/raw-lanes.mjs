@@ -14,6 +14,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import { parseArgs } from 'node:util'
 import { Area, decodeFrame, encodeFrame, FrameDecoder, FrameType } from '@shoal/core'
+import { measurePair } from './measure-pair.mjs'
 
 const GIB = 1024 ** 3
 const PROTOCOL = '/shoal-bench/lane/1'
@@ -77,21 +78,7 @@ function spawn (role, extra = []) {
 }
 
 async function runOnce (mode, lanes) {
-  const recv = spawn(`recv-${mode}`)
-  const { addr, peerId } = await recv.next()
-  const send = spawn(`send-${mode}`)
-  send.send({ addr, peerId, lanes })
-  await send.next() // connected, lanes open
-  recv.send('go'); send.send('go')
-  const t0 = process.hrtime.bigint()
-  const r = await recv.next()
-  const seconds = Number(process.hrtime.bigint() - t0) / 1e9
-  send.send('report')
-  const s = await send.next()
-  recv.send('exit'); send.send('exit')
-  await Promise.all([recv.exited, send.exited])
-  const gib = r.bytes / GIB
-  const row = { mbps: r.bytes / seconds / 1e6, sendCpu: s.cpu / gib, recvCpu: r.cpu / gib, seconds }
+  const row = await measurePair(spawn(`recv-${mode}`), spawn(`send-${mode}`), ({ addr, peerId }) => ({ addr, peerId, lanes }))
   console.log(`${mode} lanes=${lanes}: ${row.mbps.toFixed(0)} MB/s, send ${row.sendCpu.toFixed(2)} + recv ${row.recvCpu.toFixed(2)} CPU-s/GiB`)
   return row
 }

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto'
 import { parseArgs } from 'node:util'
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads'
 import { Area, decodeFrame, encodeFrame, FrameType } from '@shoal/core'
+import { measurePair } from './measure-pair.mjs'
 
 const GIB = 1024 ** 3
 const PROTOCOL = '/shoal-bench/wlane/1'
@@ -33,21 +34,8 @@ else {
 async function coordinator (opts) {
   for (const lanes of opts.lanes.split(',').map(Number)) {
     for (let r = 0; r < Number(opts.runs); r++) {
-      const recv = spawn('recv', opts)
-      const { addrs, peerId } = await recv.next()
-      const send = spawn('send', opts)
-      send.send({ addrs, peerId, lanes })
-      await send.next()
-      recv.send('go'); send.send('go')
-      const t0 = process.hrtime.bigint()
-      const res = await recv.next()
-      const seconds = Number(process.hrtime.bigint() - t0) / 1e9
-      send.send('report')
-      const s = await send.next()
-      recv.send('exit'); send.send('exit')
-      await Promise.all([recv.exited, send.exited])
-      const gib = res.bytes / GIB
-      console.log(`libp2p-in-workers lanes=${lanes}: ${(res.bytes / seconds / 1e6).toFixed(0)} MB/s, send ${(s.cpu / gib).toFixed(2)} + recv ${(res.cpu / gib).toFixed(2)} = ${((s.cpu + res.cpu) / gib).toFixed(2)} CPU-s/GiB`)
+      const row = await measurePair(spawn('recv', opts), spawn('send', opts), ({ addrs, peerId }) => ({ addrs, peerId, lanes }))
+      console.log(`libp2p-in-workers lanes=${lanes}: ${row.mbps.toFixed(0)} MB/s, send ${row.sendCpu.toFixed(2)} + recv ${row.recvCpu.toFixed(2)} = ${(row.sendCpu + row.recvCpu).toFixed(2)} CPU-s/GiB`)
     }
   }
 }
