@@ -1,4 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import type { ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
@@ -22,13 +23,19 @@ describe('shoal CLI', () => {
       [['image', 'create', 'vm1', '--memory', 'lots'], /not a size/],
       [['image', 'create', 'vm1', '--fill', 'ones'], /Allowed choices are zero, random/],
       [['status', '--node', '/nonexistent/dir'], /no node control socket/],
-      [['bogus'], /unknown command 'bogus'/]
+      [['bogus'], /unknown command 'bogus'/],
+      [['node', '--data-dir', '/tmp/shoal-never-created', '--listen', 'garbage'], /bad listen address "garbage"/],
+      [['node', '--data-dir', '/tmp/shoal-never-created', '--listen', '/ip4/127.0.0.1/udp/5'], /expected \/ip4\/<address>\/tcp\/<port>/],
+      [['node', '--data-dir', '/tmp/shoal-never-created', '--bootstrap', '/ip4/127.0.0.1/tcp/1'], /must end in \/p2p\/<peer id>/],
+      [['node', '--data-dir', '/tmp/shoal-never-created', '--allow', 'nobody'], /not a peer ID: "nobody"/]
     ]
     for (const [args, re] of cases) {
       const r = shoal(...args)
       expect(r.code, args.join(' ')).not.toBe(0)
       expect(r.err, args.join(' ')).toMatch(re)
     }
+    // Bad arguments change nothing: no data directory, no identity.
+    expect(existsSync('/tmp/shoal-never-created')).toBe(false)
   })
 
   it('runs a node, creates and starts an image, reports status, and refuses a bad migration target', async () => {

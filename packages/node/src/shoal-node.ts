@@ -94,13 +94,15 @@ export interface ShoalNode {
 /** Creates a node (not started). */
 export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> {
   const log = init.logger ?? silentLogger
+  for (const a of init.listen ?? []) checkMultiaddr(a, 'listen', false)
+  for (const a of init.bootstrap ?? []) checkMultiaddr(a, 'bootstrap', true)
+  for (const p of init.allow ?? []) parsePeerId(p)
   const privateKey = await loadOrCreateIdentity(init.dataDir)
   const libp2p = await createShoalLibp2p({
     privateKey, listen: init.listen ?? ['/ip4/127.0.0.1/tcp/0'], bootstrap: init.bootstrap, mdns: init.mdns
   })
   const peerId = libp2p.peerId.toString()
   const allow = new Set(init.allow ?? [])
-  for (const p of allow) parsePeerId(p)
   const shmDir = init.shmDir ?? join(DEFAULT_SHM_DIR, `shoal-${createHash('sha256').update(init.dataDir).digest('hex').slice(0, 12)}`)
   const store = new ImageStore(init.dataDir, shmDir)
   const drivers = new Map<string, Driver>([['synthetic', createSyntheticDriver()]])
@@ -187,10 +189,19 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
     addrs: () => libp2p.getMultiaddrs().map(a => a.toString()),
     async start () {
       pool = createWorkerPool({ workers: init.workers })
-      await handleLanes(libp2p, MIGRATE_PROTOCOL, onControlLane, { isAllowed })
-      await handleLanes(libp2p, LANE_PROTOCOL, onDataLane, { isAllowed: p => allow.has(p) })
-      await libp2p.start()
-      if (init.controlSocket !== false) server = await startControlServer(node, join(init.dataDir, CONTROL_SOCKET))
+      try {
+        await handleLanes(libp2p, MIGRATE_PROTOCOL, onControlLane, { isAllowed })
+        await handleLanes(libp2p, LANE_PROTOCOL, onDataLane, { isAllowed: p => allow.has(p) })
+        await libp2p.start()
+        if (init.controlSocket !== false) server = await startControlServer(node, join(init.dataDir, CONTROL_SOCKET))
+      } catch (err) {
+        // Leave nothing running: a node that cannot start must let its process exit.
+        await node.stop().catch(() => {})
+        const listenFailed = /failed to be listened on/.test((err as Error).message)
+        throw listenFailed
+          ? new InvalidArgumentError(`cannot listen on ${(init.listen ?? []).join(', ')}: ${/(E[A-Z]+: [^\n]*)/.exec((err as Error).message)?.[1] ?? (err as Error).message}`)
+          : err
+      }
       log.info('node started', { peerId, addrs: node.addrs() })
     },
     async stop () {
@@ -292,4 +303,19 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
 
 function parsePeerId (p: string): void {
   try { peerIdFromString(p) } catch { throw new InvalidArgumentError(`not a peer ID: ${JSON.stringify(p)}`) }
+}
+
+/** Parses a listen or bootstrap address, or throws an error that names it and says what is wrong. */
+function checkMultiaddr (addr: string, what: 'listen' | 'bootstrap', needPeer: boolean): void {
+  let components: Array<{ name: string, value?: string }>
+  try {
+    components = multiaddr(addr).getComponents()
+  } catch (err) {
+    throw new InvalidArgumentError(`bad ${what} address ${JSON.stringify(addr)}: ${(err as Error).message}`)
+  }
+  const names = components.map(c => c.name)
+  if (!['ip4', 'ip6', 'dns', 'dns4', 'dns6'].includes(names[0] ?? '') || names[1] !== 'tcp') {
+    throw new InvalidArgumentError(`bad ${what} address ${JSON.stringify(addr)}: expected /ip4/<address>/tcp/<port>${needPeer ? '/p2p/<peer id>' : ''}`)
+  }
+  if (needPeer && !names.includes('p2p')) throw new InvalidArgumentError(`bad ${what} address ${JSON.stringify(addr)}: it must end in /p2p/<peer id>`)
 }
