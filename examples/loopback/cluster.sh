@@ -8,14 +8,15 @@ cd "$(dirname "$0")/../.."
 SHOAL="node packages/cli/dist/bin.js"
 MEM=${1:-64M} CACHE=${2:-256M} RATE=${3:-3000}
 WORK=$(mktemp -d /tmp/shoal-cluster-XXXXXX)
+SHM=$(mktemp -d /dev/shm/shoal-cluster-XXXXXX)   # memory files live on tmpfs
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK" "$SHM"; }
 trap cleanup EXIT
 
 declare -A PEER ADDR
 for i in 1 2 3; do
   mkfifo "$WORK/out$i"
-  $SHOAL node --data-dir "$WORK/n$i" --listen "/ip4/127.0.0.$i/tcp/0" >"$WORK/out$i" 2>"$WORK/n$i.log" &
+  $SHOAL node --data-dir "$WORK/n$i" --shm-dir "$SHM/n$i" --listen "/ip4/127.0.0.$i/tcp/0" >"$WORK/out$i" 2>"$WORK/n$i.log" &
   PIDS+=($!)
   read -r line <"$WORK/out$i"
   PEER[$i]=$(node -e 'console.log(JSON.parse(process.argv[1]).peerId)' "$line")

@@ -33,10 +33,12 @@ const IPS = ['127.0.0.1', '127.0.0.2', '127.0.0.3']
  */
 export async function runDemo (o: DemoOptions): Promise<MigrationReport> {
   const root = mkdtempSync(join(tmpdir(), 'shoal-demo-'))
+  // Memory files live on tmpfs (RAM): they get their own directory, removed at the end too.
+  const shm = mkdtempSync(join('/dev/shm', 'shoal-demo-'))
   const nodes: DemoNode[] = []
   const say = (s: string): void => { process.stdout.write(s + '\n') }
   try {
-    for (const ip of IPS) nodes.push(await startNode(ip, join(root, ip)))
+    for (const ip of IPS) nodes.push(await startNode(ip, join(root, ip), join(shm, ip)))
     for (const n of nodes) {
       for (const m of nodes) if (m !== n) await call(n.socket, 'POST', '/allow', { peerId: m.peerId })
       say(`node ${n.ip}  peer ${n.peerId}  (${n.addrs[0] ?? ''})`)
@@ -58,12 +60,15 @@ export async function runDemo (o: DemoOptions): Promise<MigrationReport> {
     return report
   } finally {
     await Promise.all(nodes.map(async n => { await stopProc(n.proc) }))
-    if (o.keep !== true) rmSync(root, { recursive: true, force: true })
+    if (o.keep !== true) {
+      rmSync(root, { recursive: true, force: true })
+      rmSync(shm, { recursive: true, force: true })
+    }
   }
 }
 
-async function startNode (ip: string, dir: string): Promise<DemoNode> {
-  const proc = spawn(process.execPath, [BIN, 'node', '--data-dir', dir, '--listen', `/ip4/${ip}/tcp/0`], { stdio: ['ignore', 'pipe', 'pipe'] })
+async function startNode (ip: string, dir: string, shmDir: string): Promise<DemoNode> {
+  const proc = spawn(process.execPath, [BIN, 'node', '--data-dir', dir, '--shm-dir', shmDir, '--listen', `/ip4/${ip}/tcp/0`], { stdio: ['ignore', 'pipe', 'pipe'] })
   const logs: string[] = []
   proc.stderr!.on('data', (d: Buffer) => { logs.push(d.toString()); if (logs.length > 50) logs.shift() })
   return await new Promise<DemoNode>((resolve, reject) => {
