@@ -72,6 +72,11 @@ export class DestinationSession {
   private readonly result: DestinationResult = { image: '', committed: false, bytes: 0, staleFrames: 0 }
   private readonly control: ControlChannel
   private failure?: Error
+  private readonly failed: { promise: Promise<ShoalError>, resolve: (e: ShoalError) => void } = (() => {
+    let resolve!: (e: ShoalError) => void
+    const promise = new Promise<ShoalError>(r => { resolve = r })
+    return { promise, resolve }
+  })()
   private readonly lanes = new Set<Lane>()
 
   constructor (controlLane: Lane, private readonly deps: { pool: WorkerPool, hooks: DestinationHooks }, private readonly options: DestinationSessionOptions = {}) {
@@ -105,9 +110,7 @@ export class DestinationSession {
       let deviceState: Uint8Array | undefined
       let verified = false
       while (true) {
-        if (this.failure != null) throw this.failure
-        const f = await this.control.next(undefined, this.options.signal)
-        if (this.failure != null) throw this.failure
+        const f = await Promise.race([this.control.next(undefined, this.options.signal), this.failed.promise.then(err => { throw err })])
         switch (f.type) {
           case FrameType.RoundEnd:
           case FrameType.Pause:
@@ -174,32 +177,35 @@ export class DestinationSession {
     // Writes of one lane overlap (up to WRITES_PER_LANE) so the lane keeps reading while the disk
     // works; units of one round are disjoint, and the round barrier in write() orders rounds.
     const inFlight = new Set<Promise<void>>()
-    let laneError: unknown
+    const onError = (err: unknown): void => {
+      // A lane that merely breaks is the source's to replace; a bad frame ends the session.
+      lane.abort(err instanceof Error ? err : undefined)
+      if (err instanceof ShoalError && !(err instanceof LaneClosedError)) this.fail(err)
+    }
     try {
       while (true) {
-        if (laneError != null) throw laneError
         const r = await frames.next()
         if (r.done === true) break
         const f = decodeFrame(r.value)
         if (f.type !== FrameType.Data) throw new ProtocolError(`unexpected ${FrameType[f.type]} on a data lane`)
         const p: Promise<void> = this.write(f)
           .then(async (written) => { if (written) await lane.send(encodeFrame({ type: FrameType.Ack, chunkIds: [f.chunkId] })) })
-          .catch((err: unknown) => { laneError ??= err })
+          .catch(onError)
           .finally(() => { inFlight.delete(p) })
         inFlight.add(p)
         if (inFlight.size >= WRITES_PER_LANE) await Promise.race(inFlight)
       }
       await Promise.all(inFlight)
-      if (laneError != null) throw laneError
     } catch (err) {
-      // A lane that merely breaks is the source's to replace; a bad frame ends the session.
-      if (err instanceof ShoalError && !(err instanceof LaneClosedError)) {
-        this.failure ??= err
-        lane.abort(err)
-        await this.control.send({ type: FrameType.Abort, code: err.code, message: err.message }).catch(() => {})
-        this.control.lane.abort(err)
-      }
+      onError(err)
     }
+  }
+
+  /** Ends the session with `err` (the control loop wakes up and reports it). */
+  private fail (err: ShoalError): void {
+    if (this.failure != null) return
+    this.failure = err
+    this.failed.resolve(err)
   }
 
   /**
