@@ -25,7 +25,7 @@ export const SCAN_READ_BYTES = 4 * 1024 * 1024
 /** How long a peer may stay silent during a control exchange. */
 export const DEFAULT_CONTROL_TIMEOUT_MS = 60_000
 /** How long the source waits for a final verification / commit answer. */
-export const DEFAULT_COMMIT_TIMEOUT_MS = 120_000
+export const DEFAULT_COMMIT_TIMEOUT_MS = 30_000
 /** Areas up to this size are tracked with a shadow copy (fast compares, RAM = size); larger ones by SHA-256 per unit. */
 export const DEFAULT_SHADOW_LIMIT = 2 * 1024 * 1024 * 1024
 /** A lane with unacknowledged bytes and no acknowledgement for this long is declared dead. */

@@ -21,6 +21,12 @@ export async function runMigrate (image: string, o: MigrateCommandOptions): Prom
   let lastPrint = 0
   let drawn = 0
   let result: { type: string, report?: MigrationReport, error?: { code: string, message: string } } | undefined
+  // Ctrl-C hangs up on the node, which aborts the migration; the source keeps running.
+  const onInt = (): void => {
+    out.write('\nshoal: migration cancelled; the workload keeps running on the source\n')
+    process.exit(130)
+  }
+  process.once('SIGINT', onInt)
   await call(socketOf(o.node), 'POST', '/migrate', { image, to: o.to, lanes: o.lanes, maxRounds: o.maxRounds, downtimeTargetMs: o.downtimeTarget }, (v) => {
     if (v.type === 'progress') {
       const p = v as unknown as MigrationProgress
@@ -35,6 +41,7 @@ export async function runMigrate (image: string, o: MigrateCommandOptions): Prom
       result = v as typeof result
     }
   })
+  process.off('SIGINT', onInt)
   if (result?.report != null) process.stdout.write((o.json === true ? JSON.stringify(result.report) : formatReport(result.report)) + '\n')
   if (result == null) throw new ControlError('ERR_CONTROL', 'the node closed the migration stream without a result')
   if (result.type === 'error') throw new ControlError(result.error?.code ?? 'ERR_CONTROL', result.error?.message ?? 'migration failed')
