@@ -37,6 +37,20 @@ export async function runDemo (o: DemoOptions): Promise<MigrationReport> {
   const shm = mkdtempSync(join('/dev/shm', 'shoal-demo-'))
   const nodes: DemoNode[] = []
   const say = (s: string): void => { process.stdout.write(s + '\n') }
+  let cleaning: Promise<void> | undefined
+  const cleanup = async (): Promise<void> => {
+    cleaning ??= (async () => {
+      await Promise.all(nodes.map(async n => { await stopProc(n.proc) }))
+      if (o.keep !== true) {
+        rmSync(root, { recursive: true, force: true })
+        rmSync(shm, { recursive: true, force: true })
+      }
+    })()
+    await cleaning
+  }
+  // Ctrl-C: stop the three nodes (and their workloads) and remove everything, then exit.
+  const onInt = (): void => { void cleanup().finally(() => process.exit(130)) }
+  process.on('SIGINT', onInt)
   try {
     for (const ip of IPS) nodes.push(await startNode(ip, join(root, ip), join(shm, ip)))
     for (const n of nodes) {
@@ -50,7 +64,7 @@ export async function runDemo (o: DemoOptions): Promise<MigrationReport> {
     say(`workload running: ${o.rate} page writes/s (90% to a hot set), ${o.recordRate} cache records/s`)
     await new Promise(resolve => setTimeout(resolve, 1000))
     say(`migrating vm1 live from ${a.ip} to ${b.ip} over ${o.lanes} lanes ...\n`)
-    const report = await runMigrate('vm1', { to: `${b.addrs[0]!}`, node: a.dir, lanes: o.lanes })
+    const report = await runMigrate('vm1', { to: `${b.addrs[0]!}`, node: a.dir, lanes: o.lanes, handleInterrupt: false })
     const dst = await call(b.socket, 'GET', '/status') as NodeStatus
     const img = dst.images.find(i => i.spec.name === 'vm1')
     say(`\non ${b.ip}: vm1 is ${img?.state ?? 'missing'}${img?.pid != null ? ` (pid ${img.pid})` : ''}`)
@@ -59,11 +73,8 @@ export async function runDemo (o: DemoOptions): Promise<MigrationReport> {
     say('\ndemo: migration verified, nothing lost.')
     return report
   } finally {
-    await Promise.all(nodes.map(async n => { await stopProc(n.proc) }))
-    if (o.keep !== true) {
-      rmSync(root, { recursive: true, force: true })
-      rmSync(shm, { recursive: true, force: true })
-    }
+    await cleanup()
+    process.off('SIGINT', onInt)
   }
 }
 

@@ -10,6 +10,8 @@ export interface MigrateCommandOptions {
   maxRounds?: number
   downtimeTarget?: number
   json?: boolean
+  /** Handle Ctrl-C here (default true); the demo handles it itself. */
+  handleInterrupt?: boolean
   /** Where progress goes; default stderr. */
   progressOut?: NodeJS.WriteStream
 }
@@ -26,7 +28,7 @@ export async function runMigrate (image: string, o: MigrateCommandOptions): Prom
     out.write('\nshoal: migration cancelled; the workload keeps running on the source\n')
     process.exit(130)
   }
-  process.once('SIGINT', onInt)
+  if (o.handleInterrupt !== false) process.once('SIGINT', onInt)
   await call(socketOf(o.node), 'POST', '/migrate', { image, to: o.to, lanes: o.lanes, maxRounds: o.maxRounds, downtimeTargetMs: o.downtimeTarget }, (v) => {
     if (v.type === 'progress') {
       const p = v as unknown as MigrationProgress
