@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A cluster of H hosts with K NICs each, in network namespaces, with a `shoal node` on every host.
 #
-#   cluster.sh up     [--hosts 3] [--nics 4] [--rate 200mbit] [--delay 0] [--prefix shoal] [--no-nodes]
+#   cluster.sh up     [--hosts 3] [--nics 4] [--rate 200mbit] [--delay 0] [--prefix shoal] [--no-nodes] [--mdns]
 #   cluster.sh down   [--prefix shoal]
 #   cluster.sh status [--prefix shoal]
 #
@@ -16,7 +16,7 @@
 set -euo pipefail
 
 cmd=${1:-}; shift || true
-HOSTS=3 NICS=4 RATE=200mbit DELAY=0 PREFIX=shoal NODES=1
+HOSTS=3 NICS=4 RATE=200mbit DELAY=0 PREFIX=shoal NODES=1 MDNS=
 while [ $# -gt 0 ]; do
   case "$1" in
     --hosts) HOSTS=$2; shift 2 ;;
@@ -25,6 +25,7 @@ while [ $# -gt 0 ]; do
     --delay) DELAY=$2; shift 2 ;;
     --prefix) PREFIX=$2; shift 2 ;;
     --no-nodes) NODES=0; shift ;;
+    --mdns) MDNS=--mdns; shift ;;
     *) echo "cluster.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -99,6 +100,8 @@ up() {
       ip -n "$SW" link set "h${h}n$k" up
       shape "$ns" "eth$k"
     done
+    # No default route in a host: give multicast (mDNS) a way out through NIC 1.
+    ip -n "$ns" route add 224.0.0.0/4 dev eth1
   done
   echo "hosts=$HOSTS nics=$NICS rate=$RATE delay=${DELAY}ms" > "$STATE/params"
   [ "$NODES" = 1 ] && start_nodes
@@ -111,7 +114,7 @@ start_nodes() {
     dir=$STATE/h$h
     mkdir -p "$dir"
     ip netns exec "$PREFIX-h$h" node "$ROOT/packages/cli/dist/bin.js" node --data-dir "$dir/data" \
-      --shm-dir "/dev/shm/$PREFIX-h$h" --listen /ip4/0.0.0.0/tcp/7000 >"$dir/info" 2>"$dir/log" &
+      --shm-dir "/dev/shm/$PREFIX-h$h" --listen /ip4/0.0.0.0/tcp/7000 $MDNS >"$dir/info" 2>"$dir/log" &
     echo $! > "$dir/pid"
   done
   for h in $(seq 1 "$HOSTS"); do

@@ -30,8 +30,8 @@ describe('live migration between two real libp2p peers on loopback', () => {
     expect(progress.length).toBeGreaterThan(0)
 
     // The source gave the image up; the destination runs it, after its own full check.
-    expect(src.status().images).toEqual([])
-    const [img] = dst.status().images
+    expect((await src.status()).images).toEqual([])
+    const [img] = (await dst.status()).images
     expect(img?.spec.name).toBe('vm1')
     expect(img?.state).toBe('running')
     expect(img?.arrivalCheck?.ok).toBe(true)
@@ -55,9 +55,9 @@ describe('live migration between two real libp2p peers on loopback', () => {
     expect(err).toBeDefined()
     expect(err!.remoteCode).toBe('ERR_UNAUTHORIZED_PEER')
     expect(err!.message).toMatch(/allow-list|not allowed|unauthori/i)
-    expect(src.status().images[0]?.state).toBe('running')
-    expect(dst.status().images).toEqual([])
-    const dstData = dst.status()
+    expect((await src.status()).images[0]?.state).toBe('running')
+    expect((await dst.status()).images).toEqual([])
+    const dstData = await dst.status()
     expect(dstData.incoming).toBe(0)
   })
 
@@ -76,7 +76,7 @@ describe('live migration between two real libp2p peers on loopback', () => {
     expect(stopped).toBe(true)
     expect(outcome).toBeDefined()
     expect(outcome!.report?.ok).toBe(false)
-    const [img] = src.status().images
+    const [img] = (await src.status()).images
     expect(img?.state).toBe('running')
     expect(img?.pid).toBeGreaterThan(0)
     process.kill(img!.pid!, 0) // still alive: throws if not

@@ -62,7 +62,7 @@ async function route (node: ShoalNode, req: IncomingMessage, res: ServerResponse
   try {
     const url = new URL(req.url ?? '/', 'http://node')
     const parts = url.pathname.split('/').filter(p => p !== '')
-    if (req.method === 'GET' && url.pathname === '/status') { send(res, 200, node.status()); return }
+    if (req.method === 'GET' && url.pathname === '/status') { send(res, 200, await node.status()); return }
     if (req.method === 'POST' && url.pathname === '/images') { send(res, 200, await node.createImage(await readJson(req) as unknown as CreateImageOptions)); return }
     if (req.method === 'POST' && parts[0] === 'images' && parts[2] === 'start' && parts.length === 3) { send(res, 200, await node.startImage(decodeURIComponent(parts[1]!))); return }
     if (req.method === 'POST' && url.pathname === '/allow') {

@@ -71,6 +71,8 @@ export interface MigrateOptions extends Omit<SourceSessionOptions, 'onProgress'>
 export interface NodeStatus {
   peerId: string
   addrs: string[]
+  /** Peers this node knows (bootstrap, mDNS, identify) with their addresses. */
+  peers: Array<{ peerId: string, addrs: string[], connected: boolean }>
   images: Array<ImageRecord & { pid?: number }>
   incoming: number
 }
@@ -86,7 +88,7 @@ export interface ShoalNode {
   createImage: (opts: CreateImageOptions) => Promise<ImageRecord>
   startImage: (name: string) => Promise<ImageRecord>
   migrate: (name: string, to: string, opts?: MigrateOptions) => Promise<MigrationReport>
-  status: () => NodeStatus
+  status: () => Promise<NodeStatus>
   /** Allows one more peer to migrate into this node. */
   allowPeer: (peerId: string) => void
 }
@@ -273,10 +275,17 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
         throw err
       }
     },
-    status () {
+    async status () {
+      const connected = new Set(libp2p.getConnections().map(c => c.remotePeer.toString()))
+      const peers = (await libp2p.peerStore.all()).filter(p => !p.id.equals(libp2p.peerId)).map(p => ({
+        peerId: p.id.toString(),
+        addrs: p.addresses.map(a => a.multiaddr.toString()),
+        connected: connected.has(p.id.toString())
+      }))
       return {
         peerId,
         addrs: node.addrs(),
+        peers,
         images: store.list().map(r => ({ ...r, pid: running.get(r.spec.name)?.pid })),
         incoming: incoming.size
       }
