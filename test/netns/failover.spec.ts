@@ -59,4 +59,33 @@ describe('multi-NIC lanes on network namespaces', () => {
     const dst = await call(c.socket(2), 'GET', '/status') as NodeStatus
     expect(dst.images.map(i => [i.spec.name, i.state, i.arrivalCheck?.ok])).toEqual([['vm', 'running', true]])
   })
+
+  it('survives losing the NIC that carries the control lane: control moves to a lane on the other NIC', async ({ skip }) => {
+    if (unavailable != null) skip(`network namespaces unavailable: ${unavailable}`)
+    const c = cluster ??= clusterUp(`sf${process.pid % 100000}`, ['--hosts', '2', '--nics', '2', '--rate', '60mbit'])
+    c.ip(1, 'link', 'set', 'eth2', 'up') // whatever the first test left
+    const here = await call(c.socket(2), 'GET', '/status') as NodeStatus
+    if (!here.images.some(i => i.spec.name === 'vm')) {
+      // The first test did not leave its image on host 2: make one there.
+      await call(c.socket(2), 'POST', '/images', { name: 'vm', memorySize: 96 * 2 ** 20, cacheSize: 8 * 2 ** 20, fill: 'random', config: { rate: 500, recordRate: 50 } })
+      await call(c.socket(2), 'POST', '/images/vm/start')
+    }
+    const to = c.info(1).addrs.find(a => a.includes('/198.18.1.1/'))!
+    // This time host 2 migrates the image back to host 1; NIC 1 of host 2 dies for good.
+    let downAt = -1
+    const result = await call(c.socket(2), 'POST', '/migrate', { image: 'vm', to, lanes: 4 }, (v) => {
+      if (v.type !== 'progress') return
+      const p = v as unknown as MigrationProgress
+      if (downAt < 0 && p.bytes > 24 * 2 ** 20) { c.ip(2, 'link', 'set', 'eth1', 'down'); downAt = p.bytes }
+    }) as { type: string, report: MigrationReport }
+    expect(downAt).toBeGreaterThan(0)
+    expect(result.type).toBe('report')
+    const r = result.report
+    expect(r.ok).toBe(true)
+    expect(r.verified).toBe(true)
+    expect(r.controlMoves?.length).toBeGreaterThan(0)
+    expect(r.lanes.filter(l => l.localAddress === '198.18.1.2').every(l => l.state === 'failed')).toBe(true)
+    const src = await call(c.socket(1), 'GET', '/status') as NodeStatus
+    expect(src.images.map(i => [i.spec.name, i.state, i.arrivalCheck?.ok])).toEqual([['vm', 'running', true]])
+  })
 })

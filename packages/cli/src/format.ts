@@ -52,6 +52,7 @@ export function formatReport (r: MigrationReport): string {
   for (const x of r.rounds) {
     lines.push(`    ${String(x.round).padStart(2)}${x.final ? ' (paused)' : '         '} ${String(x.pages).padStart(8)} pages ${String(x.blocks).padStart(6)} blocks ${formatBytes(x.bytes).padStart(10)}  scan ${formatMs(x.scanMs).padStart(7)}  send ${formatMs(x.sendMs).padStart(7)}`)
   }
+  if (r.controlMoves != null) lines.push(`  control:      moved to ${r.controlMoves.join(', then ')} (its lane broke or went silent)`)
   lines.push('  lanes:')
   for (const l of r.lanes) {
     lines.push(`    ${String(l.index).padStart(2)} ${l.id.padEnd(28)} ${formatBytes(l.bytes).padStart(10)} ${String(l.chunks).padStart(6)} chunks  ${l.state}${l.requeued > 0 ? ` (${l.requeued} chunks re-queued)` : ''}${l.error != null ? `: ${l.error}` : ''}`)

@@ -32,3 +32,7 @@ export const DEFAULT_SHADOW_LIMIT = 2 * 1024 * 1024 * 1024
 export const DEFAULT_LANE_STALL_MS = 3000
 /** How often a session with fewer lanes than it started with tries to open replacements. */
 export const DEFAULT_LANE_RETRY_MS = 1000
+/** How long the source waits for a control answer on one lane before re-sending it on another. */
+export const DEFAULT_CONTROL_ATTEMPT_MS = 5000
+/** A destination that hears nothing from its source for this long gives the migration up. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 60_000

@@ -1,14 +1,20 @@
 import { open } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
-import { DEFAULT_CONTROL_TIMEOUT_MS } from '../constants.js'
-import { errorCode, InvalidFrameError, LaneClosedError, ProtocolError, ShoalError } from '../errors.js'
+import { DEFAULT_CONTROL_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS } from '../constants.js'
+import { errorCode, InvalidFrameError, LaneClosedError, ProtocolError, RemoteAbortError, ShoalError, TimeoutError } from '../errors.js'
 import type { WorkerPool } from '../tracker/worker-pool.js'
 import type { Lane } from '../transport/lane.js'
 import { RegionDigests } from '../verify/region-digests.js'
 import { decodeFrame, encodeFrame } from '../wire/codec.js'
 import { Area, FrameType } from '../wire/frames.js'
-import type { DataFrame, HelloFrame, LaneHelloFrame } from '../wire/frames.js'
+import type { DataFrame, Frame, HelloFrame, LaneHelloFrame } from '../wire/frames.js'
 import { ControlChannel } from './control-channel.js'
+
+/** Control frames a source may send on any lane once the session is accepted. */
+const CONTROL_REQUESTS = new Set([FrameType.RoundEnd, FrameType.Pause, FrameType.DeviceState, FrameType.Verify, FrameType.Commit, FrameType.Abort])
+
+/** How long a committed destination keeps answering a repeated COMMIT. */
+const COMMIT_LINGER_MS = 5000
 
 /** Data frames of one lane being written at once. */
 const WRITES_PER_LANE = 4
@@ -43,6 +49,8 @@ export interface DestinationResult {
 export interface DestinationSessionOptions {
   /** How long to wait for the hello. */
   helloTimeoutMs?: number
+  /** Give up when no frame arrives from the source for this long. */
+  idleTimeoutMs?: number
   signal?: AbortSignal
 }
 
@@ -72,6 +80,11 @@ export class DestinationSession {
   private readonly result: DestinationResult = { image: '', committed: false, bytes: 0, staleFrames: 0 }
   private readonly control: ControlChannel
   private failure?: Error
+  private readonly inbox: Array<{ frame: Frame, lane: Lane }> = []
+  private inboxWaiter?: () => void
+  private controlGone = false
+  private lastActivity = performance.now()
+  private idleTimer?: NodeJS.Timeout
   private readonly failed: { promise: Promise<ShoalError>, resolve: (e: ShoalError) => void } = (() => {
     let resolve!: (e: ShoalError) => void
     const promise = new Promise<ShoalError>(r => { resolve = r })
@@ -89,7 +102,10 @@ export class DestinationSession {
   /** Attaches a data lane whose LANE_HELLO named this session. */
   addLane (lane: Lane, frames: AsyncIterator<Uint8Array>): void {
     this.lanes.add(lane)
-    void this.dataLoop(lane, frames).finally(() => this.lanes.delete(lane))
+    void this.dataLoop(lane, frames).finally(() => {
+      this.lanes.delete(lane)
+      this.checkLanes()
+    })
   }
 
   /** Runs the session to its end; never throws (the result carries the error). */
@@ -107,10 +123,14 @@ export class DestinationSession {
       for (const f of this.files) f?.digests.start()
       this.deps.hooks.register?.(Buffer.from(hello.sessionId).toString('hex'))
       await this.control.send({ type: FrameType.Accept, sessionId: hello.sessionId })
+      this.watchControlLane()
       let deviceState: Uint8Array | undefined
       let verified = false
+      // Control frames may arrive on the control lane or on any data lane (the source moves
+      // when a path dies); answers go back on the lane the request came in on, and repeated
+      // requests are answered again.
       while (true) {
-        const f = await Promise.race([this.control.next(undefined, this.options.signal), this.failed.promise.then(err => { throw err })])
+        const { frame: f, lane } = await this.nextControl()
         switch (f.type) {
           case FrameType.RoundEnd:
           case FrameType.Pause:
@@ -122,7 +142,7 @@ export class DestinationSession {
             await this.freeze()
             const [m, c] = await Promise.all(this.files.map(async f => await f!.digests.digest(this.options.signal))) as [Uint8Array, Uint8Array]
             verified = Buffer.from(m).equals(f.memoryDigest) && Buffer.from(c).equals(f.cacheDigest)
-            await this.control.send({ type: FrameType.VerifyResult, ok: verified, memoryDigest: m, cacheDigest: c })
+            await this.answer(lane, { type: FrameType.VerifyResult, ok: verified, memoryDigest: m, cacheDigest: c })
             break
           }
           case FrameType.Commit: {
@@ -131,11 +151,14 @@ export class DestinationSession {
             await this.closeFiles()
             await this.deps.hooks.commit(deviceState)
             this.result.committed = true
-            await this.control.send({ type: FrameType.Committed })
+            await this.answer(lane, { type: FrameType.Committed })
+            await this.lingerAfterCommit()
             return this.result
           }
+          case FrameType.Abort:
+            throw new RemoteAbortError(f.code, f.message)
           default:
-            throw new ProtocolError(`unexpected ${FrameType[f.type]} on the control lane`)
+            throw new ProtocolError(`unexpected ${FrameType[f.type]} as a control frame`)
         }
       }
     } catch (caught) {
@@ -143,10 +166,13 @@ export class DestinationSession {
       this.result.error = { code: errorCode(err), message: err instanceof Error ? err.message : String(err) }
       // Tell the source why (unless it told us), so both sides report the same cause.
       if (err instanceof ShoalError && err.code !== 'ERR_REMOTE_ABORT') {
-        await this.control.send({ type: FrameType.Abort, code: err.code, message: err.message }).catch(() => {})
+        // On every lane: the control lane may be the one that died.
+        const abort = encodeFrame({ type: FrameType.Abort, code: err.code, message: err.message })
+        await Promise.all([this.control.lane, ...this.lanes].map(async l => { await l.send(abort).catch(() => {}) }))
       }
       return this.result
     } finally {
+      clearInterval(this.idleTimer)
       for (const l of this.lanes) {
         if (this.result.committed) await l.close().catch(() => {})
         else l.abort()
@@ -187,6 +213,8 @@ export class DestinationSession {
         const r = await frames.next()
         if (r.done === true) break
         const f = decodeFrame(r.value)
+        this.lastActivity = performance.now()
+        if (CONTROL_REQUESTS.has(f.type)) { this.pushControl(f, lane); continue }
         if (f.type !== FrameType.Data) throw new ProtocolError(`unexpected ${FrameType[f.type]} on a data lane`)
         const p: Promise<void> = this.write(f)
           .then(async (written) => { if (written) await lane.send(encodeFrame({ type: FrameType.Ack, chunkIds: [f.chunkId] })) })
@@ -198,6 +226,74 @@ export class DestinationSession {
       await Promise.all(inFlight)
     } catch (err) {
       onError(err)
+    }
+  }
+
+  /** Queues a control frame that arrived on `lane`. */
+  private pushControl (frame: Frame, lane: Lane): void {
+    this.inbox.push({ frame, lane })
+    const w = this.inboxWaiter
+    this.inboxWaiter = undefined
+    w?.()
+  }
+
+  /** The next control frame from any lane; throws when the session failed. */
+  private async nextControl (): Promise<{ frame: Frame, lane: Lane }> {
+    while (true) {
+      if (this.failure != null) throw this.failure
+      const next = this.inbox.shift()
+      if (next != null) return next
+      await Promise.race([new Promise<void>(resolve => { this.inboxWaiter = resolve }), this.failed.promise])
+    }
+  }
+
+  /** Answers on the lane the request came in on; if that fails, the source will ask elsewhere. */
+  private async answer (lane: Lane, frame: Frame): Promise<void> {
+    await lane.send(encodeFrame(frame)).catch(() => {})
+  }
+
+  /**
+   * Reads the control lane into the inbox. Its loss is not fatal while data lanes remain; the
+   * session ends when no lane is left, or when the source stays silent too long.
+   */
+  private watchControlLane (): void {
+    const lane = this.control.lane
+    void (async () => {
+      try {
+        for (let f = await this.control.nextRaw(); f != null; f = await this.control.nextRaw()) {
+          this.lastActivity = performance.now()
+          this.pushControl(f, lane)
+        }
+      } catch {}
+      this.controlGone = true
+      this.checkLanes()
+    })()
+    const idleMs = this.options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS
+    this.idleTimer = setInterval(() => {
+      if (performance.now() - this.lastActivity > idleMs) this.fail(new TimeoutError(`no frame from the source for ${idleMs} ms`))
+    }, Math.min(1000, idleMs))
+    this.idleTimer.unref()
+  }
+
+  private checkLanes (): void {
+    if (this.controlGone && this.lanes.size === 0 && !this.result.committed) {
+      this.fail(new LaneClosedError('every lane to the source is gone'))
+    }
+  }
+
+  /**
+   * After COMMITTED, keep answering a repeated COMMIT for a while: if our answer was lost, the
+   * source asks again on another lane instead of staying paused. Ends when the source closes.
+   */
+  private async lingerAfterCommit (): Promise<void> {
+    const until = performance.now() + COMMIT_LINGER_MS
+    while (performance.now() < until && !(this.controlGone && this.lanes.size === 0)) {
+      let timer: NodeJS.Timeout | undefined
+      const got = await Promise.race([
+        this.nextControl().catch(() => undefined),
+        new Promise<undefined>(resolve => { timer = setTimeout(() => { resolve(undefined) }, 200) })
+      ]).finally(() => { clearTimeout(timer) })
+      if (got?.frame.type === FrameType.Commit) await this.answer(got.lane, { type: FrameType.Committed })
     }
   }
 

@@ -5,6 +5,10 @@ import type { ChunkScheduler } from '../scheduler/chunk-scheduler.js'
 import type { Lane } from '../transport/lane.js'
 import { decodeFrame, encodeDataFrame } from '../wire/codec.js'
 import { FrameType } from '../wire/frames.js'
+import type { Frame } from '../wire/frames.js'
+
+/** Frames a destination may send on a data lane besides ACK. */
+const CONTROL_ANSWERS = new Set([FrameType.VerifyResult, FrameType.Committed, FrameType.Abort])
 import type { DataChunk } from './data-chunk.js'
 
 /** Per-lane figures for progress and the report. */
@@ -38,6 +42,8 @@ export interface LanePumpDeps {
   onAck: (chunk: DataChunk, lane: LaneStats) => void
   /** Called once if the lane dies. */
   onFail: (lane: LaneStats, err: unknown) => void
+  /** Control answers (VERIFY_RESULT, COMMITTED, ABORT) that the destination sent on this lane. */
+  onControl?: (frame: Frame) => void
   /** Unacknowledged bytes allowed on this lane. */
   window: number
   /** A lane with bytes in flight and no acknowledgement for this long is declared dead. */
@@ -58,6 +64,7 @@ export class LanePump {
   private readonly samples: Array<[number, number]> = []
   private readonly done: Promise<void>
   private stopped = false
+  private draining = false
 
   constructor (readonly lane: Lane, private readonly deps: LanePumpDeps) {
     this.key = `lane${deps.index}`
@@ -81,6 +88,19 @@ export class LanePump {
       this.fail(new TimeoutError(`lane ${this.lane.id} stalled: no acknowledgement for ${this.deps.stallTimeoutMs} ms`))
     }
   }
+
+  /**
+   * All data is acknowledged: the lane now only carries control answers, and the peer closing
+   * it (as it does after commit) is the normal end, not a failure.
+   */
+  drain (): void {
+    this.draining = true
+    clearInterval(this.watchdog)
+    this.stats.rate = 0
+  }
+
+  /** True while the lane is usable. */
+  get alive (): boolean { return this.stats.state === 'active' && !this.stopped }
 
   /** Resolves when both loops ended. */
   async finished (): Promise<void> { await this.done }
@@ -135,6 +155,7 @@ export class LanePump {
     try {
       for await (const raw of this.lane) {
         const f = decodeFrame(raw)
+        if (CONTROL_ANSWERS.has(f.type) && this.deps.onControl != null) { this.deps.onControl(f); continue }
         if (f.type === FrameType.Abort) throw new RemoteAbortError(f.code, f.message)
         if (f.type !== FrameType.Ack) throw new ProtocolError(`unexpected ${FrameType[f.type]} on a data lane`)
         for (const id of f.chunkIds) {
@@ -148,9 +169,11 @@ export class LanePump {
         }
         this.wakeWindow()
       }
-      if (!this.stopped) this.fail(new ProtocolError('data lane closed by peer'))
+      if (!this.stopped && !this.draining) this.fail(new ProtocolError('data lane closed by peer'))
+      else if (this.stats.state === 'active') this.stats.state = 'closed'
     } catch (err) {
-      this.fail(err)
+      if (this.draining && this.stats.state === 'active') this.stats.state = 'closed'
+      else this.fail(err)
     }
   }
 }

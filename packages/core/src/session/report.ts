@@ -37,6 +37,8 @@ export interface MigrationReport {
   cacheDigest?: string
   /** Error code and message when `ok` is false. */
   error?: { code: string, message: string }
+  /** Lanes the control conversation moved to after its lane broke or went silent, in order. */
+  controlMoves?: string[]
   /** Whether the source workload was resumed after a failure. */
   sourceResumed?: boolean
 }

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto'
 import {
   DEFAULT_CHUNK_BYTES, DEFAULT_COMMIT_TIMEOUT_MS, DEFAULT_CONTROL_TIMEOUT_MS, DEFAULT_DOWNTIME_TARGET_MS,
-  DEFAULT_LANE_WINDOW, DEFAULT_MAX_ROUNDS, DEFAULT_SHADOW_LIMIT, DEFAULT_LANE_STALL_MS, DEFAULT_LANE_RETRY_MS
+  DEFAULT_LANE_WINDOW, DEFAULT_MAX_ROUNDS, DEFAULT_SHADOW_LIMIT, DEFAULT_LANE_STALL_MS, DEFAULT_LANE_RETRY_MS,
+  DEFAULT_CONTROL_ATTEMPT_MS
 } from '../constants.js'
 import { AbortedError, CommitUnknownError, errorCode, NoLanesError, RemoteAbortError, VerificationFailedError } from '../errors.js'
 import type { ImageSpec, WorkloadController } from '../image.js'
@@ -13,6 +14,7 @@ import type { Lane } from '../transport/lane.js'
 import { encodeFrame } from '../wire/codec.js'
 import { Area, FrameType } from '../wire/frames.js'
 import { ControlChannel } from './control-channel.js'
+import { ControlLink } from './control-link.js'
 import { BufferPool } from './buffer-pool.js'
 import { planChunks } from './data-chunk.js'
 import type { DataChunk } from './data-chunk.js'
@@ -34,6 +36,8 @@ export interface SourceSessionOptions {
   downtimeTargetMs?: number
   /** How long the destination may take to answer a control frame. */
   controlTimeoutMs?: number
+  /** How long to wait for a control answer on one lane before trying another. */
+  controlAttemptMs?: number
   /** How long verification and commit may take on the destination. */
   commitTimeoutMs?: number
   /** A lane with bytes in flight and no acknowledgement for this long is declared dead. */
@@ -92,6 +96,7 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
   let commitSent = false
   let chunkId = 0
   let replenisher: NodeJS.Timeout | undefined
+  let link: ControlLink | undefined
   const onAbortSignal = (): void => { scheduler.fail(new AbortedError()) }
   signal?.addEventListener('abort', onAbortSignal, { once: true })
 
@@ -106,6 +111,15 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
       driverConfig: JSON.stringify(image.driverConfig)
     })
     await control.expect(FrameType.Accept, controlTimeout, signal)
+    // From here control answers may come on any lane (see ControlLink).
+    link = new ControlLink(deps.control, () => pumps.filter(p => p.alive).map(p => p.lane))
+    const controlLink = link
+    void (async () => {
+      try {
+        for (let f = await control.nextRaw(); f != null; f = await control.nextRaw()) controlLink.deliver(f)
+      } catch {}
+      controlLink.controlLost()
+    })()
 
     const shadowLimit = options.shadowLimitBytes ?? DEFAULT_SHADOW_LIMIT
     for (const [area, path, size, unitSize] of [
@@ -138,7 +152,8 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
           meter.acked(c.bytes)
           for (const p of c.parts ?? []) buffers.release(p)
         },
-        onFail: () => {}
+        onFail: () => {},
+        onControl: (f) => { link?.deliver(f) }
       }))
     }
     for (const lane of lanes) await addLane(lane)
@@ -190,7 +205,7 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
       const t1 = performance.now()
       await scheduler.idle()
       const t2 = performance.now()
-      await control.send({ type: FrameType.RoundEnd, round, units, bytes })
+      await link!.send({ type: FrameType.RoundEnd, round, units, bytes })
       const stats: RoundStats = { round, final, bytes, scanMs: t1 - t0, sendMs: t2 - t0, pages: counts[0]!, blocks: counts[1]! }
       report.rounds.push(stats)
       return stats
@@ -208,31 +223,30 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     const pausedAt = performance.now()
     await controller.pause()
     paused = true
-    await control.send({ type: FrameType.Pause, round: round + 1 })
+    await link!.send({ type: FrameType.Pause, round: round + 1 })
     const fin = await runRound(round + 1, true)
-    // Every byte is acknowledged: the data lanes have nothing left to do.
+    // Every byte is acknowledged: the data lanes only carry control answers from now on.
     clearInterval(replenisher)
     replenisher = undefined
     scheduler.close()
-    await Promise.all(pumps.map(async p => { await p.close() }))
+    for (const p of pumps) p.drain()
     const state = await controller.deviceState()
-    await control.send({ type: FrameType.DeviceState, state })
+    await link!.send({ type: FrameType.DeviceState, state }, true)
     meter.phase('verify', round + 1)
     const tv = performance.now()
     const [memoryDigest, cacheDigest] = pauseDigests as [Uint8Array, Uint8Array]
     report.memoryDigest = Buffer.from(memoryDigest).toString('hex')
     report.cacheDigest = Buffer.from(cacheDigest).toString('hex')
-    await control.send({ type: FrameType.Verify, memoryDigest, cacheDigest })
-    const result = await control.expect(FrameType.VerifyResult, commitTimeout, signal)
+    const attempt = { attemptMs: options.controlAttemptMs ?? DEFAULT_CONTROL_ATTEMPT_MS, totalMs: commitTimeout, signal }
+    const result = await link!.request({ type: FrameType.Verify, memoryDigest, cacheDigest }, FrameType.VerifyResult, attempt)
     const remoteOk = Buffer.from(result.memoryDigest).equals(memoryDigest) && Buffer.from(result.cacheDigest).equals(cacheDigest)
     if (!result.ok || !remoteOk) throw new VerificationFailedError()
     report.verified = true
     meter.phase('commit', round + 1)
     const tc = performance.now()
     commitSent = true
-    await control.send({ type: FrameType.Commit })
     try {
-      await control.expect(FrameType.Committed, commitTimeout)
+      await link!.request({ type: FrameType.Commit }, FrameType.Committed, { ...attempt, signal: undefined })
     } catch (err) {
       // An explicit refusal means the destination did not take over: resume here as usual.
       if (err instanceof RemoteAbortError) { commitSent = false; throw err }
@@ -248,7 +262,8 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
   } catch (err) {
     report.error = { code: errorCode(err), message: err instanceof Error ? err.message : String(err) }
     if (!commitSent) {
-      await control.send({ type: FrameType.Abort, code: errorCode(err), message: report.error.message }).catch(() => {})
+      const abort = { type: FrameType.Abort, code: errorCode(err), message: report.error.message } as const
+      await (link != null ? link.send(abort) : control.send(abort)).catch(() => {})
       if (paused) {
         await controller.resume()
         report.sourceResumed = true
@@ -266,6 +281,7 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     await deps.control.close().catch(() => {})
     for (const a of areas) await a.tracker.close().catch(() => {})
     report.lanes = pumps.map(p => ({ ...p.stats }))
+    if (link != null && link.switches.length > 0) report.controlMoves = [...link.switches]
     report.totalMs = performance.now() - started
   }
 }
