@@ -35,7 +35,9 @@ export class RegionDigests {
 
   /** Starts re-hashing stale regions in the background. */
   start (): void {
-    this.timer ??= setInterval(() => { if (this.running == null) void this.pass() }, BACKGROUND_MS)
+    // A failed background pass (the pool stopped, the file went away) is not an error here:
+    // its regions were marked stale again and digest() will hash them or fail itself.
+    this.timer ??= setInterval(() => { if (this.running == null) this.pass().catch(() => {}) }, BACKGROUND_MS)
     this.timer.unref()
   }
 
@@ -67,10 +69,13 @@ export class RegionDigests {
       let end = r
       while (end < this.regions && this.stale[end] === 1 && end - r < 64) this.stale[end++] = 0
       signal?.throwIfAborted()
-      tasks.push(this.pool.run({ op: 'digest', path: this.path, size: this.size, regionSize: this.regionSize, start: r, end, out: this.out }))
+      const start = r
+      tasks.push(this.pool.run({ op: 'digest', path: this.path, size: this.size, regionSize: this.regionSize, start, end, out: this.out })
+        .catch((err: unknown) => { this.stale.fill(1, start, end); throw err }))
       r = end
     }
     const run = Promise.all(tasks).then(() => {})
+    run.catch(() => {})
     this.running = run
     try { await run } finally { if (this.running === run) this.running = undefined }
   }
