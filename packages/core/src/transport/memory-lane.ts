@@ -36,7 +36,9 @@ class MemoryLane implements Lane {
     while (this.peer.queue.length > this.highWaterMark && this.error == null && this.peer.error == null) {
       await new Promise<void>(resolve => this.peer.drainWaiters.push(resolve))
     }
-    if (this.error != null) throw this.error
+    // Re-read: the lane may have failed while we waited (TypeScript's narrowing does not know).
+    const failed = this.error as Error | undefined
+    if (failed != null) throw failed
   }
 
   private push (frame: Uint8Array): void {
