@@ -60,11 +60,11 @@ export function validateImageSpec (spec: ImageSpec): void {
   const m = spec.memory
   if (m == null || typeof m.path !== 'string' || m.path === '') throw new InvalidImageError('memory.path is required')
   if (!isPow2(m.pageSize) || m.pageSize < 512) throw new InvalidImageError('memory.pageSize must be a power of two ≥ 512')
-  if (!Number.isSafeInteger(m.size) || m.size < 0 || m.size % m.pageSize !== 0) throw new InvalidImageError('memory.size must be a multiple of memory.pageSize')
+  if (!Number.isSafeInteger(m.size) || m.size < 0 || m.size % m.pageSize !== 0) throw new InvalidImageError(`memory.size (${m.size}) must be a multiple of memory.pageSize (${m.pageSize})`)
   const c = spec.cache
   if (c == null || typeof c.path !== 'string' || c.path === '') throw new InvalidImageError('cache.path is required')
   if (!isPow2(c.blockSize) || c.blockSize < 4096) throw new InvalidImageError('cache.blockSize must be a power of two ≥ 4096')
-  if (!Number.isSafeInteger(c.size) || c.size < 0 || c.size % c.blockSize !== 0) throw new InvalidImageError('cache.size must be a multiple of cache.blockSize')
+  if (!Number.isSafeInteger(c.size) || c.size < 0 || c.size % c.blockSize !== 0) throw new InvalidImageError(`cache.size (${c.size}) must be a multiple of cache.blockSize (${c.blockSize})`)
   if (typeof spec.driver !== 'string' || !NAME_RE.test(spec.driver)) throw new InvalidImageError('driver must be a name')
   if (typeof spec.driverConfig !== 'object' || spec.driverConfig == null) throw new InvalidImageError('driverConfig must be an object')
 }

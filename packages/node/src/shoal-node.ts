@@ -247,6 +247,7 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
       const rec = store.get(name)
       if (rec.state === 'migrating') throw new InvalidImageError(`image ${name} is already migrating`)
       const target = resolvePeer(to)
+      if (target.peerId.equals(libp2p.peerId)) throw new InvalidArgumentError(`cannot migrate ${name} to this node itself (${peerId})`)
       const w = running.get(name)
       const driver = driverOf(rec.spec)
       const controller: WorkloadController = w?.controller ?? { async pause () {}, async resume () {}, deviceState: async () => await driver.deviceState(rec), async stop () {} }
