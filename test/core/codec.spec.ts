@@ -21,11 +21,17 @@ const samples: Frame[] = [
   { type: FrameType.VerifyResult, ok: true, memoryDigest: d32, cacheDigest: d32 },
   { type: FrameType.Commit },
   { type: FrameType.Committed },
-  { type: FrameType.Abort, code: 'ERR_X', message: 'why' }
+  { type: FrameType.Abort, code: 'ERR_X', message: 'why' },
+  { type: FrameType.BlockRequest, requestId: 9, volume: 'vol-1', hashes: [d32, new Uint8Array(32).fill(3)] },
+  { type: FrameType.BlockData, requestId: 9, hash: d32, data: new Uint8Array(4096).fill(5) },
+  { type: FrameType.BlockMissing, requestId: 9, hash: d32 },
+  { type: FrameType.VolumeQuery, volume: 'vol-1' },
+  { type: FrameType.VolumeSummary, volume: 'vol-1', blockSize: 65536, blockCount: 10, have: new Uint8Array([0xff, 0x01]) }
 ]
 
 function norm (f: Frame): unknown {
-  return Object.fromEntries(Object.entries(f).map(([k, v]) => [k, v instanceof Uint8Array ? [...v] : v]))
+  const plain = (v: unknown): unknown => v instanceof Uint8Array ? [...v] : Array.isArray(v) ? v.map(plain) : v
+  return Object.fromEntries(Object.entries(f).map(([k, v]) => [k, plain(v)]))
 }
 
 describe('wire codec', () => {

@@ -118,11 +118,24 @@ export class InvalidArgumentError extends ShoalError {
   constructor (message = 'invalid argument') { super(message) }
 }
 
+/** A block's bytes do not hash to the SHA-256 they were asked for (a corrupt or lying replica). */
+export class BlockHashMismatchError extends ShoalError {
+  static override readonly code = 'ERR_BLOCK_HASH_MISMATCH'
+  constructor (message = 'block does not match its hash') { super(message) }
+}
+
+/** The peer holds no volume of that id. */
+export class UnknownVolumeError extends ShoalError {
+  static override readonly code = 'ERR_UNKNOWN_VOLUME'
+  constructor (message = 'unknown volume') { super(message) }
+}
+
 /** Every stable error code, for docs and for mapping codes received on the wire. */
 export const ERROR_CODES: readonly string[] = [
   ShoalError, InvalidFrameError, UnsupportedVersionError, UnauthorizedPeerError, UnknownImageError,
   ImageExistsError, InvalidImageError, VerificationFailedError, LaneClosedError, NoLanesError,
-  RemoteAbortError, AbortedError, TimeoutError, ProtocolError, CommitUnknownError, WorkloadError, InvalidArgumentError
+  RemoteAbortError, AbortedError, TimeoutError, ProtocolError, CommitUnknownError, WorkloadError, InvalidArgumentError,
+  BlockHashMismatchError, UnknownVolumeError
 ].map(e => e.code)
 
 /** Returns the stable code of any thrown value. */

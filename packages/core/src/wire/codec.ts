@@ -14,6 +14,8 @@ const DIGEST_SIZE = 32
 const MAX_RUNS = 65536
 const MAX_STRING = 65536
 const MAX_ACKS = 4096
+/** Hashes one block request may name. */
+export const MAX_BLOCKS_PER_REQUEST = 1024
 const NAME_RE = /^[A-Za-z0-9._-]{1,128}$/
 
 /** Limits applied while decoding. */
@@ -134,6 +136,24 @@ export function encodeFrame (frame: Frame): Uint8Array[] {
       return [new Writer(0, frame.type).done()]
     case FrameType.Abort:
       return [new Writer(strSize(frame.code) + strSize(frame.message), frame.type).str(frame.code).str(frame.message).done()]
+    case FrameType.BlockRequest: {
+      checkVolume(frame.volume)
+      if (frame.hashes.length === 0 || frame.hashes.length > MAX_BLOCKS_PER_REQUEST) throw new InvalidFrameError(`block request needs 1..${MAX_BLOCKS_PER_REQUEST} hashes`)
+      const w = new Writer(4 + strSize(frame.volume) + 4 + frame.hashes.length * DIGEST_SIZE, frame.type).u32(frame.requestId).str(frame.volume).u32(frame.hashes.length)
+      for (const h of frame.hashes) w.bytes(checkDigest(h))
+      return [w.done()]
+    }
+    case FrameType.BlockData:
+      return [new Writer(4 + DIGEST_SIZE, frame.type, frame.data.byteLength).u32(frame.requestId).bytes(checkDigest(frame.hash)).done(), frame.data]
+    case FrameType.BlockMissing:
+      return [new Writer(4 + DIGEST_SIZE, frame.type).u32(frame.requestId).bytes(checkDigest(frame.hash)).done()]
+    case FrameType.VolumeQuery:
+      checkVolume(frame.volume)
+      return [new Writer(strSize(frame.volume), frame.type).str(frame.volume).done()]
+    case FrameType.VolumeSummary:
+      checkVolume(frame.volume)
+      if (frame.have.byteLength !== Math.ceil(frame.blockCount / 8)) throw new InvalidFrameError('summary bitmap does not match the block count')
+      return [new Writer(strSize(frame.volume) + 8, frame.type, frame.have.byteLength).str(frame.volume).u32(frame.blockSize).u32(frame.blockCount).done(), frame.have]
   }
 }
 
@@ -159,6 +179,10 @@ export function encodeFrameBytes (frame: Frame): Uint8Array {
 function checkSession (id: Uint8Array): Uint8Array {
   if (id.byteLength !== SESSION_ID_SIZE) throw new InvalidFrameError('session id must be 16 bytes')
   return id
+}
+
+function checkVolume (v: string): void {
+  if (!NAME_RE.test(v)) throw new InvalidFrameError('volume id must be 1-128 chars of [A-Za-z0-9._-]')
 }
 
 function checkDigest (d: Uint8Array): Uint8Array {
@@ -271,6 +295,40 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
     case FrameType.Abort:
       frame = { type, code: r.str('code', 64), message: r.str('message', 4096) }
       break
+    case FrameType.BlockRequest: {
+      const requestId = r.u32('request id')
+      const volume = r.str('volume', 128)
+      checkVolume(volume)
+      const n = r.u32('hash count')
+      if (n === 0 || n > MAX_BLOCKS_PER_REQUEST) throw new InvalidFrameError(`hash count ${n} not in 1..${MAX_BLOCKS_PER_REQUEST}`)
+      const hashes: Uint8Array[] = []
+      for (let i = 0; i < n; i++) hashes.push(r.bytes(DIGEST_SIZE, 'hash'))
+      frame = { type, requestId, volume, hashes }
+      break
+    }
+    case FrameType.BlockData:
+      frame = { type, requestId: r.u32('request id'), hash: r.bytes(DIGEST_SIZE, 'hash'), data: r.rest() }
+      break
+    case FrameType.BlockMissing:
+      frame = { type, requestId: r.u32('request id'), hash: r.bytes(DIGEST_SIZE, 'hash') }
+      break
+    case FrameType.VolumeQuery: {
+      const volume = r.str('volume', 128)
+      checkVolume(volume)
+      frame = { type, volume }
+      break
+    }
+    case FrameType.VolumeSummary: {
+      const volume = r.str('volume', 128)
+      checkVolume(volume)
+      const blockSize = r.u32('block size')
+      const blockCount = r.u32('block count')
+      if (!isPow2(blockSize) || blockSize < 4096 || blockSize > 4 * 1024 * 1024) throw new InvalidFrameError('block size must be a power of two in 4 KiB..4 MiB')
+      const have = r.rest()
+      if (have.byteLength !== Math.ceil(blockCount / 8)) throw new InvalidFrameError('summary bitmap does not match the block count')
+      frame = { type, volume, blockSize, blockCount, have }
+      break
+    }
     default:
       throw new InvalidFrameError(`unknown frame type ${String(type)}`)
   }

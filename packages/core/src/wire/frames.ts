@@ -14,7 +14,12 @@ export enum FrameType {
   VerifyResult = 10,
   Commit = 11,
   Committed = 12,
-  Abort = 13
+  Abort = 13,
+  BlockRequest = 14,
+  BlockData = 15,
+  BlockMissing = 16,
+  VolumeQuery = 17,
+  VolumeSummary = 18
 }
 
 /** Which part of an image a data frame carries. */
@@ -82,6 +87,18 @@ export interface CommittedFrame { type: FrameType.Committed }
 /** Either way: the migration is over, nothing is kept. */
 export interface AbortFrame { type: FrameType.Abort, code: string, message: string }
 
+/** Block protocol: asks a replica for blocks of a volume by content hash. */
+export interface BlockRequestFrame { type: FrameType.BlockRequest, requestId: number, volume: string, hashes: Uint8Array[] }
+/** Block protocol: one block, named by its SHA-256 (the requester verifies it). */
+export interface BlockDataFrame { type: FrameType.BlockData, requestId: number, hash: Uint8Array, data: Uint8Array }
+/** Block protocol: the replica does not hold this block. */
+export interface BlockMissingFrame { type: FrameType.BlockMissing, requestId: number, hash: Uint8Array }
+/** Block protocol: which blocks of a volume do you hold? */
+export interface VolumeQueryFrame { type: FrameType.VolumeQuery, volume: string }
+/** Block protocol: a replica's compact summary of a volume: a bitmap of the blocks it holds. */
+export interface VolumeSummaryFrame { type: FrameType.VolumeSummary, volume: string, blockSize: number, blockCount: number, have: Uint8Array }
+
 /** Any decoded frame. */
 export type Frame = HelloFrame | AcceptFrame | LaneHelloFrame | DataFrame | AckFrame | RoundEndFrame |
-PauseFrame | DeviceStateFrame | VerifyFrame | VerifyResultFrame | CommitFrame | CommittedFrame | AbortFrame
+PauseFrame | DeviceStateFrame | VerifyFrame | VerifyResultFrame | CommitFrame | CommittedFrame | AbortFrame |
+BlockRequestFrame | BlockDataFrame | BlockMissingFrame | VolumeQueryFrame | VolumeSummaryFrame
