@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander'
 import { collect, parsePositiveInt, parseRate, parseSize } from './args.js'
 import { runDemo } from './commands/demo.js'
-import { runImageCreate, runImageStart } from './commands/image.js'
+import { runImageCreate, runImageStart, runVolumeImport } from './commands/image.js'
 import { runMigrate } from './commands/migrate.js'
 import { runNode } from './commands/node.js'
 import { runStatus } from './commands/status.js'
@@ -55,6 +55,13 @@ image.command('start <name>')
   .description("start an image's workload")
   .addOption(nodeOpt())
   .action(async (name: string, o) => { await runImageStart(name, o) })
+
+const volume = program.command('volume').description('replica volumes a node serves to allow-listed peers')
+volume.command('import <id> <file>')
+  .description('hash a volume file block by block and serve it as a replica')
+  .addOption(nodeOpt())
+  .option('--block-size <size>', 'block size (power of two, 4k..4M)', parseSize)
+  .action(async (id: string, file: string, o) => { await runVolumeImport(id, file, o) })
 
 program.command('demo')
   .description('three local peers, a live migration of a dirtying workload, and a report')

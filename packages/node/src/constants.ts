@@ -4,6 +4,8 @@
 export const MIGRATE_PROTOCOL = '/shoal/migrate/1.0.0'
 /** libp2p protocol of a data lane. */
 export const LANE_PROTOCOL = '/shoal/lane/1.0.0'
+/** libp2p protocol serving blocks of replica volumes by content hash. */
+export const BLOCKS_PROTOCOL = '/shoal/blocks/1.0.0'
 /** Data lanes a migration opens when not told otherwise. */
 export const DEFAULT_LANES = 4
 /** Name of the control socket inside the data directory. */

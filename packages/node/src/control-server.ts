@@ -17,6 +17,7 @@ const MAX_BODY = 64 * 1024
  * | `POST /images` | {@link CreateImageOptions} | the image record |
  * | `POST /images/<name>/start` | | the image record |
  * | `POST /allow` | `{ peerId }` | `{ ok: true }` |
+ * | `POST /volumes` | `{ id, path, blockSize? }` | the imported replica volume |
  * | `POST /migrate` | `{ image, to, lanes? }` | NDJSON: `{type:'progress',...}` lines, then `{type:'report'}` or `{type:'error'}` |
  */
 export async function startControlServer (node: ShoalNode, socketPath: string): Promise<Server> {
@@ -70,6 +71,13 @@ async function route (node: ShoalNode, req: IncomingMessage, res: ServerResponse
       if (typeof body.peerId !== 'string') throw new InvalidArgumentError('peerId must be a string')
       node.allowPeer(body.peerId)
       send(res, 200, { ok: true })
+      return
+    }
+    if (req.method === 'POST' && url.pathname === '/volumes') {
+      const body = await readJson(req)
+      if (typeof body.id !== 'string' || typeof body.path !== 'string') throw new InvalidArgumentError('id and path must be strings')
+      if (body.blockSize !== undefined && (typeof body.blockSize !== 'number' || !Number.isInteger(body.blockSize))) throw new InvalidArgumentError('blockSize must be an integer')
+      send(res, 200, await node.importVolume(body.id, body.path, body.blockSize as number | undefined))
       return
     }
     if (req.method === 'POST' && url.pathname === '/migrate') { await migrate(node, await readJson(req), req, res); return }

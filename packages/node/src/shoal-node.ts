@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto'
-import { mkdirSync } from 'node:fs'
+import { mkdirSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import {
   createWorkerPool, DestinationSession, InvalidImageError, readLaneHello, runSourceSession, UnknownImageError, WorkloadError,
-  DEFAULT_PAGE_SIZE, DEFAULT_BLOCK_SIZE, ShoalError, InvalidArgumentError, validateImageSpec
+  DEFAULT_PAGE_SIZE, DEFAULT_BLOCK_SIZE, ShoalError, InvalidArgumentError, validateImageSpec, BlockStore, BlockClient, serveBlocks
 } from '@shoal/core'
 import type { ImageSpec, Lane, LaneStats, MigrationProgress, MigrationReport, WorkerPool, WorkloadController, SourceSessionOptions } from '@shoal/core'
 import { createShoalLibp2p, handleLanes, loadOrCreateIdentity, openLanes } from '@shoal/libp2p'
@@ -11,7 +11,7 @@ import type { ShoalLibp2p } from '@shoal/libp2p'
 import { initImage } from '@shoal/workload'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import { CONTROL_SOCKET, DEFAULT_LANES, DEFAULT_SHM_DIR, LANE_PROTOCOL, MIGRATE_PROTOCOL } from './constants.js'
+import { BLOCKS_PROTOCOL, CONTROL_SOCKET, DEFAULT_LANES, DEFAULT_SHM_DIR, LANE_PROTOCOL, MIGRATE_PROTOCOL } from './constants.js'
 import type { Driver, RunningWorkload } from './drivers/driver.js'
 import { createSyntheticDriver } from './drivers/synthetic-driver.js'
 import type { SyntheticConfig } from './drivers/synthetic-driver.js'
@@ -74,6 +74,8 @@ export interface NodeStatus {
   /** Peers this node knows (bootstrap, mDNS, identify) with their addresses. */
   peers: Array<{ peerId: string, addrs: string[], connected: boolean }>
   images: Array<ImageRecord & { pid?: number }>
+  /** Replica volumes this node serves. */
+  volumes: VolumeInfo[]
   incoming: number
 }
 
@@ -89,9 +91,16 @@ export interface ShoalNode {
   startImage: (name: string) => Promise<ImageRecord>
   migrate: (name: string, to: string, opts?: MigrateOptions) => Promise<MigrationReport>
   status: () => Promise<NodeStatus>
-  /** Allows one more peer to migrate into this node. */
+  /** Allows one more peer to migrate into this node (and to pull blocks from it). */
   allowPeer: (peerId: string) => void
+  /** Imports a volume file as a replica this node serves to allow-listed peers. */
+  importVolume: (id: string, path: string, blockSize?: number) => Promise<VolumeInfo>
+  /** Opens a block lane to a replica peer (a peer ID or a multiaddr with /p2p/). */
+  blockClient: (to: string, signal?: AbortSignal) => Promise<BlockClient>
 }
+
+/** A volume this node holds blocks of. */
+export interface VolumeInfo { id: string, blockSize: number, blockCount: number, held: number }
 
 /** Creates a node (not started). */
 export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> {
@@ -110,6 +119,9 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
   const drivers = new Map<string, Driver>([['synthetic', createSyntheticDriver()]])
   for (const d of init.drivers ?? []) drivers.set(d.name, d)
   const running = new Map<string, RunningWorkload>()
+  const volumesDir = join(init.dataDir, 'volumes')
+  const volumes = new Map<string, BlockStore>()
+  const volumeInfo = (v: BlockStore): VolumeInfo => ({ id: v.id, blockSize: v.blockSize, blockCount: v.blockCount, held: v.held() })
   const incoming = new Map<string, { session: DestinationSession, peer: string }>()
   const controllers = new AbortController()
   let pool: WorkerPool | undefined
@@ -194,6 +206,11 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
       try {
         await handleLanes(libp2p, MIGRATE_PROTOCOL, onControlLane, { isAllowed })
         await handleLanes(libp2p, LANE_PROTOCOL, onDataLane, { isAllowed: p => allow.has(p) })
+        mkdirSync(volumesDir, { recursive: true })
+        for (const f of readdirSync(volumesDir)) {
+          if (f.endsWith('.meta')) { const v = await BlockStore.open(volumesDir, f.slice(0, -5)); volumes.set(v.id, v) }
+        }
+        await handleLanes(libp2p, BLOCKS_PROTOCOL, (lane) => { void serveBlocks(lane, id => volumes.get(id)) }, { isAllowed })
         await libp2p.start()
         if (init.controlSocket !== false) server = await startControlServer(node, join(init.dataDir, CONTROL_SOCKET))
       } catch (err) {
@@ -215,6 +232,8 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
       await Promise.all([...running.values()].map(async w => { await w.terminate() }))
       running.clear()
       await libp2p.stop()
+      for (const v of volumes.values()) await v.close().catch(() => {})
+      volumes.clear()
       await pool?.stop()
     },
     async createImage (opts) {
@@ -288,10 +307,26 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
         addrs: node.addrs(),
         peers,
         images: store.list().map(r => ({ ...r, pid: running.get(r.spec.name)?.pid })),
+        volumes: [...volumes.values()].map(volumeInfo),
         incoming: incoming.size
       }
     },
-    allowPeer (p) { parsePeerId(p); allow.add(p) }
+    allowPeer (p) { parsePeerId(p); allow.add(p) },
+    async importVolume (id, path, blockSize = DEFAULT_BLOCK_SIZE) {
+      if (volumes.has(id)) throw new InvalidArgumentError(`volume ${id} already exists on this node`)
+      if (!Number.isInteger(blockSize) || blockSize < 4096 || blockSize > 4 * 1024 * 1024 || (blockSize & (blockSize - 1)) !== 0) {
+        throw new InvalidArgumentError(`block size ${blockSize} must be a power of two from 4 KiB to 4 MiB`)
+      }
+      mkdirSync(volumesDir, { recursive: true })
+      const v = await BlockStore.import(volumesDir, id, path, blockSize)
+      volumes.set(id, v)
+      return volumeInfo(v)
+    },
+    async blockClient (to, signal) {
+      const target = resolvePeer(to)
+      const [lane] = await openLanes(libp2p, target, BLOCKS_PROTOCOL, 1, { signal })
+      return new BlockClient(lane!)
+    }
   }
 
   function resolvePeer (to: string): { peerId: ReturnType<typeof peerIdFromString>, addrs: ReturnType<typeof multiaddr>[] } {

@@ -1,3 +1,4 @@
+import { resolve } from 'node:path'
 import { call, socketOf } from '../control-client.js'
 
 /** Options of `shoal image create`. */
@@ -24,4 +25,10 @@ export async function runImageCreate (name: string, o: ImageCreateOptions): Prom
 export async function runImageStart (name: string, o: { node: string }): Promise<void> {
   const rec = await call(socketOf(o.node), 'POST', `/images/${encodeURIComponent(name)}/start`)
   process.stdout.write(JSON.stringify(rec) + '\n')
+}
+
+/** `shoal volume import <id> <file>`: the node serves the file's blocks as a replica volume. */
+export async function runVolumeImport (id: string, file: string, o: { node: string, blockSize?: number }): Promise<void> {
+  const info = await call(socketOf(o.node), 'POST', '/volumes', { id, path: resolve(file), blockSize: o.blockSize })
+  process.stdout.write(JSON.stringify(info) + '\n')
 }

@@ -15,5 +15,7 @@ export async function runStatus (o: { node: string, json?: boolean }): Promise<v
     lines.push(`  ${i.spec.name}: ${i.state}${i.pid != null ? ` (pid ${i.pid})` : ''}, memory ${formatBytes(i.spec.memory.size)}, cache ${formatBytes(i.spec.cache.size)}, driver ${i.spec.driver}` +
       (i.arrivalCheck != null ? `; arrival check ${i.arrivalCheck.ok ? 'OK' : 'FAILED'}: ${i.arrivalCheck.detail}` : ''))
   }
+  if (s.volumes.length > 0) lines.push('replica volumes:')
+  for (const v of s.volumes) lines.push(`  ${v.id}: ${v.held}/${v.blockCount} blocks of ${formatBytes(v.blockSize)}`)
   process.stdout.write(lines.join('\n') + '\n')
 }

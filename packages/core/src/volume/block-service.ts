@@ -67,7 +67,7 @@ export class BlockClient {
   /** The replica's summary of a volume: block size, count, and which blocks it holds. */
   async summary (volume: string): Promise<{ blockSize: number, blockCount: number, have: Bitmap }> {
     return await this.exclusive(async () => {
-      await this.lane.send(encodeFrame({ type: FrameType.VolumeQuery, volume }))
+      await this.send(encodeFrame({ type: FrameType.VolumeQuery, volume }))
       const f = await this.read()
       if (f.type !== FrameType.VolumeSummary || f.volume !== volume) throw new ProtocolError(`expected VolumeSummary, got ${FrameType[f.type]}`)
       const have = new Bitmap(f.blockCount)
@@ -80,7 +80,7 @@ export class BlockClient {
   async fetch (volume: string, hashes: Uint8Array[]): Promise<BlockResult[]> {
     return await this.exclusive(async () => {
       const requestId = this.nextRequest++
-      await this.lane.send(encodeFrame({ type: FrameType.BlockRequest, requestId, volume, hashes }))
+      await this.send(encodeFrame({ type: FrameType.BlockRequest, requestId, volume, hashes }))
       const out: BlockResult[] = []
       for (const hash of hashes) {
         const f = await this.read()
@@ -93,6 +93,24 @@ export class BlockClient {
       }
       return out
     })
+  }
+
+  /** Sends; if the replica already hung up, reports the reason it gave (an ABORT), if any. */
+  private async send (frame: Uint8Array[]): Promise<void> {
+    try {
+      await this.lane.send(frame)
+    } catch (err) {
+      let timer: NodeJS.Timeout | undefined
+      const why = await Promise.race([
+        this.it.next().catch(() => undefined),
+        new Promise<undefined>(resolve => { timer = setTimeout(() => { resolve(undefined) }, 1000) })
+      ]).finally(() => { clearTimeout(timer) })
+      if (why?.done === false) {
+        const f = decodeFrame(why.value)
+        if (f.type === FrameType.Abort) throw new RemoteAbortError(f.code, f.message)
+      }
+      throw err
+    }
   }
 
   private async read (): Promise<ReturnType<typeof decodeFrame>> {
