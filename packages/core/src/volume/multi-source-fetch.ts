@@ -1,0 +1,112 @@
+import type { BlockResult } from './block-service.js'
+
+/** A replica that can serve blocks (e.g. a {@link BlockClient} bound to one volume). */
+export interface BlockSource {
+  readonly id: string
+  /** Whether the source holds block `index` (from its volume summary). */
+  has: (index: number) => boolean
+  /** Fetches blocks by hash; each answer is data (already verified), missing or corrupt. */
+  fetch: (hashes: Uint8Array[]) => Promise<BlockResult[]>
+}
+
+/** A block to fetch: where it goes and what it must hash to. */
+export interface FetchItem { index: number, hash: Uint8Array }
+
+/** Options of {@link fetchFromSources}. */
+export interface MultiSourceFetchOptions {
+  /** Requests in flight per source (default 2). */
+  inFlightPerSource?: number
+  /** Blocks per request (default 8). */
+  batch?: number
+  /** Corrupt blocks a source may serve before it is dropped (default 3). */
+  maxCorrupt?: number
+  signal?: AbortSignal
+}
+
+/** What a multi-source fetch did. */
+export interface MultiSourceFetchReport {
+  /** Bytes fetched per source id. */
+  bytes: Record<string, number>
+  /** Blocks fetched per source id. */
+  blocks: Record<string, number>
+  /** Sources dropped, with the reason. */
+  dropped: Record<string, string>
+  /** Corrupt blocks detected (and discarded) per source id. */
+  corrupt: Record<string, number>
+  /** Items no source could serve: the caller gets them elsewhere (the migrating source). */
+  leftover: FetchItem[]
+}
+
+interface Pending { item: FetchItem, excluded: Set<string> }
+
+/**
+ * Pulls blocks from many replicas at once. Every source runs a few request loops that take the
+ * next blocks it holds from one shared queue (work stealing: a faster source simply comes back
+ * for more). A missing block goes back to the queue for the other sources; a corrupt one too,
+ * and a source that served too many corrupt blocks, or whose connection failed, is dropped with
+ * its unfinished blocks re-queued. Blocks that no remaining source can serve are returned as
+ * `leftover`. `write` receives verified bytes only.
+ */
+export async function fetchFromSources (
+  items: FetchItem[],
+  sources: BlockSource[],
+  write: (item: FetchItem, data: Uint8Array, source: string) => Promise<void>,
+  opts: MultiSourceFetchOptions = {}
+): Promise<MultiSourceFetchReport> {
+  const batch = opts.batch ?? 8
+  const maxCorrupt = opts.maxCorrupt ?? 3
+  const report: MultiSourceFetchReport = { bytes: {}, blocks: {}, dropped: {}, corrupt: {}, leftover: [] }
+  const queue: Pending[] = items.map(item => ({ item, excluded: new Set<string>() }))
+  const live = new Set(sources.map(s => s.id))
+  for (const s of sources) { report.bytes[s.id] = 0; report.blocks[s.id] = 0; report.corrupt[s.id] = 0 }
+
+  /** Takes up to `batch` queued blocks this source holds and has not failed. */
+  const take = (s: BlockSource): Pending[] => {
+    const out: Pending[] = []
+    for (let i = 0; i < queue.length && out.length < batch;) {
+      const p = queue[i]!
+      if (!p.excluded.has(s.id) && s.has(p.item.index)) { out.push(p); queue.splice(i, 1) } else i++
+    }
+    return out
+  }
+
+  const worker = async (s: BlockSource): Promise<void> => {
+    while (live.has(s.id)) {
+      opts.signal?.throwIfAborted()
+      const work = take(s)
+      if (work.length === 0) return
+      let answers: BlockResult[]
+      try {
+        answers = await s.fetch(work.map(p => p.item.hash))
+      } catch (err) {
+        live.delete(s.id)
+        report.dropped[s.id] ??= `failed: ${(err as Error).message}`
+        queue.unshift(...work)
+        return
+      }
+      for (const [k, a] of answers.entries()) {
+        const p = work[k]!
+        if ('data' in a) {
+          await write(p.item, a.data, s.id)
+          report.bytes[s.id]! += a.data.byteLength
+          report.blocks[s.id]!++
+          continue
+        }
+        p.excluded.add(s.id)
+        queue.push(p)
+        if ('corrupt' in a && ++report.corrupt[s.id]! > maxCorrupt && live.delete(s.id)) {
+          report.dropped[s.id] = `served ${report.corrupt[s.id]} corrupt blocks`
+        }
+      }
+    }
+  }
+
+  // Rounds of workers: a block re-queued after its last willing worker ended gets a new round.
+  while (true) {
+    await Promise.all(sources.filter(s => live.has(s.id)).flatMap(s => Array.from({ length: opts.inFlightPerSource ?? 2 }, async () => { await worker(s) })))
+    const servable = queue.some(p => sources.some(s => live.has(s.id) && !p.excluded.has(s.id) && s.has(p.item.index)))
+    if (!servable) break
+  }
+  report.leftover = queue.map(p => p.item)
+  return report
+}
