@@ -1,7 +1,7 @@
 import { encodeFrameBytes, FrameType, UnauthorizedPeerError } from '@shoal/core'
 import { DEFAULT_STREAMS_PER_CONNECTION, MAX_LANE_STREAMS_PER_CONNECTION, REFUSED_STREAM_LINGER_MS } from './constants.js'
 import { localAddressFor } from './interfaces.js'
-import { ipOf } from './multiaddr-ip.js'
+import { ipOf, listenIps } from './multiaddr-ip.js'
 import { streamToLane } from './stream-lane.js'
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
@@ -50,7 +50,7 @@ export async function openLanes (node: Libp2p, peer: LanePeer, protocol: string,
   if (!Number.isInteger(perConnection) || perConnection < 1) throw new RangeError('streamsPerConnection must be a positive integer')
   const connections = await connect(node, peer, Math.ceil(count / perConnection), opts.signal, opts.fresh === true)
   const owned = opts.fresh === true && perConnection === 1
-  const nodeIps = node.getMultiaddrs().map(ipOf).filter((ip): ip is string => ip != null)
+  const nodeIps = listenIps(node)
 
   const perConnCount = new Array<number>(connections.length).fill(0)
   const streams = await settleAll(Array.from({ length: count }, async (_, i) => {
@@ -154,7 +154,7 @@ export async function handleLanes (node: Libp2p, protocol: string, onLane: (lane
       return
     }
     const remote = ipOf(connection.remoteAddr)
-    const nodeIps = node.getMultiaddrs().map(ipOf).filter((ip): ip is string => ip != null)
+    const nodeIps = listenIps(node)
     const local = opts.localAddress ?? (remote != null ? localAddressFor(remote, nodeIps) : undefined)
     const lane = streamToLane(stream, {
       id: `${local ?? '*'}<${remote ?? '?'}#${connection.id}s${stream.id}`,

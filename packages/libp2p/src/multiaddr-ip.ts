@@ -9,3 +9,8 @@ export function ipOf (ma: Multiaddr): string | undefined {
 export function transportAddress (ma: Multiaddr): string {
   return ma.getComponents().filter(c => c.name !== 'p2p').map(c => c.value == null ? `/${c.name}` : `/${c.name}/${c.value}`).join('')
 }
+
+/** The IPs this node listens on (a wildcard listener is expanded to every interface address). */
+export function listenIps (node: { getMultiaddrs: () => Multiaddr[] }): string[] {
+  return node.getMultiaddrs().map(ipOf).filter((ip): ip is string => ip != null)
+}

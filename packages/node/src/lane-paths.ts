@@ -1,5 +1,5 @@
 import type { Connection, PeerId } from '@libp2p/interface'
-import { ipOf, isLoopback, localAddressFor, openLanes } from '@shoal/libp2p'
+import { ipOf, isLoopback, listenIps, localAddressFor, openLanes } from '@shoal/libp2p'
 import type { ShoalLibp2p } from '@shoal/libp2p'
 import type { Lane, LaneStats } from '@shoal/core'
 import type { Multiaddr } from '@multiformats/multiaddr'
@@ -26,7 +26,7 @@ export async function lanePaths (libp2p: ShoalLibp2p, target: TargetPeer, connec
     }
   }
   const wantLoopback = target.addrs.some(a => { const ip = ipOf(a); return ip != null && isLoopback(ip) })
-  const ours = libp2p.getMultiaddrs().map(ipOf).filter((ip): ip is string => ip != null)
+  const ours = listenIps(libp2p)
   const byIp = new Map<string, Multiaddr>()
   for (const a of [...target.addrs, ...announced]) {
     const ip = ipOf(a)

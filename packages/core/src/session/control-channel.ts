@@ -5,6 +5,26 @@ import type { Frame } from '../wire/frames.js'
 import type { Lane } from '../transport/lane.js'
 
 /**
+ * After a send failed: a peer that refuses says why in an ABORT frame and then closes, so the
+ * reason may be waiting to be read. Returns it (within `timeoutMs`), so callers report the peer's
+ * reason rather than a bare "lane closed".
+ */
+export async function readAbortReason (it: AsyncIterator<Uint8Array>, timeoutMs = 1000): Promise<RemoteAbortError | undefined> {
+  let timer: NodeJS.Timeout | undefined
+  const next = await Promise.race([
+    it.next().catch(() => undefined),
+    new Promise<undefined>(resolve => { timer = setTimeout(() => { resolve(undefined) }, timeoutMs) })
+  ]).finally(() => { clearTimeout(timer) })
+  if (next == null || next.done === true) return undefined
+  try {
+    const f = decodeFrame(next.value)
+    return f.type === FrameType.Abort ? new RemoteAbortError(f.code, f.message) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
  * Request/response helper over the control lane: decodes and validates every frame, turns an
  * ABORT from the peer into {@link RemoteAbortError}, and bounds every wait.
  */
@@ -20,10 +40,7 @@ export class ControlChannel {
     try {
       await this.lane.send(encodeFrame(frame))
     } catch (err) {
-      // A peer that refuses says why in an ABORT frame and closes: report its reason, not ours.
-      const why = await this.nextRaw(1000).catch(() => undefined)
-      if (why?.type === FrameType.Abort) throw new RemoteAbortError(why.code, why.message)
-      throw err
+      throw (await readAbortReason(this.it)) ?? err
     }
   }
 

@@ -40,8 +40,6 @@ export interface LanePumpDeps {
   load: (chunk: DataChunk) => Promise<Uint8Array[]>
   /** Called for every acknowledged chunk. */
   onAck: (chunk: DataChunk, lane: LaneStats) => void
-  /** Called once if the lane dies. */
-  onFail: (lane: LaneStats, err: unknown) => void
   /** Control answers (VERIFY_RESULT, COMMITTED, ABORT) that the destination sent on this lane. */
   onControl?: (frame: Frame) => void
   /** Unacknowledged bytes allowed on this lane. */
@@ -62,7 +60,6 @@ export class LanePump {
   private readonly watchdog: NodeJS.Timeout
   private lastProgress = performance.now()
   private readonly samples: Array<[number, number]> = []
-  private readonly done: Promise<void>
   private stopped = false
   private draining = false
 
@@ -74,7 +71,8 @@ export class LanePump {
     // in useful time: a lane is dead when it holds unacknowledged bytes and nothing comes back.
     this.watchdog = setInterval(() => { this.check() }, Math.max(50, Math.floor(deps.stallTimeoutMs / 4)))
     this.watchdog.unref()
-    this.done = Promise.all([this.sendLoop(), this.ackLoop()]).then(() => {})
+    void this.sendLoop()
+    void this.ackLoop()
   }
 
   private check (): void {
@@ -102,9 +100,6 @@ export class LanePump {
   /** True while the lane is usable. */
   get alive (): boolean { return this.stats.state === 'active' && !this.stopped }
 
-  /** Resolves when both loops ended. */
-  async finished (): Promise<void> { await this.done }
-
   /** Closes the lane gracefully. */
   async close (): Promise<void> {
     if (this.stopped) return
@@ -131,7 +126,6 @@ export class LanePump {
     this.stats.requeued += this.deps.scheduler.failLane(this.key)
     this.lane.abort(err instanceof Error ? err : undefined)
     this.wakeWindow()
-    this.deps.onFail(this.stats, err)
   }
 
   private async sendLoop (): Promise<void> {

@@ -152,7 +152,6 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
           meter.acked(c.bytes)
           for (const p of c.parts ?? []) buffers.release(p)
         },
-        onFail: () => {},
         onControl: (f) => { link?.deliver(f) }
       }))
     }

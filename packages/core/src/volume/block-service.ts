@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { Bitmap } from '../bitmap.js'
 import { errorCode, ProtocolError, RemoteAbortError, ShoalError, UnknownVolumeError } from '../errors.js'
+import { readAbortReason } from '../session/control-channel.js'
 import type { Lane } from '../transport/lane.js'
 import { decodeFrame, encodeFrame } from '../wire/codec.js'
 import { FrameType } from '../wire/frames.js'
@@ -100,16 +101,7 @@ export class BlockClient {
     try {
       await this.lane.send(frame)
     } catch (err) {
-      let timer: NodeJS.Timeout | undefined
-      const why = await Promise.race([
-        this.it.next().catch(() => undefined),
-        new Promise<undefined>(resolve => { timer = setTimeout(() => { resolve(undefined) }, 1000) })
-      ]).finally(() => { clearTimeout(timer) })
-      if (why?.done === false) {
-        const f = decodeFrame(why.value)
-        if (f.type === FrameType.Abort) throw new RemoteAbortError(f.code, f.message)
-      }
-      throw err
+      throw (await readAbortReason(this.it)) ?? err
     }
   }
 
