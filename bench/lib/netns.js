@@ -62,3 +62,23 @@ export async function iperfCapacity (clientNs, serverNs, pairs, secs = 5) {
     for (const s of servers) s.kill()
   }
 }
+
+/**
+ * Raw capacity into one host from several: one iperf3 server per sender in `serverNs` (bound to
+ * `dst`), and a client in each sender's namespace (`[clientNs, src]`), all at once for `secs`;
+ * returns the per-sender received rates in MB/s (each sender's uplink, measured in parallel).
+ */
+export async function iperfFanIn (serverNs, dst, senders, secs = 5) {
+  const servers = senders.map((_, i) => spawn('ip', ['netns', 'exec', serverNs, 'iperf3', '-s', '-1', '-B', dst, '-p', String(5301 + i)], { stdio: 'ignore' }))
+  await new Promise(resolve => setTimeout(resolve, 500))
+  try {
+    return await Promise.all(senders.map(([ns, src], i) => new Promise((resolve, reject) => {
+      const c = spawn('ip', ['netns', 'exec', ns, 'iperf3', '-c', dst, '-B', src, '-p', String(5301 + i), '-t', String(secs), '-J'], { stdio: ['ignore', 'pipe', 'inherit'] })
+      let out = ''
+      c.stdout.on('data', d => { out += d })
+      c.on('exit', code => code === 0 ? resolve(JSON.parse(out).end.sum_received.bits_per_second / 8 / 1e6) : reject(new Error(`iperf3 exited ${code}`)))
+    })))
+  } finally {
+    for (const s of servers) s.kill()
+  }
+}

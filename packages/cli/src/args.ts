@@ -30,3 +30,10 @@ export function parseRate (value: string): number {
 export function collect (value: string, previous: string[] = []): string[] {
   return [...previous, value]
 }
+
+/** Parses a block number (a non-negative integer). */
+export function parseBlock (value: string): number {
+  const n = Number(value)
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n)) throw new InvalidArgumentError(`"${value}" is not a block number`)
+  return n
+}

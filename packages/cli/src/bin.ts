@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander'
-import { collect, parsePositiveInt, parseRate, parseSize } from './args.js'
+import { collect, parseBlock, parsePositiveInt, parseRate, parseSize } from './args.js'
 import { runDemo } from './commands/demo.js'
-import { runImageCreate, runImageStart, runVolumeImport } from './commands/image.js'
+import { runImageCreate, runImageHot, runImageStart, runVolumeImport, runVolumePull, runVolumeRemove } from './commands/image.js'
 import { runMigrate } from './commands/migrate.js'
 import { runNode } from './commands/node.js'
 import { runStatus } from './commands/status.js'
@@ -47,6 +47,7 @@ image.command('create <name>')
   .option('--memory <size>', 'memory size (e.g. 256M)', parseSize, 64 * 2 ** 20)
   .option('--cache <size>', 'cache size (e.g. 1G)', parseSize, 256 * 2 ** 20)
   .option('--block-size <size>', 'cache block size', parseSize)
+  .option('--cache-volume <id>', 'the cache caches this volume (held by the node): it starts as a copy, with per-block metadata')
   .addOption(new Option('--fill <kind>', 'initial content').choices(['zero', 'random']).default('zero'))
   .option('--rate <pages/s>', 'page writes per second', parseRate, 2000)
   .option('--record-rate <records/s>', 'cache records per second', parseRate, 200)
@@ -62,6 +63,20 @@ volume.command('import <id> <file>')
   .addOption(nodeOpt())
   .option('--block-size <size>', 'block size (power of two, 4k..4M)', parseSize)
   .action(async (id: string, file: string, o) => { await runVolumeImport(id, file, o) })
+volume.command('pull <id>')
+  .description('become a replica: pull every block from the peers holding the volume, all at once')
+  .addOption(nodeOpt())
+  .option('--from <peers>', 'comma-separated peer IDs or multiaddrs to pull from (default: every known peer)', (v: string) => v.split(',').filter(x => x !== ''))
+  .option('--json', 'print the report as JSON', false)
+  .action(async (id: string, o) => { await runVolumePull(id, o) })
+volume.command('rm <id>')
+  .description('drop a replica volume and delete its blocks')
+  .addOption(nodeOpt())
+  .action(async (id: string, o) => { await runVolumeRemove(id, o) })
+image.command('hot <name> <from> [to]')
+  .description('mark cache blocks [from, to) of an image hot: a migration sends them early, from the source')
+  .addOption(nodeOpt())
+  .action(async (name: string, from: string, to: string | undefined, o) => { await runImageHot(name, parseBlock(from), to != null ? parseBlock(to) : undefined, o) })
 
 program.command('demo')
   .description('three local peers, a live migration of a dirtying workload, and a report')

@@ -1,4 +1,4 @@
-import type { MigrationProgress, MigrationReport } from '@shoal/core'
+import type { CacheFetchStats, MigrationProgress, MigrationReport } from '@shoal/core'
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
 
@@ -36,6 +36,23 @@ export function laneLines (p: MigrationProgress): string[] {
   return p.lanes.map(l => `  lane ${String(l.index).padStart(2)} ${l.id.padEnd(28)} ${l.state.padEnd(6)} ${formatBytes(l.bytes).padStart(10)} ${formatRate(l.rate).padStart(11)}${l.error != null ? `  ${l.error}` : ''}`)
 }
 
+/** Where a cache's clean blocks came from besides the source: one line per replica, then dedup. */
+export function cacheLines (c: CacheFetchStats, indent = '  '): string[] {
+  const fetched = Object.values(c.sources).reduce((a, s) => a + s.bytes, 0)
+  const d = c.dedup
+  const lines = [`${indent}cache ${c.volume}: ${c.claimedBlocks} clean blocks left to others, ${formatBytes(fetched)} from ${Object.keys(c.sources).length} replicas` +
+    `${c.done ? '' : ' so far'} in ${formatMs(c.ms)}; dedup saved ${formatBytes(d.zeroBytes + d.duplicateBytes + d.localBytes)} ` +
+    `(zero ${formatBytes(d.zeroBytes)}, repeats ${formatBytes(d.duplicateBytes)}, local ${formatBytes(d.localBytes)})` +
+    (c.done ? `; ${c.leftoverBlocks} blocks left for the source` : '')]
+  for (const [peer, s] of Object.entries(c.sources)) {
+    const dropped = c.dropped[peer]
+    lines.push(`${indent}  replica ${shortPeer(peer)} ${formatBytes(s.bytes).padStart(10)} ${String(s.blocks).padStart(6)} blocks${s.corrupt > 0 ? `, ${s.corrupt} corrupt (discarded)` : ''}${dropped != null ? `, dropped: ${dropped}` : ''}`)
+  }
+  return lines
+}
+
+function shortPeer (p: string): string { return p.length > 16 ? `${p.slice(0, 6)}…${p.slice(-6)}` : p }
+
 /** The human-readable report printed after a migration. */
 export function formatReport (r: MigrationReport): string {
   const lines: string[] = []
@@ -51,6 +68,10 @@ export function formatReport (r: MigrationReport): string {
   lines.push('  rounds:')
   for (const x of r.rounds) {
     lines.push(`    ${String(x.round).padStart(2)}${x.final ? ' (paused)' : '         '} ${String(x.pages).padStart(8)} pages ${String(x.blocks).padStart(6)} blocks ${formatBytes(x.bytes).padStart(10)}  scan ${formatMs(x.scanMs).padStart(7)}  send ${formatMs(x.sendMs).padStart(7)}`)
+  }
+  if (r.cache != null) {
+    lines.push(`  cache:        ${r.cache.sourceBlocks} blocks sent by the source (hot, dirty, or not found elsewhere)`)
+    lines.push(...cacheLines(r.cache, '    '))
   }
   if (r.controlMoves != null) lines.push(`  control:      moved to ${r.controlMoves.join(', then ')} (its lane broke or went silent)`)
   lines.push('  lanes:')

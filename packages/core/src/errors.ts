@@ -130,9 +130,15 @@ export class UnknownVolumeError extends ShoalError {
   constructor (message = 'unknown volume') { super(message) }
 }
 
+/** A cache's metadata files are missing or do not match the cache. */
+export class CacheMetaError extends ShoalError {
+  static override readonly code = 'ERR_CACHE_META'
+  constructor (message = 'bad cache metadata') { super(message) }
+}
+
 /** Every stable error code, for docs and for mapping codes received on the wire. */
 export const ERROR_CODES: readonly string[] = [
-  ShoalError, InvalidFrameError, UnsupportedVersionError, UnauthorizedPeerError, UnknownImageError,
+  ShoalError, CacheMetaError, InvalidFrameError, UnsupportedVersionError, UnauthorizedPeerError, UnknownImageError,
   ImageExistsError, InvalidImageError, VerificationFailedError, LaneClosedError, NoLanesError,
   RemoteAbortError, AbortedError, TimeoutError, ProtocolError, CommitUnknownError, WorkloadError, InvalidArgumentError,
   BlockHashMismatchError, UnknownVolumeError

@@ -15,3 +15,9 @@ export const DEFAULT_SHM_DIR = '/dev/shm'
 /** Synthetic workload defaults. */
 export const DEFAULT_WORKLOAD_RATE = 2000
 export const DEFAULT_RECORD_RATE = 200
+/** Block lanes (requests in flight) a node opens to each replica it fetches from. */
+export const DEFAULT_REPLICA_STREAMS = 2
+/** Peers asked at once whether they hold a volume. */
+export const DISCOVERY_CONCURRENCY = 16
+/** How long one peer may take to answer whether it holds a volume. */
+export const DISCOVERY_TIMEOUT_MS = 3000

@@ -4,6 +4,7 @@ import { rmSync } from 'node:fs'
 import { errorCode, InvalidArgumentError } from '@shoal/core'
 import type { MigrationReport } from '@shoal/core'
 import type { CreateImageOptions, MigrateOptions, ShoalNode } from './shoal-node.js'
+import type { PullReport } from './volumes.js'
 
 const MAX_BODY = 64 * 1024
 
@@ -18,6 +19,9 @@ const MAX_BODY = 64 * 1024
  * | `POST /images/<name>/start` | | the image record |
  * | `POST /allow` | `{ peerId }` | `{ ok: true }` |
  * | `POST /volumes` | `{ id, path, blockSize? }` | the imported replica volume |
+ * | `POST /volumes/pull` | `{ id, from? }` | {@link PullReport}: the node became a replica, fetching from every peer holding it |
+ * | `DELETE /volumes/<id>` | | `{ ok: true }` |
+ * | `POST /images/<name>/hot` | `{ from, to }` | `{ ok: true }`: marks cache blocks [from, to) hot |
  * | `POST /migrate` | `{ image, to, lanes? }` | NDJSON: `{type:'progress',...}` lines, then `{type:'report'}` or `{type:'error'}` |
  */
 export async function startControlServer (node: ShoalNode, socketPath: string): Promise<Server> {
@@ -55,7 +59,7 @@ function send (res: ServerResponse, status: number, body: unknown): void {
 
 function fail (res: ServerResponse, err: unknown): void {
   const code = errorCode(err)
-  const status = code === 'ERR_INVALID_ARGUMENT' || code === 'ERR_INVALID_IMAGE' ? 400 : code === 'ERR_UNKNOWN_IMAGE' ? 404 : 500
+  const status = code === 'ERR_INVALID_ARGUMENT' || code === 'ERR_INVALID_IMAGE' || code === 'ERR_CACHE_META' ? 400 : code === 'ERR_UNKNOWN_IMAGE' || code === 'ERR_UNKNOWN_VOLUME' ? 404 : 500
   send(res, status, { error: { code, name: err instanceof Error ? err.name : 'Error', message: err instanceof Error ? err.message : String(err) } })
 }
 
@@ -78,6 +82,27 @@ async function route (node: ShoalNode, req: IncomingMessage, res: ServerResponse
       if (typeof body.id !== 'string' || typeof body.path !== 'string') throw new InvalidArgumentError('id and path must be strings')
       if (body.blockSize !== undefined && (typeof body.blockSize !== 'number' || !Number.isInteger(body.blockSize))) throw new InvalidArgumentError('blockSize must be an integer')
       send(res, 200, await node.importVolume(body.id, body.path, body.blockSize as number | undefined))
+      return
+    }
+    if (req.method === 'POST' && url.pathname === '/volumes/pull') {
+      const body = await readJson(req)
+      if (typeof body.id !== 'string') throw new InvalidArgumentError('id must be a string')
+      if (body.from !== undefined && (!Array.isArray(body.from) || !body.from.every(p => typeof p === 'string'))) throw new InvalidArgumentError('from must be an array of peer IDs or multiaddrs')
+      const ac = new AbortController()
+      res.on('close', () => { if (!res.writableFinished) ac.abort() })
+      send(res, 200, await node.pullVolume(body.id, { from: body.from as string[] | undefined, signal: ac.signal }))
+      return
+    }
+    if (req.method === 'DELETE' && parts[0] === 'volumes' && parts.length === 2) {
+      await node.removeVolume(decodeURIComponent(parts[1]!))
+      send(res, 200, { ok: true })
+      return
+    }
+    if (req.method === 'POST' && parts[0] === 'images' && parts[2] === 'hot' && parts.length === 3) {
+      const body = await readJson(req)
+      if (typeof body.from !== 'number' || typeof body.to !== 'number') throw new InvalidArgumentError('from and to must be block numbers')
+      node.markHot(decodeURIComponent(parts[1]!), body.from, body.to)
+      send(res, 200, { ok: true })
       return
     }
     if (req.method === 'POST' && url.pathname === '/migrate') { await migrate(node, await readJson(req), req, res); return }

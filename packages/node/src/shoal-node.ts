@@ -1,16 +1,16 @@
 import { createHash } from 'node:crypto'
-import { mkdirSync, readdirSync } from 'node:fs'
+import { mkdirSync } from 'node:fs'
+import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 import {
   createWorkerPool, DestinationSession, InvalidImageError, readLaneHello, runSourceSession, UnknownImageError, WorkloadError,
-  DEFAULT_PAGE_SIZE, DEFAULT_BLOCK_SIZE, ShoalError, InvalidArgumentError, validateImageSpec, BlockStore, BlockClient, serveBlocks
+  DEFAULT_PAGE_SIZE, DEFAULT_BLOCK_SIZE, ShoalError, InvalidArgumentError, validateImageSpec, BlockClient, CacheMeta, CacheMetaError,
+  UnknownVolumeError
 } from '@shoal/core'
-import type { ImageSpec, Lane, LaneStats, MigrationProgress, MigrationReport, WorkerPool, WorkloadController, SourceSessionOptions } from '@shoal/core'
+import type { BlockStore, CacheManifest, ImageSpec, Lane, LaneStats, MigrationProgress, MigrationReport, WorkerPool, WorkloadController, SourceSessionOptions } from '@shoal/core'
 import { createShoalLibp2p, handleLanes, loadOrCreateIdentity, openLanes } from '@shoal/libp2p'
 import type { ShoalLibp2p } from '@shoal/libp2p'
 import { initImage } from '@shoal/workload'
-import { peerIdFromString } from '@libp2p/peer-id'
-import { multiaddr } from '@multiformats/multiaddr'
 import { BLOCKS_PROTOCOL, CONTROL_SOCKET, DEFAULT_LANES, DEFAULT_SHM_DIR, LANE_PROTOCOL, MIGRATE_PROTOCOL } from './constants.js'
 import type { Driver, RunningWorkload } from './drivers/driver.js'
 import { createSyntheticDriver } from './drivers/synthetic-driver.js'
@@ -21,6 +21,9 @@ import { startControlServer } from './control-server.js'
 import type { Server } from 'node:http'
 import type { ImageRecord, Staging } from './image-store.js'
 import { silentLogger } from './logger.js'
+import { checkMultiaddr, parsePeerId, resolvePeer } from './peer-address.js'
+import { Volumes } from './volumes.js'
+import type { PullReport, VolumeInfo } from './volumes.js'
 import type { Logger } from './logger.js'
 
 /** Options of {@link createShoalNode}. */
@@ -55,6 +58,12 @@ export interface CreateImageOptions {
   fill?: 'zero' | 'random'
   pageSize?: number
   blockSize?: number
+  /**
+   * The cache caches this volume, which the node must hold in full: the cache starts as a copy
+   * of it (every block clean) with per-block metadata beside it, so a migration can leave its
+   * clean blocks to replicas. `cacheSize` and `blockSize` then come from the volume.
+   */
+  cacheVolume?: string
   config?: SyntheticConfig
 }
 
@@ -95,12 +104,19 @@ export interface ShoalNode {
   allowPeer: (peerId: string) => void
   /** Imports a volume file as a replica this node serves to allow-listed peers. */
   importVolume: (id: string, path: string, blockSize?: number) => Promise<VolumeInfo>
+  /** Marks cache blocks [from, to) of an image hot: a migration sends them early, from the source. */
+  markHot: (image: string, from: number, to: number) => void
+  /** Drops a replica volume and deletes its files. */
+  removeVolume: (id: string) => Promise<void>
+  /**
+   * Becomes a replica of a volume: pulls every block from the peers that hold it (all at once,
+   * verified by hash). `from`: peers to ask (peer IDs or multiaddrs); default every known peer.
+   */
+  pullVolume: (id: string, opts?: { from?: string[], signal?: AbortSignal }) => Promise<PullReport>
   /** Opens a block lane to a replica peer (a peer ID or a multiaddr with /p2p/). */
   blockClient: (to: string, signal?: AbortSignal) => Promise<BlockClient>
 }
 
-/** A volume this node holds blocks of. */
-export interface VolumeInfo { id: string, blockSize: number, blockCount: number, held: number }
 
 /** Creates a node (not started). */
 export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> {
@@ -119,9 +135,7 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
   const drivers = new Map<string, Driver>([['synthetic', createSyntheticDriver()]])
   for (const d of init.drivers ?? []) drivers.set(d.name, d)
   const running = new Map<string, RunningWorkload>()
-  const volumesDir = join(init.dataDir, 'volumes')
-  const volumes = new Map<string, BlockStore>()
-  const volumeInfo = (v: BlockStore): VolumeInfo => ({ id: v.id, blockSize: v.blockSize, blockCount: v.blockCount, held: v.held() })
+  const volumes = new Volumes(libp2p, join(init.dataDir, 'volumes'), log)
   const incoming = new Map<string, { session: DestinationSession, peer: string }>()
   const controllers = new AbortController()
   let pool: WorkerPool | undefined
@@ -158,7 +172,8 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
           return staging
         },
         register (key) { sessionKey = key; incoming.set(key, { session, peer: info.peerId }) },
-        async commit (deviceState) {
+        async cacheSources (req) { return await volumes.cacheSources(req, [info.peerId]) },
+        async commit (deviceState, cacheMeta) {
           const hello = session.helloFrame!
           const spec: ImageSpec = {
             name: hello.image, driver: hello.driver, driverConfig: JSON.parse(hello.driverConfig) as Record<string, unknown>,
@@ -170,6 +185,7 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
           if (!check.ok) throw new WorkloadError(`arrival check failed: ${check.detail}`)
           store.adopt(staging!, { spec, state: 'stopped', arrivalCheck: check, from: info.peerId })
           staging = undefined
+          if (cacheMeta != null) CacheMeta.create(store.get(spec.name).spec.cache.path, cacheMeta)
           await launch(store.get(spec.name), deviceState)
         },
         async discard () { if (staging != null) store.discard(staging) }
@@ -206,11 +222,8 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
       try {
         await handleLanes(libp2p, MIGRATE_PROTOCOL, onControlLane, { isAllowed })
         await handleLanes(libp2p, LANE_PROTOCOL, onDataLane, { isAllowed: p => allow.has(p) })
-        mkdirSync(volumesDir, { recursive: true })
-        for (const f of readdirSync(volumesDir)) {
-          if (f.endsWith('.meta')) { const v = await BlockStore.open(volumesDir, f.slice(0, -5)); volumes.set(v.id, v) }
-        }
-        await handleLanes(libp2p, BLOCKS_PROTOCOL, (lane) => { void serveBlocks(lane, id => volumes.get(id)) }, { isAllowed })
+        await volumes.load()
+        await handleLanes(libp2p, BLOCKS_PROTOCOL, (lane) => { volumes.serve(lane) }, { isAllowed })
         await libp2p.start()
         if (init.controlSocket !== false) server = await startControlServer(node, join(init.dataDir, CONTROL_SOCKET))
       } catch (err) {
@@ -232,22 +245,28 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
       await Promise.all([...running.values()].map(async w => { await w.terminate() }))
       running.clear()
       await libp2p.stop()
-      for (const v of volumes.values()) await v.close().catch(() => {})
-      volumes.clear()
+      await volumes.close()
       await pool?.stop()
     },
     async createImage (opts) {
       const paths = store.pathsFor(opts.name)
       if (store.has(opts.name)) throw new InvalidImageError(`image ${opts.name} already exists`)
+      const volume = opts.cacheVolume != null ? volumes.get(opts.cacheVolume) : undefined
+      if (opts.cacheVolume != null) {
+        if (volume == null) throw new UnknownVolumeError(`no volume ${opts.cacheVolume} on this node`)
+        if (volume.held() !== volume.blockCount) throw new InvalidArgumentError(`volume ${volume.id} is not held in full (${volume.held()} of ${volume.blockCount} blocks)`)
+      }
+      const cacheSize = volume != null ? volume.blockCount * volume.blockSize : opts.cacheSize
       const spec: ImageSpec = {
         name: opts.name, driver: 'synthetic', driverConfig: { ...opts.config },
         memory: { path: paths.memoryPath, size: opts.memorySize, pageSize: opts.pageSize ?? DEFAULT_PAGE_SIZE },
-        cache: { path: paths.cachePath, size: opts.cacheSize, blockSize: opts.blockSize ?? DEFAULT_BLOCK_SIZE }
+        cache: { path: paths.cachePath, size: cacheSize, blockSize: volume?.blockSize ?? opts.blockSize ?? DEFAULT_BLOCK_SIZE }
       }
       validateImageSpec(spec)
       mkdirSync(paths.dir, { recursive: true })
       try {
         await initImage({ memoryPath: spec.memory.path, memorySize: spec.memory.size, cachePath: spec.cache.path, cacheSize: spec.cache.size, fill: opts.fill ?? 'zero' })
+        if (volume != null) await seedCache(spec.cache.path, volume)
       } catch (err) {
         store.remove(opts.name)
         throw err
@@ -255,6 +274,11 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
       const rec: ImageRecord = { spec, state: 'stopped' }
       store.put(rec)
       return rec
+    },
+    markHot (image, from, to) {
+      const rec = store.get(image)
+      if (!CacheMeta.exists(rec.spec.cache.path)) throw new InvalidImageError(`the cache of ${image} caches no volume`)
+      CacheMeta.open(rec.spec.cache.path).markHot(from, to)
     },
     async startImage (name) {
       const rec = store.get(name)
@@ -265,7 +289,7 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
     async migrate (name, to, opts = {}) {
       const rec = store.get(name)
       if (rec.state === 'migrating') throw new InvalidImageError(`image ${name} is already migrating`)
-      const target = resolvePeer(to)
+      const target = resolvePeer(to, 'target')
       if (target.peerId.equals(libp2p.peerId)) throw new InvalidArgumentError(`cannot migrate ${name} to this node itself (${peerId})`)
       const w = running.get(name)
       const driver = driverOf(rec.spec)
@@ -284,7 +308,7 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
           return lanes
         }
         const report = await runSourceSession({
-          image: rec.spec, controller, control: control!, lanes: { count, open }, pool: pool!,
+          image: rec.spec, controller, control: control!, lanes: { count, open }, pool: pool!, cacheManifest: cacheManifestOf(rec.spec),
           replenish: async (active) => await (replenish?.(active) ?? Promise.resolve([]))
         }, opts)
         running.delete(name)
@@ -307,60 +331,41 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
         addrs: node.addrs(),
         peers,
         images: store.list().map(r => ({ ...r, pid: running.get(r.spec.name)?.pid })),
-        volumes: [...volumes.values()].map(volumeInfo),
+        volumes: volumes.list(),
         incoming: incoming.size
       }
     },
     allowPeer (p) { parsePeerId(p); allow.add(p) },
-    async importVolume (id, path, blockSize = DEFAULT_BLOCK_SIZE) {
-      if (volumes.has(id)) throw new InvalidArgumentError(`volume ${id} already exists on this node`)
-      if (!Number.isInteger(blockSize) || blockSize < 4096 || blockSize > 4 * 1024 * 1024 || (blockSize & (blockSize - 1)) !== 0) {
-        throw new InvalidArgumentError(`block size ${blockSize} must be a power of two from 4 KiB to 4 MiB`)
-      }
-      mkdirSync(volumesDir, { recursive: true })
-      const v = await BlockStore.import(volumesDir, id, path, blockSize)
-      volumes.set(id, v)
-      return volumeInfo(v)
-    },
+    async importVolume (id, path, blockSize) { return await volumes.import(id, path, blockSize) },
+    async removeVolume (id) { await volumes.remove(id) },
+    async pullVolume (id, opts) { return await volumes.pull(id, opts) },
     async blockClient (to, signal) {
-      const target = resolvePeer(to)
+      const target = resolvePeer(to, 'replica')
       const [lane] = await openLanes(libp2p, target, BLOCKS_PROTOCOL, 1, { signal })
       return new BlockClient(lane!)
-    }
-  }
-
-  function resolvePeer (to: string): { peerId: ReturnType<typeof peerIdFromString>, addrs: ReturnType<typeof multiaddr>[] } {
-    try {
-      if (to.startsWith('/')) {
-        const ma = multiaddr(to)
-        const id = ma.getComponents().findLast(c => c.name === 'p2p')?.value
-        if (id == null) throw new Error('no /p2p/<peer id> in it')
-        return { peerId: peerIdFromString(id), addrs: [ma] }
-      }
-      return { peerId: peerIdFromString(to), addrs: [] }
-    } catch (err) {
-      throw new InvalidArgumentError(`bad target ${JSON.stringify(to)}: expected a peer ID or a multiaddr ending in /p2p/<peer id> (${(err as Error).message})`)
     }
   }
 
   return node
 }
 
-function parsePeerId (p: string): void {
-  try { peerIdFromString(p) } catch { throw new InvalidArgumentError(`not a peer ID: ${JSON.stringify(p)}`) }
+/** The manifest a migration offers for an image whose cache caches a volume. */
+function cacheManifestOf (spec: ImageSpec): CacheManifest | undefined {
+  if (spec.cache.size === 0 || !CacheMeta.exists(spec.cache.path)) return undefined
+  const meta = CacheMeta.open(spec.cache.path)
+  if (meta.blockSize !== spec.cache.blockSize || meta.blockCount * meta.blockSize !== spec.cache.size) {
+    throw new CacheMetaError(`cache metadata of ${spec.name} does not match its cache (${meta.blockCount} blocks of ${meta.blockSize})`)
+  }
+  return { volume: meta.volume, hashes: meta.hashes, dirty: meta.dirty(), hot: meta.hot() }
 }
 
-/** Parses a listen or bootstrap address, or throws an error that names it and says what is wrong. */
-function checkMultiaddr (addr: string, what: 'listen' | 'bootstrap', needPeer: boolean): void {
-  let components: Array<{ name: string, value?: string }>
+/** Copies a fully held volume into a cache file and writes its metadata (every block clean). */
+async function seedCache (cachePath: string, volume: BlockStore): Promise<void> {
+  const fh = await open(cachePath, 'r+')
   try {
-    components = multiaddr(addr).getComponents()
-  } catch (err) {
-    throw new InvalidArgumentError(`bad ${what} address ${JSON.stringify(addr)}: ${(err as Error).message}`)
+    for (let i = 0; i < volume.blockCount; i++) await fh.write(await volume.read(i), 0, volume.blockSize, i * volume.blockSize)
+  } finally {
+    await fh.close()
   }
-  const names = components.map(c => c.name)
-  if (!['ip4', 'ip6', 'dns', 'dns4', 'dns6'].includes(names[0] ?? '') || names[1] !== 'tcp') {
-    throw new InvalidArgumentError(`bad ${what} address ${JSON.stringify(addr)}: expected /ip4/<address>/tcp/<port>${needPeer ? '/p2p/<peer id>' : ''}`)
-  }
-  if (needPeer && !names.includes('p2p')) throw new InvalidArgumentError(`bad ${what} address ${JSON.stringify(addr)}: it must end in /p2p/<peer id>`)
+  CacheMeta.create(cachePath, { volume: volume.id, blockSize: volume.blockSize, hashes: volume.hashRange(0, volume.blockCount) })
 }

@@ -28,7 +28,7 @@ const USAGE = `Usage:
                         [--seed S] [--hot-pages H] [--hot-percent 90] [--fill zero|random]
                         [--record-size 4076] [--force]
   shoal-workload run    --memory-path P --cache-path C [--rate PAGES_PER_S] [--record-rate RECORDS_PER_S]
-                        [--resume] [--ops-file F]
+                        [--resume] [--ops-file F] [--dirty-marks F --block-size BYTES]
   shoal-workload verify --memory-path P --cache-path C [--writes N] [--records M] [--json]
 
 Sizes accept binary units (64k, 256M, 1G). Exit codes: 0 ok, 2 bad arguments or files, 3 verification failed.`
@@ -62,7 +62,9 @@ const COMMANDS: Record<string, { options: OptionSpec, run: (values: RawValues) =
       rate: { type: 'string' },
       'record-rate': { type: 'string' },
       resume: { type: 'boolean' },
-      'ops-file': { type: 'string' }
+      'ops-file': { type: 'string' },
+      'dirty-marks': { type: 'string' },
+      'block-size': { type: 'string' }
     },
     run: runWorkload
   },
@@ -154,6 +156,7 @@ async function runWorkload (values: RawValues): Promise<number> {
     rate,
     recordRate,
     opsFile: optionalString(values, 'ops-file'),
+    dirtyMarks: dirtyMarksOf(values),
     onCacheFull: () => { err('shoal-workload run: cache file is full, no more records are appended') }
   })
   return await new Promise<number>((resolve) => {
@@ -241,4 +244,14 @@ export async function main (argv: readonly string[]): Promise<number> {
     }
     throw error
   }
+}
+
+/** `--dirty-marks F --block-size N`: both or neither. */
+function dirtyMarksOf (values: RawValues): { path: string, blockSize: number } | undefined {
+  const path = optionalString(values, 'dirty-marks')
+  const size = optional(values, 'block-size', parseSize)
+  if (path == null && size == null) return undefined
+  if (path == null || size == null) throw new InvalidArgumentError('--dirty-marks and --block-size go together', path == null ? '--dirty-marks' : '--block-size')
+  if (size < 512 || (size & (size - 1)) !== 0) throw new InvalidArgumentError('--block-size must be a power of two of at least 512', '--block-size')
+  return { path, blockSize: size }
 }

@@ -30,6 +30,11 @@ export interface WorkloadInit {
   opsFile?: string
   /** Called once when the next record no longer fits in the cache file (appending stops). */
   onCacheFull?: () => void
+  /**
+   * Cooperative dirty marking of the cache: one byte per cache block in `path` (Shoal's
+   * `<cache>.dirty`), set to 1 *before* the block is first written, so the mark survives a crash.
+   */
+  dirtyMarks?: { path: string, blockSize: number }
 }
 
 /** A running (or runnable) workload bound to its open image files. */
@@ -87,6 +92,23 @@ export function createWorkload (init: WorkloadInit): Workload {
     throw err
   }
 
+  let marks: { fd: number, seen: Buffer } | undefined
+  try {
+    marks = init.dirtyMarks != null ? openDirtyMarks(init.dirtyMarks.path, header.cacheSize / init.dirtyMarks.blockSize) : undefined
+  } catch (err) {
+    closeSync(memoryFd)
+    closeSync(cacheFd)
+    throw err
+  }
+  const markDirty = (from: number, to: number): void => {
+    if (marks == null || init.dirtyMarks == null) return
+    const bs = init.dirtyMarks.blockSize
+    for (let b = Math.floor(from / bs); b <= Math.floor((to - 1) / bs); b++) {
+      if (marks.seen[b] === 1) continue
+      writeAll(marks.fd, ONE, 1, b)
+      marks.seen[b] = 1
+    }
+  }
   const keys = seedKeys(header.seed)
   const pick = createPicker({ ...header, pageCount: header.memorySize / PAGE_SIZE })
   const recordBytes = recordTotalSize(header.recordSize)
@@ -152,6 +174,7 @@ export function createWorkload (init: WorkloadInit): Workload {
     for (let i = 0; i < appends; i++) {
       const m = records + 1
       encodeRecord(keys.record, m, header.recordSize, recordBuf, pattern)
+      markDirty(cacheBytes, cacheBytes + recordBytes)
       writeAll(cacheFd, recordBuf, recordBytes, cacheBytes)
       records = m
       cacheBytes += recordBytes
@@ -183,7 +206,23 @@ export function createWorkload (init: WorkloadInit): Workload {
       } finally {
         closeSync(memoryFd)
         closeSync(cacheFd)
+        if (marks != null) closeSync(marks.fd)
       }
     }
   }
+}
+
+const ONE = Buffer.from([1])
+
+/** Opens a dirty-marks file (one byte per block) and reads which blocks are already marked. */
+function openDirtyMarks (path: string, blocks: number): { fd: number, seen: Buffer } {
+  if (!Number.isInteger(blocks)) throw new InvalidArgumentError('the cache size is not a multiple of the block size', '--block-size')
+  const fd = openSync(path, 'r+')
+  const seen = Buffer.alloc(blocks)
+  if (fstatSync(fd).size !== blocks) {
+    closeSync(fd)
+    throw new InvalidArgumentError(`${path} must have one byte per cache block (${blocks})`, '--dirty-marks')
+  }
+  readSync(fd, seen, 0, blocks, 0)
+  return { fd, seen }
 }

@@ -1,6 +1,6 @@
 import type { MigrationProgress, MigrationReport } from '@shoal/core'
 import { call, ControlError, socketOf } from '../control-client.js'
-import { formatReport, laneLines, progressLine } from '../format.js'
+import { cacheLines, formatReport, laneLines, progressLine } from '../format.js'
 
 /** Options of `shoal migrate`. */
 export interface MigrateCommandOptions {
@@ -33,7 +33,7 @@ export async function runMigrate (image: string, o: MigrateCommandOptions): Prom
     if (v.type === 'progress') {
       const p = v as unknown as MigrationProgress
       if (o.json === true) return
-      const lines = [progressLine(p), ...laneLines(p)]
+      const lines = [progressLine(p), ...laneLines(p), ...(p.cache != null ? cacheLines(p.cache) : [])]
       if (tty) {
         // Redraw the block in place: the bar, then one line per lane.
         out.write(`${drawn > 0 ? `\x1b[${drawn}F` : ''}${lines.map(l => `${l}\x1b[K`).join('\n')}\n`)

@@ -5,16 +5,25 @@ import { errorCode, InvalidFrameError, LaneClosedError, ProtocolError, RemoteAbo
 import type { WorkerPool } from '../tracker/worker-pool.js'
 import type { Lane } from '../transport/lane.js'
 import { RegionDigests } from '../verify/region-digests.js'
+import { Bitmap } from '../bitmap.js'
+import { CacheFetch } from '../volume/cache-fetch.js'
+import type { CacheFetchStats, CacheSources, CacheSourcesRequest } from '../volume/cache-fetch.js'
+import { hashListDigest, ManifestAssembler } from '../volume/cache-manifest.js'
+import type { CacheManifest } from '../volume/cache-manifest.js'
+import type { CacheMetaInit } from '../volume/cache-meta.js'
 import { decodeFrame, encodeFrame } from '../wire/codec.js'
 import { Area, FrameType } from '../wire/frames.js'
 import type { DataFrame, Frame, HelloFrame, LaneHelloFrame } from '../wire/frames.js'
 import { ControlChannel } from './control-channel.js'
 
 /** Control frames a source may send on any lane once the session is accepted. */
-const CONTROL_REQUESTS = new Set([FrameType.RoundEnd, FrameType.Pause, FrameType.DeviceState, FrameType.Verify, FrameType.Commit, FrameType.Abort])
+const CONTROL_REQUESTS = new Set([FrameType.RoundEnd, FrameType.Pause, FrameType.DeviceState, FrameType.Verify, FrameType.Commit, FrameType.Abort, FrameType.CacheManifest])
 
 /** How long a committed destination keeps answering a repeated COMMIT. */
 const COMMIT_LINGER_MS = 5000
+
+/** How often the destination reports its cache fetch to the source. */
+const CACHE_STATUS_MS = 500
 
 /** Data frames of one lane being written at once. */
 const WRITES_PER_LANE = 4
@@ -28,8 +37,16 @@ export interface DestinationHooks {
   prepare: (hello: HelloFrame) => Promise<{ memoryPath: string, cachePath: string }>
   /** Called once the session id is known, before ACCEPT is sent (so data lanes can find it). */
   register?: (sessionId: string) => void
-  /** The copy is verified and the source asked to commit: move it in place and start the workload. */
-  commit: (deviceState: Uint8Array) => Promise<void>
+  /**
+   * The copy is verified and the source asked to commit: move it in place and start the
+   * workload. `cache` is the cache's metadata when it caches a volume (to keep beside it).
+   */
+  commit: (deviceState: Uint8Array, cache?: CacheMetaInit) => Promise<void>
+  /**
+   * Finds where clean cache blocks of a volume can come from besides the source (replicas, this
+   * node's own stores). Without it, or when it fails, the source sends every block.
+   */
+  cacheSources?: (req: CacheSourcesRequest) => Promise<CacheSources>
   /** Removes whatever `prepare` created. Called on every failure before commit. */
   discard: () => Promise<void>
 }
@@ -42,6 +59,8 @@ export interface DestinationResult {
   bytes: number
   /** Data frames dropped as stale duplicates of acknowledged chunks. */
   staleFrames: number
+  /** Cache blocks fetched elsewhere (replicas, dedup), for a cache that caches a volume. */
+  cache?: CacheFetchStats
   error?: { code: string, message: string }
 }
 
@@ -91,6 +110,12 @@ export class DestinationSession {
     return { promise, resolve }
   })()
   private readonly lanes = new Set<Lane>()
+  private manifest?: CacheManifest
+  private cacheFetch?: CacheFetch
+  private cacheFetchDone?: Promise<void>
+  private readonly cacheAbort = new AbortController()
+  /** Cache blocks the source sent after its first round (written during the migration). */
+  private lateBlocks?: Bitmap
 
   constructor (controlLane: Lane, private readonly deps: { pool: WorkerPool, hooks: DestinationHooks }, private readonly options: DestinationSessionOptions = {}) {
     this.control = new ControlChannel(controlLane)
@@ -126,6 +151,7 @@ export class DestinationSession {
       this.watchControlLane()
       let deviceState: Uint8Array | undefined
       let verified = false
+      let manifest: ManifestAssembler | undefined
       // Control frames may arrive on the control lane or on any data lane (the source moves
       // when a path dies); answers go back on the lane the request came in on, and repeated
       // requests are answered again.
@@ -138,7 +164,16 @@ export class DestinationSession {
           case FrameType.DeviceState:
             deviceState = f.state.slice()
             break
+          case FrameType.CacheManifest: {
+            if (this.manifest != null) throw new ProtocolError('a second cache manifest')
+            manifest ??= new ManifestAssembler(hello.cacheSize / hello.blockSize)
+            const m = manifest.add(f)
+            if (m != null) await this.answer(lane, { type: FrameType.CacheClaim, claimed: (await this.startCacheFetch(m)).bits })
+            break
+          }
           case FrameType.Verify: {
+            // The source verifies only after our fetch ended; a source that does not is waited for.
+            await this.cacheFetchDone
             await this.freeze()
             const [m, c] = await Promise.all(this.files.map(async f => await f!.digests.digest(this.options.signal))) as [Uint8Array, Uint8Array]
             verified = Buffer.from(m).equals(f.memoryDigest) && Buffer.from(c).equals(f.cacheDigest)
@@ -149,7 +184,7 @@ export class DestinationSession {
             if (!verified) throw new ProtocolError('commit before a successful verification')
             if (deviceState == null) throw new ProtocolError('commit without device state')
             await this.closeFiles()
-            await this.deps.hooks.commit(deviceState)
+            await this.deps.hooks.commit(deviceState, this.cacheMetaAfter(hello.blockSize))
             this.result.committed = true
             await this.answer(lane, { type: FrameType.Committed })
             await this.lingerAfterCommit()
@@ -173,6 +208,8 @@ export class DestinationSession {
       return this.result
     } finally {
       clearInterval(this.idleTimer)
+      this.cacheAbort.abort()
+      await this.cacheFetchDone?.catch(() => {})
       for (const l of this.lanes) {
         if (this.result.committed) await l.close().catch(() => {})
         else l.abort()
@@ -182,6 +219,63 @@ export class DestinationSession {
       if (!this.result.committed && prepared) await this.deps.hooks.discard().catch(() => {})
       await this.control.lane.close().catch(() => {})
     }
+  }
+
+  /**
+   * Decides which clean cache blocks to get elsewhere and starts fetching them in the background;
+   * returns the claim. Progress goes to the source every half second, the end on every lane.
+   */
+  private async startCacheFetch (m: CacheManifest): Promise<Bitmap> {
+    this.manifest = m
+    const blockSize = this.hello!.blockSize
+    const blockCount = m.hashes.byteLength / 32
+    this.lateBlocks = new Bitmap(blockCount)
+    let sources: CacheSources = { sources: [], close: async () => {} }
+    const find = this.deps.hooks.cacheSources
+    if (find != null) {
+      try {
+        sources = await find({ volume: m.volume, blockSize, blockCount, hashesDigest: hashListDigest(m.hashes), signal: this.cacheAbort.signal })
+      } catch {
+        // No replicas to be found: the source sends every block.
+      }
+    }
+    const file = this.files[Area.Cache]!
+    const fetch = new CacheFetch({
+      volume: m.volume, blockSize, hashes: m.hashes, dirty: m.dirty, hot: m.hot, file: file.fh, sources,
+      touch: (from, to) => { file.digests.touch(from, to) }
+    })
+    this.cacheFetch = fetch
+    const claimed = fetch.claim()
+    const status = (done: boolean, need: Uint8Array, stats: CacheFetchStats): Uint8Array[] => {
+      this.result.cache = stats
+      return encodeFrame({ type: FrameType.CacheStatus, done, need, stats: JSON.stringify(stats) })
+    }
+    const ticker = setInterval(() => { void this.control.lane.send(status(false, new Uint8Array(0), fetch.snapshot())).catch(() => {}) }, CACHE_STATUS_MS)
+    this.cacheFetchDone = (async () => {
+      try {
+        const { stats, need } = await fetch.run({ signal: this.cacheAbort.signal })
+        clearInterval(ticker)
+        // On every lane: whichever path still works carries it; the source takes the first.
+        const frame = status(true, need.bits, stats)
+        await Promise.all([this.control.lane, ...this.lanes].map(async l => { await l.send(frame).catch(() => {}) }))
+      } catch (err) {
+        if (!this.cacheAbort.signal.aborted) this.fail(err instanceof ShoalError ? err : new ProtocolError(`cache fetch failed: ${(err as Error).message}`))
+      } finally {
+        clearInterval(ticker)
+        await sources.close().catch(() => {})
+      }
+    })()
+    return claimed
+  }
+
+  /** The cache's metadata after the migration: the source's, plus blocks written meanwhile as dirty. */
+  private cacheMetaAfter (blockSize: number): CacheMetaInit | undefined {
+    const m = this.manifest
+    if (m == null) return undefined
+    const dirty = new Bitmap(m.dirty.size)
+    dirty.or(m.dirty)
+    if (this.lateBlocks != null) dirty.or(this.lateBlocks)
+    return { volume: m.volume, blockSize, hashes: m.hashes, dirty, hot: m.hot }
   }
 
   /** Stops accepting data and waits for writes in progress. */
@@ -324,6 +418,13 @@ export class DestinationSession {
       await Promise.allSettled([...this.pendingWrites])
       if (f.round < this.currentRound) { this.result.staleFrames++; return false }
       this.currentRound = f.round
+    }
+    if (f.area === Area.Cache && this.cacheFetch != null) {
+      // The source's bytes win over a replica's copy of the same block.
+      for (const r of f.runs) {
+        await this.cacheFetch.yieldTo(r.start, r.start + r.count)
+        if (f.round > 1) for (let i = r.start; i < r.start + r.count; i++) this.lateBlocks?.set(i)
+      }
     }
     for (const r of f.runs) file.digests.touch(r.start * file.unitSize, (r.start + r.count) * file.unitSize)
     const p = (async () => {

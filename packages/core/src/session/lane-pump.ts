@@ -8,7 +8,7 @@ import { FrameType } from '../wire/frames.js'
 import type { Frame } from '../wire/frames.js'
 
 /** Frames a destination may send on a data lane besides ACK. */
-const CONTROL_ANSWERS = new Set([FrameType.VerifyResult, FrameType.Committed, FrameType.Abort])
+const CONTROL_ANSWERS = new Set([FrameType.VerifyResult, FrameType.Committed, FrameType.Abort, FrameType.CacheStatus])
 import type { DataChunk } from './data-chunk.js'
 
 /** Per-lane figures for progress and the report. */

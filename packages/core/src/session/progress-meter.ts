@@ -1,3 +1,4 @@
+import type { CacheFetchStats } from '../volume/cache-fetch.js'
 import type { LaneStats } from './lane-pump.js'
 import type { MigrationProgress } from './report.js'
 
@@ -7,6 +8,8 @@ const RATE_WINDOW_MS = 2000
 /** Turns acknowledgements into throttled progress snapshots with a sliding-window rate. */
 export class ProgressMeter {
   lanes: () => LaneStats[] = () => []
+  /** The destination's latest figures of cache blocks fetched elsewhere. */
+  cache?: CacheFetchStats
   private bytes = 0
   private remaining = 0
   private round = 0
@@ -52,7 +55,8 @@ export class ProgressMeter {
       remaining: this.remaining,
       rate,
       etaMs: rate > 0 ? this.remaining / rate * 1000 : undefined,
-      lanes: this.lanes().map(l => ({ ...l }))
+      lanes: this.lanes().map(l => ({ ...l })),
+      ...(this.cache != null ? { cache: this.cache } : {})
     }
   }
 

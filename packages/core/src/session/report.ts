@@ -1,3 +1,4 @@
+import type { CacheFetchStats } from '../volume/cache-fetch.js'
 import type { LaneStats } from './lane-pump.js'
 
 /** Figures of one pre-copy round (the last one is the switchover round). */
@@ -41,6 +42,11 @@ export interface MigrationReport {
   controlMoves?: string[]
   /** Whether the source workload was resumed after a failure. */
   sourceResumed?: boolean
+  /**
+   * For a cache that caches a volume: what the destination got elsewhere (per replica, dedup),
+   * as it last reported, and `sourceBlocks`, the cache blocks the source sent itself.
+   */
+  cache?: CacheFetchStats & { sourceBlocks: number }
 }
 
 /** A progress snapshot, emitted about every 250 ms and at each phase change. */
@@ -56,4 +62,6 @@ export interface MigrationProgress {
   /** Estimated milliseconds to finish the current round (undefined when unknown). */
   etaMs?: number
   lanes: LaneStats[]
+  /** Cache blocks the destination fetches elsewhere (replicas, dedup), as it last reported. */
+  cache?: CacheFetchStats
 }

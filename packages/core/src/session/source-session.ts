@@ -4,7 +4,8 @@ import {
   DEFAULT_LANE_WINDOW, DEFAULT_MAX_ROUNDS, DEFAULT_SHADOW_LIMIT, DEFAULT_LANE_STALL_MS, DEFAULT_LANE_RETRY_MS,
   DEFAULT_CONTROL_ATTEMPT_MS
 } from '../constants.js'
-import { AbortedError, CommitUnknownError, errorCode, NoLanesError, RemoteAbortError, VerificationFailedError } from '../errors.js'
+import { Bitmap } from '../bitmap.js'
+import { AbortedError, CommitUnknownError, errorCode, InvalidArgumentError, NoLanesError, ProtocolError, RemoteAbortError, VerificationFailedError } from '../errors.js'
 import type { ImageSpec, WorkloadController } from '../image.js'
 import { ChunkScheduler } from '../scheduler/chunk-scheduler.js'
 import { createDirtyTracker } from '../tracker/dirty-tracker.js'
@@ -13,6 +14,9 @@ import type { WorkerPool } from '../tracker/worker-pool.js'
 import type { Lane } from '../transport/lane.js'
 import { encodeFrame } from '../wire/codec.js'
 import { Area, FrameType } from '../wire/frames.js'
+import type { CacheStatusFrame, Frame } from '../wire/frames.js'
+import { manifestFrames, parseCacheStats } from '../volume/cache-manifest.js'
+import type { CacheManifest } from '../volume/cache-manifest.js'
 import { ControlChannel } from './control-channel.js'
 import { ControlLink } from './control-link.js'
 import { BufferPool } from './buffer-pool.js'
@@ -71,6 +75,12 @@ export interface SourceSessionDeps {
    * ignored and retried.
    */
   replenish?: (active: LaneStats[]) => Promise<Lane[]>
+  /**
+   * The cache's metadata when the cache caches a volume: the destination may then take clean,
+   * cold blocks from replicas or its own stores, and the source sends only hot and dirty ones
+   * (plus whatever the destination could not get elsewhere).
+   */
+  cacheManifest?: CacheManifest
 }
 
 interface AreaState { area: Area, unitSize: number, tracker: DirtyTracker }
@@ -111,24 +121,55 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
       driverConfig: JSON.stringify(image.driverConfig)
     })
     await control.expect(FrameType.Accept, controlTimeout, signal)
-    // From here control answers may come on any lane (see ControlLink).
-    link = new ControlLink(deps.control, () => pumps.filter(p => p.alive).map(p => p.lane))
-    const controlLink = link
-    void (async () => {
-      try {
-        for (let f = await control.nextRaw(); f != null; f = await control.nextRaw()) controlLink.deliver(f)
-      } catch {}
-      controlLink.controlLost()
-    })()
-
+    const cache = deps.cacheManifest != null && image.cache.size > 0
+      ? await offerCacheBlocks(control, deps.cacheManifest, image.cache.size / image.cache.blockSize, controlTimeout, signal)
+      : undefined
     const shadowLimit = options.shadowLimitBytes ?? DEFAULT_SHADOW_LIMIT
     for (const [area, path, size, unitSize] of [
       [Area.Memory, image.memory.path, image.memory.size, image.memory.pageSize],
       [Area.Cache, image.cache.path, image.cache.size, image.cache.blockSize]
     ] as const) {
-      const mode = size <= shadowLimit ? 'shadow' : 'hash'
+      // Blocks left to others are checked by hash: the tracker assumes the volume's bytes there.
+      const mode = size <= shadowLimit && !(area === Area.Cache && cache != null) ? 'shadow' : 'hash'
       areas.push({ area, unitSize, tracker: createDirtyTracker({ path, size, unitSize, mode }, pool) })
     }
+    if (cache != null) {
+      const tracker = areas[Area.Cache]!.tracker
+      for (const r of cache.runs()) for (let i = r.start; i < r.start + r.count; i++) tracker.assume(i, deps.cacheManifest!.hashes.subarray(i * 32, i * 32 + 32))
+    }
+    // Figures and the end of the destination's own fetch of cache blocks (CACHE_STATUS frames).
+    let roundsStarted = 0
+    let fetchDoneAfterRound = -1
+    let fetchDone: () => void = () => {}
+    const fetchFinished = new Promise<void>(resolve => { fetchDone = resolve })
+    const onCacheStatus = (f: CacheStatusFrame): void => {
+      const stats = parseCacheStats(f.stats)
+      if (stats != null) { report.cache = { ...stats, sourceBlocks: report.rounds.reduce((a, r) => a + r.blocks, 0) }; meter.cache = stats }
+      if (!f.done || fetchDoneAfterRound >= 0 || cache == null) return
+      const blocks = image.cache.size / image.cache.blockSize
+      if (f.need.byteLength === Math.ceil(blocks / 8)) {
+        // Claimed blocks nobody could serve: the destination still holds zeros there.
+        const need = new Bitmap(blocks)
+        need.bits.set(f.need)
+        areas[Area.Cache]?.tracker.invalidate([...need.runs()])
+      }
+      fetchDoneAfterRound = roundsStarted
+      fetchDone()
+    }
+    const onControlFrame = (f: Frame): void => {
+      if (f.type === FrameType.CacheStatus) onCacheStatus(f)
+      else link?.deliver(f)
+    }
+    // From here control answers may come on any lane (see ControlLink).
+    link = new ControlLink(deps.control, () => pumps.filter(p => p.alive).map(p => p.lane))
+    const controlLink = link
+    void (async () => {
+      try {
+        for (let f = await control.nextRaw(); f != null; f = await control.nextRaw()) onControlFrame(f)
+      } catch {}
+      controlLink.controlLost()
+    })()
+
     // One contiguous pooled buffer per chunk: the tracker's shadow is shared memory, and Noise
     // encrypting straight from shared memory was measured 2.5x slower than from a private copy.
     const buffers = new BufferPool(chunkBytes)
@@ -152,7 +193,7 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
           meter.acked(c.bytes)
           for (const p of c.parts ?? []) buffers.release(p)
         },
-        onControl: (f) => { link?.deliver(f) }
+        onControl: onControlFrame
       }))
     }
     for (const lane of lanes) await addLane(lane)
@@ -179,6 +220,7 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     // The final round's scan also hashes both areas: they are frozen, so that is the digest at pause.
     let pauseDigests: Uint8Array[] = []
     const runRound = async (round: number, final: boolean): Promise<RoundStats> => {
+      roundsStarted++
       const t0 = performance.now()
       let bytes = 0
       let units = 0
@@ -214,7 +256,13 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     let last = await runRound(round, false)
     const maxRounds = options.maxRounds ?? DEFAULT_MAX_ROUNDS
     const target = options.downtimeTargetMs ?? DEFAULT_DOWNTIME_TARGET_MS
-    while (!shouldSwitchOver(report.rounds, { maxRounds, downtimeTargetMs: target }) && last.bytes > 0) {
+    // With cache blocks fetched elsewhere, switch over only after the destination's fetch ended
+    // and a round has since sent what it could not get; keep copying dirty pages meanwhile.
+    const cacheReady = (): boolean => cache == null || (fetchDoneAfterRound >= 0 && roundsStarted > fetchDoneAfterRound)
+    while (true) {
+      const converged = shouldSwitchOver(report.rounds, { maxRounds, downtimeTargetMs: target }) || last.bytes === 0
+      if (converged && cacheReady()) break
+      if (converged && fetchDoneAfterRound < 0) await waitFor(fetchFinished, CACHE_WAIT_MS, signal)
       last = await runRound(++round, false)
     }
 
@@ -280,9 +328,37 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     await deps.control.close().catch(() => {})
     for (const a of areas) await a.tracker.close().catch(() => {})
     report.lanes = pumps.map(p => ({ ...p.stats }))
+    if (report.cache != null) report.cache.sourceBlocks = report.rounds.reduce((a, r) => a + r.blocks, 0)
     if (link != null && link.switches.length > 0) report.controlMoves = [...link.switches]
     report.totalMs = performance.now() - started
   }
+}
+
+/** How long the source idles between rounds while the destination still fetches cache blocks. */
+const CACHE_WAIT_MS = 500
+
+/**
+ * Sends the cache manifest and reads the destination's claim: the clean cold blocks it will get
+ * elsewhere. Returns the claimed blocks the source will not send (clean and cold per the manifest).
+ */
+async function offerCacheBlocks (control: ControlChannel, m: CacheManifest, blocks: number, timeoutMs: number, signal?: AbortSignal): Promise<Bitmap> {
+  if (m.hashes.byteLength !== blocks * 32 || m.dirty.size !== blocks || m.hot.size !== blocks) {
+    throw new InvalidArgumentError(`cache manifest describes ${m.hashes.byteLength / 32} blocks, the cache has ${blocks}`)
+  }
+  for (const f of manifestFrames(m)) await control.send(f)
+  const claim = await control.expect(FrameType.CacheClaim, timeoutMs, signal)
+  if (claim.claimed.byteLength !== Math.ceil(blocks / 8)) throw new ProtocolError('cache claim does not match the block count')
+  const out = new Bitmap(blocks)
+  out.bits.set(claim.claimed)
+  for (let i = 0; i < blocks; i++) if (out.get(i) && (m.dirty.get(i) || m.hot.get(i))) out.clear(i)
+  return out
+}
+
+/** Resolves when `p` settles or after `ms`, whichever is first; throws if `signal` aborts. */
+async function waitFor (p: Promise<unknown>, ms: number, signal?: AbortSignal): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([p, new Promise(resolve => { timer = setTimeout(resolve, ms) })]).finally(() => { clearTimeout(timer) })
+  signal?.throwIfAborted()
 }
 
 function encodeLaneHello (sessionId: Uint8Array, lane: number): Uint8Array[] {

@@ -65,6 +65,16 @@ export interface DirtyTracker {
   scan: (opts?: ScanOptions) => Promise<ScanResult>
   /** The bytes to send for `runs` (whole units), recorded as what the destination will hold. */
   load: (runs: readonly Run[]) => Promise<Uint8Array[]>
+  /**
+   * Hash mode only: the destination will hold bytes hashing to `hash` for `unit` (it gets them
+   * elsewhere, e.g. from a replica), so a scan reports the unit only if its bytes here differ.
+   */
+  assume: (unit: number, hash: Uint8Array) => void
+  /**
+   * The destination does not hold these units after all (its file has zeros there): the next
+   * scan reports each of them again unless it is all zeros.
+   */
+  invalidate: (runs: readonly Run[]) => void
   /** Releases the file handle. */
   close: () => Promise<void>
 }
@@ -134,6 +144,18 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
         }
       }
       return parts
+    },
+    assume (unit, hash) {
+      if (mode !== 'hash') throw new RangeError('assume() needs a tracker in hash mode')
+      if (!Number.isInteger(unit) || unit < 0 || unit >= units || hash.byteLength !== 32) throw new RangeError('assume(): bad unit or hash')
+      baseView.set(hash, unit * 32)
+    },
+    invalidate (runs) {
+      for (const r of runs) {
+        if (r.start < 0 || r.count < 1 || r.start + r.count > units) throw new RangeError('run out of range')
+        if (mode === 'shadow') baseView.fill(0, r.start * unitSize, (r.start + r.count) * unitSize)
+        else for (let u = r.start; u < r.start + r.count; u++) zeroFingerprint(unitSize).copy(baseView, u * 32)
+      }
     },
     async close () {
       await fh?.close()

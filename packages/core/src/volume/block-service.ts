@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto'
 import { Bitmap } from '../bitmap.js'
-import { errorCode, ProtocolError, RemoteAbortError, ShoalError, UnknownVolumeError } from '../errors.js'
+import { BlockHashMismatchError, errorCode, InvalidFrameError, ProtocolError, RemoteAbortError, ShoalError, UnknownVolumeError } from '../errors.js'
 import { readAbortReason } from '../session/control-channel.js'
 import type { Lane } from '../transport/lane.js'
-import { decodeFrame, encodeFrame } from '../wire/codec.js'
+import { decodeFrame, encodeFrame, MAX_HASHES_PER_FRAME } from '../wire/codec.js'
 import { FrameType } from '../wire/frames.js'
 import type { BlockStore } from './block-store.js'
 
@@ -19,7 +19,15 @@ export async function serveBlocks (lane: Lane, lookup: (volume: string) => Block
       if (f.type === FrameType.VolumeQuery) {
         const store = lookup(f.volume)
         if (store == null) throw new UnknownVolumeError(`no volume ${f.volume} here`)
-        await lane.send(encodeFrame({ type: FrameType.VolumeSummary, volume: f.volume, blockSize: store.blockSize, blockCount: store.blockCount, have: store.summary() }))
+        await lane.send(encodeFrame({
+          type: FrameType.VolumeSummary, volume: f.volume, blockSize: store.blockSize, blockCount: store.blockCount,
+          held: store.held(), hashesDigest: store.hashesDigest, have: store.summary()
+        }))
+      } else if (f.type === FrameType.VolumeHashesRequest) {
+        const store = lookup(f.volume)
+        if (store == null) throw new UnknownVolumeError(`no volume ${f.volume} here`)
+        if (f.start + f.count > store.blockCount) throw new InvalidFrameError(`blocks ${f.start}+${f.count} beyond volume ${f.volume} (${store.blockCount} blocks)`)
+        await lane.send(encodeFrame({ type: FrameType.VolumeHashes, volume: f.volume, start: f.start, hashes: store.hashRange(f.start, f.count) }))
       } else if (f.type === FrameType.BlockRequest) {
         const store = lookup(f.volume)
         if (store == null) throw new UnknownVolumeError(`no volume ${f.volume} here`)
@@ -45,6 +53,18 @@ export async function serveBlocks (lane: Lane, lookup: (volume: string) => Block
   }
 }
 
+/** A replica's summary of one volume. */
+export interface VolumeSummary {
+  blockSize: number
+  blockCount: number
+  /** Blocks held. */
+  held: number
+  /** SHA-256 of the volume's hash list (same content, same digest). */
+  hashesDigest: Uint8Array
+  /** Which blocks are held. */
+  have: Bitmap
+}
+
 /** One answer of {@link BlockClient.fetch}. */
 export type BlockResult =
   | { hash: Uint8Array, data: Uint8Array }
@@ -65,15 +85,33 @@ export class BlockClient {
     this.it = lane[Symbol.asyncIterator]()
   }
 
-  /** The replica's summary of a volume: block size, count, and which blocks it holds. */
-  async summary (volume: string): Promise<{ blockSize: number, blockCount: number, have: Bitmap }> {
+  /** The replica's summary of a volume: block size, count, which blocks it holds, and the digest of its hash list. */
+  async summary (volume: string): Promise<VolumeSummary> {
     return await this.exclusive(async () => {
       await this.send(encodeFrame({ type: FrameType.VolumeQuery, volume }))
       const f = await this.read()
       if (f.type !== FrameType.VolumeSummary || f.volume !== volume) throw new ProtocolError(`expected VolumeSummary, got ${FrameType[f.type]}`)
       const have = new Bitmap(f.blockCount)
       have.bits.set(f.have)
-      return { blockSize: f.blockSize, blockCount: f.blockCount, have }
+      return { blockSize: f.blockSize, blockCount: f.blockCount, held: f.held, hashesDigest: f.hashesDigest, have }
+    })
+  }
+
+  /** The hash list of a volume, read in frames of up to 65536 hashes (checked against `hashesDigest` when given). */
+  async hashes (volume: string, blockCount: number, hashesDigest?: Uint8Array): Promise<Uint8Array> {
+    return await this.exclusive(async () => {
+      const out = new Uint8Array(blockCount * 32)
+      for (let start = 0; start < blockCount; start += MAX_HASHES_PER_FRAME) {
+        const count = Math.min(MAX_HASHES_PER_FRAME, blockCount - start)
+        await this.send(encodeFrame({ type: FrameType.VolumeHashesRequest, volume, start, count }))
+        const f = await this.read()
+        if (f.type !== FrameType.VolumeHashes || f.volume !== volume || f.start !== start || f.hashes.byteLength !== count * 32) throw new ProtocolError('hash list answer does not match the request')
+        out.set(f.hashes, start * 32)
+      }
+      if (hashesDigest != null && !createHash('sha256').update(out).digest().equals(hashesDigest)) {
+        throw new BlockHashMismatchError(`the hash list of ${volume} does not match its digest`)
+      }
+      return out
     })
   }
 

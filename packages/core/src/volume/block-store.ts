@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -18,6 +18,8 @@ export class BlockStore {
   private readonly byHash = new Map<string, number>()
   private readonly have: Bitmap
   private dirty = false
+  /** SHA-256 of the hash list: names the volume's content (replicas of it agree on this). */
+  readonly hashesDigest: Uint8Array
 
   private constructor (
     readonly dir: string,
@@ -29,6 +31,7 @@ export class BlockStore {
     private readonly fh: FileHandle
   ) {
     this.have = new Bitmap(blockCount)
+    this.hashesDigest = createHash('sha256').update(hashes).digest()
     if (have != null) this.have.bits.set(have.subarray(0, this.have.bits.byteLength))
     for (let i = 0; i < blockCount; i++) {
       const key = Buffer.from(hashes.subarray(i * 32, i * 32 + 32)).toString('hex')
@@ -66,8 +69,15 @@ export class BlockStore {
       const hashes = new Uint8Array(n * 32)
       for (let i = 0; i < n; i++) createHash('sha256').update(await readBlock(i)).digest().copy(hashes, i * 32)
       const store = await BlockStore.create(dir, id, blockSize, hashes)
-      for (let i = 0; i < n; i++) await store.write(i, await readBlock(i))
-      await store.flush()
+      try {
+        // The file may change while it is imported: every block is checked against its hash again.
+        for (let i = 0; i < n; i++) await store.write(i, await readBlock(i))
+        await store.flush()
+      } catch (err) {
+        await store.close()
+        BlockStore.remove(dir, id)
+        throw err
+      }
       return store
     } finally {
       await src.close()
@@ -84,6 +94,18 @@ export class BlockStore {
     if (hashes.byteLength !== meta.blockCount * 32) throw new UnknownVolumeError(`volume ${id}: hash file does not match its block count`)
     const have = existsSync(`${base}.have`) ? readFileSync(`${base}.have`) : undefined
     return new BlockStore(dir, id, meta.blockSize, meta.blockCount, hashes, have, await open(`${base}.blocks`, 'r+'))
+  }
+
+  /** Deletes a volume's files (close its store first). */
+  static remove (dir: string, id: string): void {
+    checkId(id)
+    for (const ext of ['meta', 'hashes', 'have', 'have.tmp', 'blocks']) rmSync(join(dir, `${id}.${ext}`), { force: true })
+  }
+
+  /** The hash list of blocks [start, start + count). */
+  hashRange (start: number, count: number): Uint8Array {
+    if (!Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 1 || start + count > this.blockCount) throw new RangeError(`blocks ${start}+${count} out of range`)
+    return this.hashes.subarray(start * 32, (start + count) * 32)
   }
 
   /** SHA-256 of block `i` of the volume. */

@@ -20,6 +20,12 @@ export interface MultiSourceFetchOptions {
   batch?: number
   /** Corrupt blocks a source may serve before it is dropped (default 3). */
   maxCorrupt?: number
+  /** A request unanswered for this long drops its source (default 30 s). */
+  requestTimeoutMs?: number
+  /** Called for each corrupt block a source served (it was discarded). */
+  onCorrupt?: (source: string) => void
+  /** Called when a source is dropped. */
+  onDrop?: (source: string, reason: string) => void
   signal?: AbortSignal
 }
 
@@ -59,6 +65,12 @@ export async function fetchFromSources (
   const queue: Pending[] = items.map(item => ({ item, excluded: new Set<string>() }))
   const live = new Set(sources.map(s => s.id))
   for (const s of sources) { report.bytes[s.id] = 0; report.blocks[s.id] = 0; report.corrupt[s.id] = 0 }
+  const timeoutMs = opts.requestTimeoutMs ?? 30_000
+  const drop = (id: string, reason: string): void => {
+    if (!live.delete(id)) return
+    report.dropped[id] = reason
+    opts.onDrop?.(id, reason)
+  }
 
   /** Takes up to `batch` queued blocks this source holds and has not failed. */
   const take = (s: BlockSource): Pending[] => {
@@ -76,13 +88,18 @@ export async function fetchFromSources (
       const work = take(s)
       if (work.length === 0) return
       let answers: BlockResult[]
+      let timer: NodeJS.Timeout | undefined
       try {
-        answers = await s.fetch(work.map(p => p.item.hash))
+        answers = await Promise.race([
+          s.fetch(work.map(p => p.item.hash)),
+          new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`no answer within ${timeoutMs} ms`)) }, timeoutMs) })
+        ])
       } catch (err) {
-        live.delete(s.id)
-        report.dropped[s.id] ??= `failed: ${(err as Error).message}`
+        drop(s.id, `failed: ${(err as Error).message}`)
         queue.unshift(...work)
         return
+      } finally {
+        clearTimeout(timer)
       }
       for (const [k, a] of answers.entries()) {
         const p = work[k]!
@@ -94,8 +111,9 @@ export async function fetchFromSources (
         }
         p.excluded.add(s.id)
         queue.push(p)
-        if ('corrupt' in a && ++report.corrupt[s.id]! > maxCorrupt && live.delete(s.id)) {
-          report.dropped[s.id] = `served ${report.corrupt[s.id]} corrupt blocks`
+        if ('corrupt' in a) {
+          opts.onCorrupt?.(s.id)
+          if (++report.corrupt[s.id]! > maxCorrupt) drop(s.id, `served ${report.corrupt[s.id]} corrupt blocks`)
         }
       }
     }

@@ -1,5 +1,6 @@
 import { MAX_DEVICE_STATE, MAX_FRAME_SIZE, PROTOCOL_VERSION } from '../constants.js'
 import { InvalidFrameError, UnsupportedVersionError } from '../errors.js'
+import { Bitmap } from '../bitmap.js'
 import { Area, FrameType } from './frames.js'
 import type { DataFrame, Frame, Run } from './frames.js'
 
@@ -16,6 +17,8 @@ const MAX_STRING = 65536
 const MAX_ACKS = 4096
 /** Hashes one block request may name. */
 export const MAX_BLOCKS_PER_REQUEST = 1024
+/** Most block hashes in one VOLUME_HASHES or CACHE_MANIFEST frame (2 MiB of hashes). */
+export const MAX_HASHES_PER_FRAME = 65536
 const NAME_RE = /^[A-Za-z0-9._-]{1,128}$/
 
 /** Limits applied while decoding. */
@@ -150,10 +153,36 @@ export function encodeFrame (frame: Frame): Uint8Array[] {
     case FrameType.VolumeQuery:
       checkVolume(frame.volume)
       return [new Writer(strSize(frame.volume), frame.type).str(frame.volume).done()]
-    case FrameType.VolumeSummary:
+    case FrameType.VolumeSummary: {
       checkVolume(frame.volume)
       if (frame.have.byteLength !== Math.ceil(frame.blockCount / 8)) throw new InvalidFrameError('summary bitmap does not match the block count')
-      return [new Writer(strSize(frame.volume) + 8, frame.type, frame.have.byteLength).str(frame.volume).u32(frame.blockSize).u32(frame.blockCount).done(), frame.have]
+      if (!Number.isInteger(frame.held) || frame.held < 0 || frame.held > frame.blockCount) throw new InvalidFrameError('held count out of range')
+      // A replica holding everything (or nothing) sends no bitmap at all.
+      const mode = frame.held === 0 ? 0 : frame.held === frame.blockCount ? 1 : 2
+      const bitmap = mode === 2 ? frame.have : new Uint8Array(0)
+      return [new Writer(strSize(frame.volume) + 12 + DIGEST_SIZE + 1, frame.type, bitmap.byteLength).str(frame.volume).u32(frame.blockSize)
+        .u32(frame.blockCount).u32(frame.held).bytes(checkDigest(frame.hashesDigest)).u8(mode).done(), bitmap]
+    }
+    case FrameType.VolumeHashesRequest:
+      checkVolume(frame.volume)
+      if (!Number.isInteger(frame.count) || frame.count < 1 || frame.count > MAX_HASHES_PER_FRAME) throw new InvalidFrameError(`hash range needs 1..${MAX_HASHES_PER_FRAME} blocks`)
+      return [new Writer(strSize(frame.volume) + 8, frame.type).str(frame.volume).u32(frame.start).u32(frame.count).done()]
+    case FrameType.VolumeHashes:
+      checkVolume(frame.volume)
+      checkHashList(frame.hashes)
+      return [new Writer(strSize(frame.volume) + 4, frame.type, frame.hashes.byteLength).str(frame.volume).u32(frame.start).done(), frame.hashes]
+    case FrameType.CacheManifest: {
+      checkVolume(frame.volume)
+      const n = checkHashList(frame.hashes)
+      if (frame.start % 8 !== 0) throw new InvalidFrameError('manifest start must be a multiple of 8')
+      if (frame.dirty.byteLength !== Math.ceil(n / 8) || frame.hot.byteLength !== Math.ceil(n / 8)) throw new InvalidFrameError('manifest bitmaps do not match its block count')
+      return [new Writer(strSize(frame.volume) + 8 + frame.hashes.byteLength + 2 * frame.dirty.byteLength, frame.type)
+        .str(frame.volume).u32(frame.start).u32(n).bytes(frame.hashes).bytes(frame.dirty).bytes(frame.hot).done()]
+    }
+    case FrameType.CacheClaim:
+      return [new Writer(0, frame.type, frame.claimed.byteLength).done(), frame.claimed]
+    case FrameType.CacheStatus:
+      return [new Writer(1 + strSize(frame.stats) + 4, frame.type, frame.need.byteLength).u8(frame.done ? 1 : 0).str(frame.stats).u32(frame.need.byteLength).done(), frame.need]
   }
 }
 
@@ -183,6 +212,13 @@ function checkSession (id: Uint8Array): Uint8Array {
 
 function checkVolume (v: string): void {
   if (!NAME_RE.test(v)) throw new InvalidFrameError('volume id must be 1-128 chars of [A-Za-z0-9._-]')
+}
+
+/** Checks a list of SHA-256 hashes (1..MAX_HASHES_PER_FRAME of them); returns how many. */
+function checkHashList (hashes: Uint8Array): number {
+  const n = hashes.byteLength / DIGEST_SIZE
+  if (!Number.isInteger(n) || n < 1 || n > MAX_HASHES_PER_FRAME) throw new InvalidFrameError(`hash list must hold 1..${MAX_HASHES_PER_FRAME} hashes of 32 bytes`)
+  return n
 }
 
 function checkDigest (d: Uint8Array): Uint8Array {
@@ -324,9 +360,64 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
       const blockSize = r.u32('block size')
       const blockCount = r.u32('block count')
       if (!isPow2(blockSize) || blockSize < 4096 || blockSize > 4 * 1024 * 1024) throw new InvalidFrameError('block size must be a power of two in 4 KiB..4 MiB')
-      const have = r.rest()
-      if (have.byteLength !== Math.ceil(blockCount / 8)) throw new InvalidFrameError('summary bitmap does not match the block count')
-      frame = { type, volume, blockSize, blockCount, have }
+      const held = r.u32('held')
+      if (held > blockCount) throw new InvalidFrameError('held count exceeds the block count')
+      const hashesDigest = r.bytes(DIGEST_SIZE, 'hashes digest')
+      const mode = r.u8('summary mode')
+      let have: Uint8Array
+      if (mode === 2) {
+        have = r.rest()
+        if (have.byteLength !== Math.ceil(blockCount / 8)) throw new InvalidFrameError('summary bitmap does not match the block count')
+      } else if (mode === 0 || mode === 1) {
+        if (held !== (mode === 0 ? 0 : blockCount)) throw new InvalidFrameError('summary mode contradicts the held count')
+        const bits = new Bitmap(blockCount)
+        if (mode === 1) bits.fill()
+        have = bits.bits
+      } else {
+        throw new InvalidFrameError(`unknown summary mode ${mode}`)
+      }
+      frame = { type, volume, blockSize, blockCount, held, hashesDigest, have }
+      break
+    }
+    case FrameType.VolumeHashesRequest: {
+      const volume = r.str('volume', 128)
+      checkVolume(volume)
+      const start = r.u32('start')
+      const count = r.u32('count')
+      if (count < 1 || count > MAX_HASHES_PER_FRAME) throw new InvalidFrameError(`hash range needs 1..${MAX_HASHES_PER_FRAME} blocks`)
+      frame = { type, volume, start, count }
+      break
+    }
+    case FrameType.VolumeHashes: {
+      const volume = r.str('volume', 128)
+      checkVolume(volume)
+      const start = r.u32('start')
+      const hashes = r.rest()
+      checkHashList(hashes)
+      frame = { type, volume, start, hashes }
+      break
+    }
+    case FrameType.CacheManifest: {
+      const volume = r.str('volume', 128)
+      checkVolume(volume)
+      const start = r.u32('start')
+      if (start % 8 !== 0) throw new InvalidFrameError('manifest start must be a multiple of 8')
+      const n = r.u32('block count')
+      if (n < 1 || n > MAX_HASHES_PER_FRAME) throw new InvalidFrameError(`manifest needs 1..${MAX_HASHES_PER_FRAME} blocks`)
+      const hashes = r.bytes(n * DIGEST_SIZE, 'hashes')
+      const dirty = r.bytes(Math.ceil(n / 8), 'dirty bitmap')
+      const hot = r.bytes(Math.ceil(n / 8), 'hot bitmap')
+      frame = { type, volume, start, hashes, dirty, hot }
+      break
+    }
+    case FrameType.CacheClaim:
+      frame = { type, claimed: r.rest() }
+      break
+    case FrameType.CacheStatus: {
+      const done = r.u8('done') === 1
+      const stats = r.str('stats')
+      const n = r.u32('need length')
+      frame = { type, done, stats, need: r.bytes(n, 'need bitmap') }
       break
     }
     default:

@@ -19,7 +19,12 @@ export enum FrameType {
   BlockData = 15,
   BlockMissing = 16,
   VolumeQuery = 17,
-  VolumeSummary = 18
+  VolumeSummary = 18,
+  VolumeHashesRequest = 19,
+  VolumeHashes = 20,
+  CacheManifest = 21,
+  CacheClaim = 22,
+  CacheStatus = 23
 }
 
 /** Which part of an image a data frame carries. */
@@ -95,10 +100,53 @@ export interface BlockDataFrame { type: FrameType.BlockData, requestId: number, 
 export interface BlockMissingFrame { type: FrameType.BlockMissing, requestId: number, hash: Uint8Array }
 /** Block protocol: which blocks of a volume do you hold? */
 export interface VolumeQueryFrame { type: FrameType.VolumeQuery, volume: string }
-/** Block protocol: a replica's compact summary of a volume: a bitmap of the blocks it holds. */
-export interface VolumeSummaryFrame { type: FrameType.VolumeSummary, volume: string, blockSize: number, blockCount: number, have: Uint8Array }
+/**
+ * Block protocol: a replica's summary of a volume. On the wire `have` costs nothing when the
+ * replica holds all or none of the blocks, else one bit per block (see docs/ARCHITECTURE.md).
+ */
+export interface VolumeSummaryFrame {
+  type: FrameType.VolumeSummary
+  volume: string
+  blockSize: number
+  blockCount: number
+  /** Number of blocks held. */
+  held: number
+  /** SHA-256 of the volume's hash list: replicas of the same volume content agree on it. */
+  hashesDigest: Uint8Array
+  /** Bitmap of the blocks held (`blockCount` bits). */
+  have: Uint8Array
+}
+/** Block protocol: the SHA-256 of blocks [start, start + count) of a volume, please. */
+export interface VolumeHashesRequestFrame { type: FrameType.VolumeHashesRequest, volume: string, start: number, count: number }
+/** Block protocol: 32 bytes per block from `start`. */
+export interface VolumeHashesFrame { type: FrameType.VolumeHashes, volume: string, start: number, hashes: Uint8Array }
+
+/**
+ * Source → destination after ACCEPT, for an image whose cache caches a volume: the volume's hash
+ * and the cache's state for blocks [start, start + n), n = hashes / 32 (≤ 65536, start a multiple
+ * of 8). Frames follow each other until the last block.
+ */
+export interface CacheManifestFrame {
+  type: FrameType.CacheManifest
+  volume: string
+  start: number
+  /** 32 bytes per block: the SHA-256 of the volume's block. */
+  hashes: Uint8Array
+  /** Bitmap over the n blocks: written locally (not identical to the volume). */
+  dirty: Uint8Array
+  /** Bitmap over the n blocks: recently read, to travel early from the source. */
+  hot: Uint8Array
+}
+/** Destination → source: bitmap of the cache blocks the destination will get elsewhere (replicas, local stores). */
+export interface CacheClaimFrame { type: FrameType.CacheClaim, claimed: Uint8Array }
+/**
+ * Destination → source: progress of the cache blocks it fetches elsewhere; when `done`, `need`
+ * is the bitmap of claimed blocks nobody else could serve (the source sends them after all).
+ */
+export interface CacheStatusFrame { type: FrameType.CacheStatus, done: boolean, need: Uint8Array, stats: string }
 
 /** Any decoded frame. */
 export type Frame = HelloFrame | AcceptFrame | LaneHelloFrame | DataFrame | AckFrame | RoundEndFrame |
 PauseFrame | DeviceStateFrame | VerifyFrame | VerifyResultFrame | CommitFrame | CommittedFrame | AbortFrame |
-BlockRequestFrame | BlockDataFrame | BlockMissingFrame | VolumeQueryFrame | VolumeSummaryFrame
+BlockRequestFrame | BlockDataFrame | BlockMissingFrame | VolumeQueryFrame | VolumeSummaryFrame |
+VolumeHashesRequestFrame | VolumeHashesFrame | CacheManifestFrame | CacheClaimFrame | CacheStatusFrame

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process'
 import { openSync, closeSync } from 'node:fs'
 import { join, dirname } from 'node:path'
 import { createInterface } from 'node:readline'
-import { WorkloadError } from '@shoal/core'
+import { CacheMeta, cacheMetaPaths, WorkloadError } from '@shoal/core'
 import { readHeader, verifyImage, workloadBinPath } from '@shoal/workload'
 import { DEFAULT_RECORD_RATE, DEFAULT_WORKLOAD_RATE } from '../constants.js'
 import type { ImageRecord } from '../image-store.js'
@@ -40,6 +40,8 @@ export function createSyntheticDriver (): Driver {
       const args = [workloadBinPath, 'run', '--memory-path', rec.spec.memory.path, '--cache-path', rec.spec.cache.path,
         '--rate', String(cfg.rate ?? DEFAULT_WORKLOAD_RATE), '--record-rate', String(cfg.recordRate ?? DEFAULT_RECORD_RATE),
         '--ops-file', join(dirname(rec.spec.cache.path), 'ops.json')]
+      // A cache that caches a volume: the workload marks the blocks it writes (before writing).
+      if (CacheMeta.exists(rec.spec.cache.path)) args.push('--dirty-marks', cacheMetaPaths(rec.spec.cache.path).dirty, '--block-size', String(rec.spec.cache.blockSize))
       // A migrated image was fully checked by check() just before launch; `run` continues from
       // its header counters, so `--resume` (which would verify the whole image again) is not used.
       void resumeState

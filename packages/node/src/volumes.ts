@@ -1,0 +1,280 @@
+import { createHash } from 'node:crypto'
+import { mkdirSync, readdirSync } from 'node:fs'
+import {
+  BlockClient, BlockStore, DEFAULT_BLOCK_SIZE, fetchFromSources, InvalidArgumentError, serveBlocks, UnknownVolumeError
+} from '@shoal/core'
+import type { BlockSource, CacheSources, CacheSourcesRequest, FetchItem, Lane, LocalBlocks, VolumeSummary } from '@shoal/core'
+import { openLanes } from '@shoal/libp2p'
+import type { LanePeer, ShoalLibp2p } from '@shoal/libp2p'
+import { BLOCKS_PROTOCOL, DEFAULT_REPLICA_STREAMS, DISCOVERY_CONCURRENCY, DISCOVERY_TIMEOUT_MS } from './constants.js'
+import type { Logger } from './logger.js'
+import { resolvePeer } from './peer-address.js'
+
+/** A volume this node holds blocks of. */
+export interface VolumeInfo { id: string, blockSize: number, blockCount: number, held: number }
+
+/** A peer found to hold (part of) a volume, with open block lanes to it. */
+export interface Replica {
+  peerId: string
+  summary: VolumeSummary
+  clients: BlockClient[]
+}
+
+/** What {@link Volumes.pull} did. */
+export interface PullReport {
+  id: string
+  blockSize: number
+  blockCount: number
+  /** Bytes fetched from replicas. */
+  bytes: number
+  ms: number
+  /** Per replica: bytes and blocks served, corrupt blocks discarded. */
+  sources: Record<string, { bytes: number, blocks: number, corrupt: number }>
+  /** Bytes not fetched: zero blocks, repeated blocks, blocks copied from this node's other volumes. */
+  dedupBytes: number
+  /** Blocks no replica could serve (the new replica does not hold them). */
+  leftover: number
+  /** Replicas dropped, with the reason. */
+  dropped: Record<string, string>
+}
+
+/** Options of {@link Volumes.findReplicas}. */
+export interface FindReplicasOptions {
+  /** Peers to ask (peer IDs or multiaddrs with /p2p/); default: every known peer serving blocks. */
+  peers?: string[]
+  /** Peers never to ask (e.g. the migrating source). */
+  exclude?: string[]
+  /** Only replicas of exactly this content (SHA-256 of the hash list). */
+  hashesDigest?: Uint8Array
+  blockSize?: number
+  blockCount?: number
+  signal?: AbortSignal
+}
+
+/**
+ * The replica volumes of a node: content-addressed block stores it serves over
+ * `/shoal/blocks/1.0.0` to allow-listed peers, and the client side that finds replicas of a
+ * volume among known peers and pulls blocks from all of them at once.
+ *
+ * Finding replicas: a node announces that it serves blocks at all through identify (the protocol
+ * is in its protocol list); which volumes it holds, and which blocks of them, is asked on demand
+ * with one VOLUME_QUERY per candidate peer, answered by a summary that costs a few bytes for a
+ * full (or empty) replica and one bit per block otherwise. See docs/ARCHITECTURE.md for the cost.
+ */
+export class Volumes {
+  private readonly stores = new Map<string, BlockStore>()
+
+  constructor (private readonly libp2p: ShoalLibp2p, private readonly dir: string, private readonly log: Logger) {}
+
+  /** Opens the volumes kept in the directory. */
+  async load (): Promise<void> {
+    mkdirSync(this.dir, { recursive: true })
+    for (const f of readdirSync(this.dir)) {
+      if (!f.endsWith('.meta')) continue
+      const v = await BlockStore.open(this.dir, f.slice(0, -5))
+      this.stores.set(v.id, v)
+    }
+  }
+
+  /** Serves one block lane (the transport checked the allow-list). */
+  serve (lane: Lane): void { void serveBlocks(lane, id => this.stores.get(id)) }
+
+  get (id: string): BlockStore | undefined { return this.stores.get(id) }
+
+  list (): VolumeInfo[] { return [...this.stores.values()].map(info) }
+
+  /** Imports a volume file as a replica (every block hashed). */
+  async import (id: string, path: string, blockSize = DEFAULT_BLOCK_SIZE): Promise<VolumeInfo> {
+    if (this.stores.has(id)) throw new InvalidArgumentError(`volume ${id} already exists on this node`)
+    checkBlockSize(blockSize)
+    mkdirSync(this.dir, { recursive: true })
+    const v = await BlockStore.import(this.dir, id, path, blockSize)
+    this.stores.set(id, v)
+    return info(v)
+  }
+
+  /** Drops a volume and deletes its files. */
+  async remove (id: string): Promise<void> {
+    const v = this.stores.get(id)
+    if (v == null) throw new UnknownVolumeError(`no volume ${id} on this node`)
+    this.stores.delete(id)
+    await v.close()
+    BlockStore.remove(this.dir, id)
+  }
+
+  /** Blocks of every volume held here, by content hash (dedup for migrations and pulls). */
+  local (): LocalBlocks {
+    const find = (hash: Uint8Array): { store: BlockStore, index: number } | undefined => {
+      for (const store of this.stores.values()) {
+        const index = store.indexOf(hash)
+        if (index != null && store.has(index)) return { store, index }
+      }
+      return undefined
+    }
+    return {
+      has: hash => find(hash) != null,
+      read: async (hash) => {
+        const f = find(hash)
+        return f == null ? undefined : await f.store.read(f.index)
+      }
+    }
+  }
+
+  /**
+   * Asks candidate peers (bounded concurrency, a timeout each) whether they hold a volume, and
+   * keeps those that do, with {@link DEFAULT_REPLICA_STREAMS} block lanes open to each. Peers that
+   * refuse (not allow-listed), do not answer or hold other content are skipped.
+   */
+  async findReplicas (volume: string, opts: FindReplicasOptions = {}): Promise<Replica[]> {
+    const exclude = new Set(opts.exclude ?? [])
+    const candidates = opts.peers != null ? opts.peers.map(p => resolvePeer(p)) : await this.knownBlockPeers()
+    const found: Replica[] = []
+    let next = 0
+    const worker = async (): Promise<void> => {
+      while (next < candidates.length) {
+        const peer = candidates[next++]!
+        if (exclude.has(peer.peerId.toString()) || peer.peerId.equals(this.libp2p.peerId)) continue
+        const r = await this.ask(peer, volume, opts).catch((err: Error) => {
+          this.log.info('no replica', { peer: peer.peerId.toString(), volume, why: err.message })
+          return undefined
+        })
+        if (r != null) found.push(r)
+      }
+    }
+    await Promise.all(Array.from({ length: DISCOVERY_CONCURRENCY }, worker))
+    return found
+  }
+
+  /** Where a migration's clean cache blocks can come from: replicas of the volume and local stores. */
+  async cacheSources (req: CacheSourcesRequest, exclude: string[]): Promise<CacheSources> {
+    const replicas = await this.findReplicas(req.volume, { ...req, exclude })
+    return { sources: replicas.map(r => blockSource(r, req.volume)), local: this.local(), close: async () => { closeAll(replicas) } }
+  }
+
+  /**
+   * Makes this node a replica of a volume: finds peers holding it (or asks `from`), takes the
+   * hash list the most of them agree on, and fetches every block from all of them at once,
+   * verified by hash. Blocks this node already holds in other volumes are copied, not fetched.
+   */
+  async pull (id: string, opts: { from?: string[], signal?: AbortSignal } = {}): Promise<PullReport> {
+    if (this.stores.has(id)) throw new InvalidArgumentError(`volume ${id} already exists on this node`)
+    const t0 = performance.now()
+    const all = await this.findReplicas(id, { peers: opts.from, signal: opts.signal })
+    try {
+      // Replicas of different content under one id: the largest group wins.
+      const groups = new Map<string, Replica[]>()
+      for (const r of all) {
+        const key = `${Buffer.from(r.summary.hashesDigest).toString('hex')}/${r.summary.blockSize}/${r.summary.blockCount}`
+        groups.set(key, [...(groups.get(key) ?? []), r])
+      }
+      const replicas = [...groups.values()].sort((a, b) => b.length - a.length)[0]
+      if (replicas == null) throw new UnknownVolumeError(`no reachable peer holds volume ${id}`)
+      const { blockSize, blockCount, hashesDigest } = replicas[0]!.summary
+      const hashes = await replicas[0]!.clients[0]!.hashes(id, blockCount, hashesDigest)
+      mkdirSync(this.dir, { recursive: true })
+      const store = await BlockStore.create(this.dir, id, blockSize, hashes)
+      this.stores.set(id, store)
+      const report: PullReport = { id, blockSize, blockCount, bytes: 0, ms: 0, sources: {}, dedupBytes: 0, leftover: 0, dropped: {} }
+      // One fetch per distinct hash; zero blocks and blocks held locally are not fetched.
+      const byHash = new Map<string, number[]>()
+      const zero = createHash('sha256').update(Buffer.alloc(blockSize)).digest()
+      const local = this.local()
+      const items: FetchItem[] = []
+      for (let i = 0; i < blockCount; i++) {
+        const key = Buffer.from(store.hashOf(i)).toString('hex')
+        const same = byHash.get(key)
+        if (same != null) { same.push(i); continue }
+        byHash.set(key, [i])
+      }
+      for (const indices of byHash.values()) {
+        const hash = store.hashOf(indices[0]!)
+        const data = zero.equals(hash) ? Buffer.alloc(blockSize) : local.has(hash) ? await local.read(hash) : undefined
+        if (data != null) {
+          for (const i of indices) await store.write(i, data)
+          report.dedupBytes += blockSize * indices.length
+        } else {
+          items.push({ index: indices[0]!, hash })
+        }
+      }
+      const sources = replicas.map(r => blockSource(r, id))
+      const groupsOf = (i: number): number[] => byHash.get(Buffer.from(store.hashOf(i)).toString('hex'))!
+      const result = await fetchFromSources(items, sources.map(s => ({ ...s, has: (i: number) => groupsOf(i).some(j => s.has(j)) })), async (item, data) => {
+        const indices = groupsOf(item.index)
+        for (const i of indices) await store.write(i, data)
+        report.dedupBytes += blockSize * (indices.length - 1)
+      }, { signal: opts.signal })
+      await store.flush()
+      for (const s of sources) report.sources[s.id] = { bytes: result.bytes[s.id]!, blocks: result.blocks[s.id]!, corrupt: result.corrupt[s.id]! }
+      report.bytes = Object.values(result.bytes).reduce((a, b) => a + b, 0)
+      report.leftover = result.leftover.reduce((a, item) => a + groupsOf(item.index).length, 0)
+      report.dropped = result.dropped
+      report.ms = performance.now() - t0
+      return report
+    } finally {
+      closeAll(all)
+    }
+  }
+
+  async close (): Promise<void> {
+    for (const v of this.stores.values()) await v.close().catch(() => {})
+    this.stores.clear()
+  }
+
+  /** Peers in the peer store that announce the block protocol (identify), or whose protocols are not known yet. */
+  private async knownBlockPeers (): Promise<LanePeer[]> {
+    const peers = await this.libp2p.peerStore.all()
+    return peers
+      .filter(p => !p.id.equals(this.libp2p.peerId) && p.addresses.length > 0 && (p.protocols.length === 0 || p.protocols.includes(BLOCKS_PROTOCOL)))
+      .map(p => ({ peerId: p.id, addrs: [] }))
+  }
+
+  private async ask (peer: LanePeer, volume: string, opts: FindReplicasOptions): Promise<Replica | undefined> {
+    const signal = AbortSignal.any([AbortSignal.timeout(DISCOVERY_TIMEOUT_MS), ...(opts.signal != null ? [opts.signal] : [])])
+    const lanes = await openLanes(this.libp2p, peer, BLOCKS_PROTOCOL, DEFAULT_REPLICA_STREAMS, { signal })
+    const clients = lanes.map(l => new BlockClient(l))
+    let keep = false
+    try {
+      const summary = await Promise.race([
+        clients[0]!.summary(volume),
+        new Promise<never>((_resolve, reject) => { signal.addEventListener('abort', () => { reject(new Error('no summary in time')) }, { once: true }) })
+      ])
+      if (summary.held === 0) return undefined
+      if (opts.hashesDigest != null && !Buffer.from(summary.hashesDigest).equals(opts.hashesDigest)) return undefined
+      if ((opts.blockSize != null && summary.blockSize !== opts.blockSize) || (opts.blockCount != null && summary.blockCount !== opts.blockCount)) return undefined
+      keep = true
+      return { peerId: peer.peerId.toString(), summary, clients }
+    } finally {
+      if (!keep) for (const c of clients) c.lane.abort()
+    }
+  }
+}
+
+/** A replica as a fetch source: each request takes an idle block lane, so requests run in parallel. */
+function blockSource (r: Replica, volume: string): BlockSource {
+  const idle = [...r.clients]
+  const waiting: Array<(c: BlockClient) => void> = []
+  const acquire = async (): Promise<BlockClient> => idle.pop() ?? await new Promise(resolve => { waiting.push(resolve) })
+  const release = (c: BlockClient): void => { const w = waiting.shift(); if (w != null) w(c); else idle.push(c) }
+  return {
+    id: r.peerId,
+    has: i => r.summary.have.get(i),
+    fetch: async (hashes) => {
+      const c = await acquire()
+      try { return await c.fetch(volume, hashes) } finally { release(c) }
+    }
+  }
+}
+
+function closeAll (replicas: Replica[]): void {
+  for (const r of replicas) for (const c of r.clients) void c.lane.close().catch(() => { c.lane.abort() })
+}
+
+function info (v: BlockStore): VolumeInfo {
+  return { id: v.id, blockSize: v.blockSize, blockCount: v.blockCount, held: v.held() }
+}
+
+function checkBlockSize (blockSize: number): void {
+  if (!Number.isInteger(blockSize) || blockSize < 4096 || blockSize > 4 * 1024 * 1024 || (blockSize & (blockSize - 1)) !== 0) {
+    throw new InvalidArgumentError(`block size ${blockSize} must be a power of two from 4 KiB to 4 MiB`)
+  }
+}
