@@ -44,6 +44,8 @@ export interface ShoalNodeInit {
   workers?: number
   /** Serve the local control API on `<dataDir>/control.sock`; default true. */
   controlSocket?: boolean
+  /** Bytes per second this node spends serving replica blocks to other peers; default unlimited. */
+  serveRate?: number
   /** Drivers by name; the synthetic driver is always there. */
   drivers?: Driver[]
   logger?: Logger
@@ -135,7 +137,8 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
   const drivers = new Map<string, Driver>([['synthetic', createSyntheticDriver()]])
   for (const d of init.drivers ?? []) drivers.set(d.name, d)
   const running = new Map<string, RunningWorkload>()
-  const volumes = new Volumes(libp2p, join(init.dataDir, 'volumes'), log)
+  if (init.serveRate != null && !(init.serveRate > 0)) throw new InvalidArgumentError('serveRate must be a positive number of bytes per second')
+  const volumes = new Volumes(libp2p, join(init.dataDir, 'volumes'), log, init.serveRate)
   const incoming = new Map<string, { session: DestinationSession, peer: string }>()
   const controllers = new AbortController()
   let pool: WorkerPool | undefined

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { mkdirSync, readdirSync } from 'node:fs'
 import {
-  BlockClient, BlockStore, DEFAULT_BLOCK_SIZE, fetchFromSources, InvalidArgumentError, serveBlocks, UnknownVolumeError
+  BlockClient, BlockStore, DEFAULT_BLOCK_SIZE, fetchFromSources, InvalidArgumentError, serveBlocks, TokenBucket, UnknownVolumeError
 } from '@shoal/core'
 import type { BlockSource, CacheSources, CacheSourcesRequest, FetchItem, Lane, LocalBlocks, VolumeSummary } from '@shoal/core'
 import { openLanes } from '@shoal/libp2p'
@@ -63,8 +63,12 @@ export interface FindReplicasOptions {
  */
 export class Volumes {
   private readonly stores = new Map<string, BlockStore>()
+  private readonly budget?: TokenBucket
 
-  constructor (private readonly libp2p: ShoalLibp2p, private readonly dir: string, private readonly log: Logger) {}
+  /** `serveRate`: bytes per second this node spends serving blocks to others (all peers together); default unlimited. */
+  constructor (private readonly libp2p: ShoalLibp2p, private readonly dir: string, private readonly log: Logger, serveRate?: number) {
+    if (serveRate != null) this.budget = new TokenBucket(serveRate)
+  }
 
   /** Opens the volumes kept in the directory. */
   async load (): Promise<void> {
@@ -77,7 +81,7 @@ export class Volumes {
   }
 
   /** Serves one block lane (the transport checked the allow-list). */
-  serve (lane: Lane): void { void serveBlocks(lane, id => this.stores.get(id)) }
+  serve (lane: Lane): void { void serveBlocks(lane, id => this.stores.get(id), { budget: this.budget }) }
 
   get (id: string): BlockStore | undefined { return this.stores.get(id) }
 

@@ -108,7 +108,8 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
   const align = Math.max(8, Math.ceil(Math.max(VERIFY_REGION_BYTES, SCAN_READ_BYTES) / unitSize))
   const want = init.sliceUnits ?? Math.ceil(64 * 1024 * 1024 / unitSize)
   const slice = Math.max(align, Math.floor(want / align) * align)
-  let fh: FileHandle | undefined
+  // One handle for all loads: concurrent loads share the promise (two opens would leak one).
+  let fh: Promise<FileHandle> | undefined
 
   return {
     units,
@@ -135,8 +136,8 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
         if (r.start < 0 || r.count < 1 || r.start + r.count > units) throw new RangeError('run out of range')
       }
       if (mode === 'shadow') return runs.map(r => baseView.subarray(r.start * unitSize, (r.start + r.count) * unitSize))
-      fh ??= await open(path, 'r')
-      const parts = await readRuns(fh, runs, unitSize)
+      fh ??= open(path, 'r')
+      const parts = await readRuns(await fh, runs, unitSize)
       for (const [k, r] of runs.entries()) {
         const data = parts[k]!
         for (let u = 0; u < r.count; u++) {
@@ -158,8 +159,9 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
       }
     },
     async close () {
-      await fh?.close()
+      const h = fh
       fh = undefined
+      await (await h?.catch(() => undefined))?.close()
     }
   }
 }

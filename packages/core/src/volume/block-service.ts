@@ -6,13 +6,15 @@ import type { Lane } from '../transport/lane.js'
 import { decodeFrame, encodeFrame, MAX_HASHES_PER_FRAME } from '../wire/codec.js'
 import { FrameType } from '../wire/frames.js'
 import type { BlockStore } from './block-store.js'
+import type { TokenBucket } from './token-bucket.js'
 
 /**
  * Serves blocks of the volumes this peer holds on one lane (the transport has already checked
  * the requester against the allow-list): VOLUME_QUERY → VOLUME_SUMMARY, BLOCK_REQUEST →
  * BLOCK_DATA / BLOCK_MISSING per hash. A bad frame or an unknown volume ends the lane with ABORT.
+ * With a `budget`, block bytes go out no faster than it allows (shared by all lanes given it).
  */
-export async function serveBlocks (lane: Lane, lookup: (volume: string) => BlockStore | undefined): Promise<void> {
+export async function serveBlocks (lane: Lane, lookup: (volume: string) => BlockStore | undefined, opts: { budget?: TokenBucket } = {}): Promise<void> {
   try {
     for await (const raw of lane) {
       const f = decodeFrame(raw)
@@ -34,6 +36,7 @@ export async function serveBlocks (lane: Lane, lookup: (volume: string) => Block
         for (const hash of f.hashes) {
           const i = store.indexOf(hash)
           if (i != null && store.has(i)) {
+            await opts.budget?.take(store.blockSize)
             await lane.send(encodeFrame({ type: FrameType.BlockData, requestId: f.requestId, hash, data: await store.read(i) }))
           } else {
             await lane.send(encodeFrame({ type: FrameType.BlockMissing, requestId: f.requestId, hash }))
