@@ -26,7 +26,15 @@ const samples: Frame[] = [
   { type: FrameType.BlockData, requestId: 9, hash: d32, data: new Uint8Array(4096).fill(5) },
   { type: FrameType.BlockMissing, requestId: 9, hash: d32 },
   { type: FrameType.VolumeQuery, volume: 'vol-1' },
-  { type: FrameType.VolumeSummary, volume: 'vol-1', blockSize: 65536, blockCount: 10, have: new Uint8Array([0xff, 0x01]) }
+  { type: FrameType.VolumeSummary, volume: 'vol-1', blockSize: 65536, blockCount: 10, held: 9, hashesDigest: d32, have: new Uint8Array([0xff, 0x01]) },
+  // A full replica: no bitmap on the wire, a full one after decoding.
+  { type: FrameType.VolumeSummary, volume: 'vol-1', blockSize: 65536, blockCount: 10, held: 10, hashesDigest: d32, have: new Uint8Array([0xff, 0x03]) },
+  { type: FrameType.VolumeSummary, volume: 'vol-1', blockSize: 65536, blockCount: 10, held: 0, hashesDigest: d32, have: new Uint8Array([0, 0]) },
+  { type: FrameType.VolumeHashesRequest, volume: 'vol-1', start: 8, count: 2 },
+  { type: FrameType.VolumeHashes, volume: 'vol-1', start: 8, hashes: new Uint8Array(64).fill(4) },
+  { type: FrameType.CacheManifest, volume: 'vol-1', start: 16, hashes: new Uint8Array(96).fill(6), dirty: new Uint8Array([0b101]), hot: new Uint8Array([0b010]) },
+  { type: FrameType.CacheClaim, claimed: new Uint8Array([0xf0, 0x0f]) },
+  { type: FrameType.CacheStatus, done: true, need: new Uint8Array([1, 2]), stats: '{"volume":"vol-1"}' },
 ]
 
 function norm (f: Frame): unknown {
@@ -46,6 +54,21 @@ describe('wire codec', () => {
         expect(() => decodeFrame(b.subarray(0, n)), `${FrameType[f.type]} cut at ${n}`).toThrow(InvalidFrameError)
       }
     }
+  })
+
+  it('rejects summaries, hash lists and manifests that contradict themselves', () => {
+    const summary = { type: FrameType.VolumeSummary, volume: 'v', blockSize: 65536, blockCount: 10, held: 11, hashesDigest: d32, have: new Uint8Array(2) } as const
+    expect(() => encodeFrameBytes(summary)).toThrow(/held count/)
+    expect(() => encodeFrameBytes({ ...summary, held: 5, have: new Uint8Array(3) })).toThrow(/bitmap/)
+    // A summary that claims "all held" while its held count says otherwise.
+    const full = Buffer.from(encodeFrameBytes({ ...summary, held: 10, have: new Uint8Array([0xff, 3]) }))
+    full.writeUInt32LE(7, full.byteLength - 1 - 32 - 4)
+    expect(() => decodeFrame(full)).toThrow(/contradicts/)
+    expect(() => encodeFrameBytes({ type: FrameType.VolumeHashes, volume: 'v', start: 0, hashes: new Uint8Array(33) })).toThrow(/hash list/)
+    expect(() => encodeFrameBytes({ type: FrameType.VolumeHashesRequest, volume: 'v', start: 0, count: 0 })).toThrow(/1\.\.65536/)
+    const manifest = { type: FrameType.CacheManifest, volume: 'v', start: 3, hashes: new Uint8Array(32), dirty: new Uint8Array(1), hot: new Uint8Array(1) } as const
+    expect(() => encodeFrameBytes(manifest)).toThrow(/multiple of 8/)
+    expect(() => encodeFrameBytes({ ...manifest, start: 0, hot: new Uint8Array(2) })).toThrow(/bitmaps/)
   })
 
   it('rejects trailing bytes, unknown types and versions', () => {

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { openSync, readSync, closeSync, writeFileSync } from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createDirtyTracker, createWorkerPool, digestFile } from '@shoal/core'
@@ -80,5 +81,29 @@ describe('dirty tracker', () => {
     cleanups.push(async () => { await pool.stop() })
     const t = createDirtyTracker({ path, size: buf.byteLength, unitSize: PAGE, mode: 'shadow', sliceUnits: 8 }, pool)
     expect([...(await t.scan()).dirty.runs()]).toEqual([{ start: 10, count: 1 }, { start: 63, count: 1 }])
+  })
+
+  it('assume() skips units whose bytes match the assumed hash; invalidate() makes units count again', async () => {
+    const dir = tempDir('tracker', '/dev/shm')
+    cleanups.push(dir.cleanup)
+    const path = `${dir.path}/area`
+    const U = 64 * 1024
+    const buf = Buffer.alloc(U * 16, 3)
+    buf.fill(9, 5 * U, 6 * U)
+    writeFileSync(path, buf)
+    const pool = createWorkerPool({ workers: 2 })
+    cleanups.push(async () => { await pool.stop() })
+    const t = createDirtyTracker({ path, size: buf.byteLength, unitSize: U, mode: 'hash', sliceUnits: 8 }, pool)
+    // The destination gets units 0..7 elsewhere: units with the assumed bytes are not reported,
+    // unit 5 (whose bytes differ from what was assumed) is.
+    const sha = createHash('sha256').update(Buffer.alloc(U, 3)).digest()
+    for (let i = 0; i < 8; i++) t.assume(i, sha)
+    expect([...(await t.scan()).dirty.runs()]).toEqual([{ start: 5, count: 1 }, { start: 8, count: 8 }])
+    await t.load([{ start: 5, count: 1 }, { start: 8, count: 8 }])
+    expect((await t.scan()).dirty.count()).toBe(0)
+    t.invalidate([{ start: 2, count: 2 }])
+    expect([...(await t.scan()).dirty.runs()]).toEqual([{ start: 2, count: 2 }])
+    expect(() => { createDirtyTracker({ path, size: buf.byteLength, unitSize: U, mode: 'shadow' }, pool).assume(0, sha) }).toThrow(/hash mode/)
+    await t.close()
   })
 })

@@ -1,12 +1,12 @@
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
-import { randomFillSync } from 'node:crypto'
+import { createHash, randomFillSync } from 'node:crypto'
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
 import {
-  createMemoryLanePair, createWorkerPool, DestinationSession, ImageExistsError, readLaneHello, runSourceSession
+  Bitmap, createMemoryLanePair, createWorkerPool, DestinationSession, ImageExistsError, readLaneHello, runSourceSession
 } from '@shoal/core'
-import type { DestinationHooks, ImageSpec, Lane, MigrationReport, WorkerPool } from '@shoal/core'
+import type { BlockResult, BlockSource, CacheMetaInit, DestinationHooks, ImageSpec, Lane, MigrationReport, WorkerPool } from '@shoal/core'
 import { processController } from '../fixtures/process-controller.js'
 import { tempDir } from '../fixtures/temp.js'
 
@@ -100,6 +100,54 @@ describe('source and destination sessions over in-memory lanes', () => {
     expect(report.rounds.at(-1)!.final).toBe(true)
     expect(report.lanes.filter(l => l.bytes > 0).length).toBe(3)
     expect(report.downtimeMs).toBeGreaterThan(0)
+  })
+
+  it('leaves clean cold cache blocks to a replica; what it cannot serve, and a block mislabelled clean, come from the source', async () => {
+    const { image, pool, writer, dir, hooks } = await setup()
+    const cache = readFileSync(image.cache.path)
+    const BS = image.cache.blockSize
+    const blockAt = (i: number): Buffer => cache.subarray(i * BS, (i + 1) * BS)
+    const sha = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest()
+    // The volume: the cache's blocks, except block 6, which was written without being marked dirty.
+    const volumeBlock = (i: number): Buffer => i === 6 ? Buffer.alloc(BS, 6) : blockAt(i)
+    const hashes = Buffer.concat(Array.from({ length: 8 }, (_, i) => sha(volumeBlock(i))))
+    const dirty = new Bitmap(8); dirty.set(7)
+    const hot = new Bitmap(8); hot.set(3)
+    // A replica that says it holds everything, but has lost block 4 and corrupts block 5.
+    const replica: BlockSource = {
+      id: 'replica',
+      has: () => true,
+      async fetch (want) {
+        return want.map((hash): BlockResult => {
+          const i = Array.from({ length: 8 }, (_, k) => k).find(k => sha(volumeBlock(k)).equals(hash))!
+          if (i === 4) return { hash, missing: true }
+          if (i === 5) return { hash, corrupt: true }
+          return { hash, data: volumeBlock(i) }
+        })
+      }
+    }
+    let meta: CacheMetaInit | undefined
+    const net = connect(2)
+    const dest = new DestinationSession(net.destControl, {
+      pool,
+      hooks: { ...hooks, cacheSources: async () => ({ sources: [replica], close: async () => {} }), commit: async (_s, m) => { meta = m } }
+    })
+    net.attach(dest)
+    const [report, result] = await Promise.all([
+      runSourceSession({ image, controller: processController(writer), control: net.control, lanes: net.data, pool, cacheManifest: { volume: 'vol', hashes, dirty, hot } }, { chunkBytes: 64 * 1024 }),
+      dest.run()
+    ])
+    expect(report.ok).toBe(true)
+    expect(result.committed).toBe(true)
+    expect(readFileSync(`${dir}/dst.cache`).equals(readFileSync(image.cache.path))).toBe(true)
+    // Claimed: 0, 1, 2, 4, 5, 6 (not dirty 7, not hot 3). The replica served 0, 1, 2 and 6;
+    // 4 (missing) and 5 (corrupt) were left for the source.
+    expect(result.cache).toMatchObject({ claimedBlocks: 6, leftoverBlocks: 2, done: true })
+    expect(result.cache!.sources.replica).toMatchObject({ blocks: 4, corrupt: 1 })
+    expect(report.cache!.sourceBlocks).toBeGreaterThanOrEqual(5) // 3, 7, 6 (mislabelled), then 4 and 5
+    // The destination keeps the metadata: the source's dirty block stays dirty.
+    expect(meta?.volume).toBe('vol')
+    expect(meta?.dirty?.get(7)).toBe(true)
   })
 
   it("finishes and verifies when a lane breaks mid-transfer; its chunks go to the other lanes", async () => {
