@@ -22,6 +22,7 @@ program.command('node')
   .option('--mdns', 'discover peers on the LAN by mDNS', false)
   .option('--shm-dir <dir>', 'directory for memory files (tmpfs)')
   .option('--workers <n>', 'tracker worker threads (default: cores)', parsePositiveInt)
+  .option('--serve-rate <bytes/s>', 'cap on bytes per second served to peers pulling replica blocks (e.g. 50M)', parseSize)
   .action(async (o) => { await runNode(o) })
 
 program.command('migrate <image>')

@@ -9,6 +9,7 @@ export interface NodeCommandOptions {
   mdns: boolean
   shmDir?: string
   workers?: number
+  serveRate?: number
 }
 
 /** `shoal node`: runs a peer daemon until SIGINT/SIGTERM. Prints `{peerId, addrs}` on stdout once listening. */
@@ -21,6 +22,7 @@ export async function runNode (o: NodeCommandOptions): Promise<void> {
     mdns: o.mdns,
     shmDir: o.shmDir,
     workers: o.workers,
+    serveRate: o.serveRate,
     logger: jsonLogger('shoal')
   })
   await node.start()

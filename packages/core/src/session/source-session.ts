@@ -129,11 +129,11 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
       [Area.Memory, image.memory.path, image.memory.size, image.memory.pageSize],
       [Area.Cache, image.cache.path, image.cache.size, image.cache.blockSize]
     ] as const) {
-      // Blocks left to others are checked by hash: the tracker assumes the volume's bytes there.
-      const mode = size <= shadowLimit && !(area === Area.Cache && cache != null) ? 'shadow' : 'hash'
+      const mode = size <= shadowLimit ? 'shadow' : 'hash'
       areas.push({ area, unitSize, tracker: createDirtyTracker({ path, size, unitSize, mode }, pool) })
     }
     if (cache != null) {
+      // Claimed blocks are sent only if their bytes here differ from the volume's.
       const tracker = areas[Area.Cache]!.tracker
       for (const r of cache.runs()) for (let i = r.start; i < r.start + r.count; i++) tracker.assume(i, deps.cacheManifest!.hashes.subarray(i * 32, i * 32 + 32))
     }

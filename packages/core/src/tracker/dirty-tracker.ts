@@ -66,8 +66,9 @@ export interface DirtyTracker {
   /** The bytes to send for `runs` (whole units), recorded as what the destination will hold. */
   load: (runs: readonly Run[]) => Promise<Uint8Array[]>
   /**
-   * Hash mode only: the destination will hold bytes hashing to `hash` for `unit` (it gets them
-   * elsewhere, e.g. from a replica), so a scan reports the unit only if its bytes here differ.
+   * The destination will hold bytes hashing to `hash` for `unit` (it gets them elsewhere, e.g.
+   * from a replica), so a scan reports the unit only if its bytes here differ. Hash mode takes
+   * it as the unit's fingerprint; shadow mode checks it once, in the next scan's worker.
    */
   assume: (unit: number, hash: Uint8Array) => void
   /**
@@ -110,6 +111,7 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
   const slice = Math.max(align, Math.floor(want / align) * align)
   // One handle for all loads: concurrent loads share the promise (two opens would leak one).
   let fh: Promise<FileHandle> | undefined
+  let assumed: { bitmap: SharedArrayBuffer, hashes: SharedArrayBuffer } | undefined
 
   return {
     units,
@@ -124,7 +126,7 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
         const end = Math.min(units, start + slice)
         tasks.push(pool.run({
           op: 'scan', path, mode, unitSize, start, end,
-          baseline, bitmap: dirty.bits.buffer as SharedArrayBuffer,
+          baseline, bitmap: dirty.bits.buffer as SharedArrayBuffer, assumed,
           digest: out != null ? { out, regionSize: VERIFY_REGION_BYTES, size } : undefined
         }).then(() => { opts.onSlice?.(dirty, start, end) }))
       }
@@ -147,15 +149,19 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
       return parts
     },
     assume (unit, hash) {
-      if (mode !== 'hash') throw new RangeError('assume() needs a tracker in hash mode')
       if (!Number.isInteger(unit) || unit < 0 || unit >= units || hash.byteLength !== 32) throw new RangeError('assume(): bad unit or hash')
-      baseView.set(hash, unit * 32)
+      if (mode === 'hash') { baseView.set(hash, unit * 32); return }
+      assumed ??= { bitmap: new SharedArrayBuffer(Math.ceil(units / 8)), hashes: new SharedArrayBuffer(units * 32) }
+      new Uint8Array(assumed.bitmap)[unit >>> 3]! |= 1 << (unit & 7)
+      new Uint8Array(assumed.hashes).set(hash, unit * 32)
     },
     invalidate (runs) {
       for (const r of runs) {
         if (r.start < 0 || r.count < 1 || r.start + r.count > units) throw new RangeError('run out of range')
-        if (mode === 'shadow') baseView.fill(0, r.start * unitSize, (r.start + r.count) * unitSize)
-        else for (let u = r.start; u < r.start + r.count; u++) zeroFingerprint(unitSize).copy(baseView, u * 32)
+        if (mode === 'shadow') {
+          baseView.fill(0, r.start * unitSize, (r.start + r.count) * unitSize)
+          if (assumed != null) { const bits = new Uint8Array(assumed.bitmap); for (let u = r.start; u < r.start + r.count; u++) bits[u >>> 3]! &= ~(1 << (u & 7)) }
+        } else for (let u = r.start; u < r.start + r.count; u++) zeroFingerprint(unitSize).copy(baseView, u * 32)
       }
     },
     async close () {

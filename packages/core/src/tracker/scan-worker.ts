@@ -55,6 +55,8 @@ function scan (t: ScanTask): WorkerReply {
   const unitsPerRead = Math.max(1, Math.floor(SCAN_READ_BYTES / t.unitSize))
   const buf = ensureBuf(unitsPerRead * t.unitSize)
   const hasher = t.digest != null ? new RegionHasher(t.digest.regionSize, t.digest.size, t.digest.out) : undefined
+  const assumedBits = t.assumed != null ? new Uint8Array(t.assumed.bitmap) : undefined
+  const assumedHashes = t.assumed != null ? Buffer.from(t.assumed.hashes) : undefined
   let dirty = 0
   let bytes = 0
   try {
@@ -70,6 +72,11 @@ function scan (t: ScanTask): WorkerReply {
           changed = unit.compare(baseline, i * t.unitSize, (i + 1) * t.unitSize) !== 0
           // The shadow takes the new bytes now; the sender sends exactly these bytes.
           if (changed) unit.copy(baseline, i * t.unitSize)
+          if (assumedBits != null && (assumedBits[i >>> 3]! & (1 << (i & 7))) !== 0) {
+            // The destination gets this unit elsewhere: only bytes other than those matter.
+            if (changed) changed = !createHash('sha256').update(unit).digest().equals(assumedHashes!.subarray(i * 32, i * 32 + 32))
+            Atomics.and(assumedBits, i >>> 3, ~(1 << (i & 7)) & 0xff)
+          }
         } else {
           const fp = createHash('sha256').update(unit).digest()
           changed = fp.compare(baseline, i * 32, i * 32 + 32) !== 0

@@ -22,6 +22,12 @@ export interface ScanTask {
   bitmap: SharedArrayBuffer
   /** Also hash regions: one SHA-256 per `regionSize` bytes into `out`; `size` is the area size. */
   digest?: { out: SharedArrayBuffer, regionSize: number, size: number }
+  /**
+   * Shadow mode: units the destination gets elsewhere (bit set in `bitmap`), with the SHA-256
+   * their bytes must have (`hashes`, 32 per unit). Such a unit is not reported when its bytes
+   * hash to it; either way its bit is cleared (the shadow holds its bytes from now on).
+   */
+  assumed?: { bitmap: SharedArrayBuffer, hashes: SharedArrayBuffer }
 }
 
 /** Hash regions [start, end) of a file; write region digests into `out` (32 bytes each). */

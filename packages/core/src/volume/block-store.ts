@@ -7,6 +7,8 @@ import { Bitmap } from '../bitmap.js'
 import { BlockHashMismatchError, InvalidArgumentError, UnknownVolumeError } from '../errors.js'
 
 const ID_RE = /^[A-Za-z0-9._-]{1,128}$/
+/** Bytes read per call while importing a volume file. */
+const IMPORT_READ_BYTES = 4 * 1024 * 1024
 
 /**
  * The blocks of one volume that this peer holds (a replica), addressed by content: each block
@@ -53,32 +55,46 @@ export class BlockStore {
     return new BlockStore(dir, id, blockSize, blockCount, hashes, undefined, await open(`${base}.blocks`, 'r+'))
   }
 
-  /** Imports a whole volume file: hashes every block and holds them all. */
+  /** Imports a whole volume file in one pass: copies and hashes every block, and holds them all. */
   static async import (dir: string, id: string, path: string, blockSize: number): Promise<BlockStore> {
+    checkId(id)
+    const base = join(dir, id)
+    if (existsSync(`${base}.hashes`) || existsSync(`${base}.meta`)) throw new InvalidArgumentError(`volume ${id} already exists in ${dir}`)
     const src = await open(path, 'r')
     try {
       const { size } = await src.stat()
       if (size % blockSize !== 0) throw new InvalidArgumentError(`volume size ${size} is not a multiple of the block size ${blockSize}`)
       const n = size / blockSize
-      const buf = Buffer.allocUnsafe(blockSize)
-      const readBlock = async (i: number): Promise<Buffer> => {
-        const { bytesRead } = await src.read(buf, 0, blockSize, i * blockSize)
-        if (bytesRead !== blockSize) buf.fill(0, bytesRead)
-        return buf
-      }
       const hashes = new Uint8Array(n * 32)
-      for (let i = 0; i < n; i++) createHash('sha256').update(await readBlock(i)).digest().copy(hashes, i * 32)
-      const store = await BlockStore.create(dir, id, blockSize, hashes)
+      const out = await open(`${base}.blocks`, 'wx')
       try {
-        // The file may change while it is imported: every block is checked against its hash again.
-        for (let i = 0; i < n; i++) await store.write(i, await readBlock(i))
-        await store.flush()
+        // Large sequential reads; each block is hashed from exactly the bytes written.
+        const perRead = Math.max(1, Math.floor(IMPORT_READ_BYTES / blockSize))
+        const buf = Buffer.allocUnsafe(perRead * blockSize)
+        for (let i = 0; i < n; i += perRead) {
+          const len = Math.min(perRead, n - i) * blockSize
+          let got = 0
+          while (got < len) {
+            const { bytesRead } = await src.read(buf, got, len - got, i * blockSize + got)
+            if (bytesRead === 0) throw new InvalidArgumentError(`${path} shrank while it was imported`)
+            got += bytesRead
+          }
+          for (let k = 0; k * blockSize < len; k++) createHash('sha256').update(buf.subarray(k * blockSize, (k + 1) * blockSize)).digest().copy(hashes, (i + k) * 32)
+          let put = 0
+          while (put < len) put += (await out.write(buf, put, len - put, i * blockSize + put)).bytesWritten
+        }
       } catch (err) {
-        await store.close()
-        BlockStore.remove(dir, id)
+        await out.close()
+        rmSync(`${base}.blocks`, { force: true })
         throw err
       }
-      return store
+      await out.close()
+      const have = new Bitmap(n)
+      have.fill()
+      writeFileSync(`${base}.hashes`, hashes)
+      writeFileSync(`${base}.have`, have.bits)
+      writeFileSync(`${base}.meta`, JSON.stringify({ id, blockSize, blockCount: n }))
+      return await BlockStore.open(dir, id)
     } finally {
       await src.close()
     }
