@@ -204,7 +204,8 @@ export class Volumes {
       const groupsOf = (i: number): number[] => byHash.get(Buffer.from(store.hashOf(i)).toString('hex'))!
       const result = await fetchFromSources(items, sources.map(s => ({ ...s, has: (i: number) => groupsOf(i).some(j => s.has(j)) })), async (item, data) => {
         const indices = groupsOf(item.index)
-        for (const i of indices) await store.write(i, data)
+        // The block client verified the bytes against item.hash (= the store's hash for them).
+        for (const i of indices) await store.write(i, data, item.hash)
         report.dedupBytes += blockSize * (indices.length - 1)
       }, { signal: opts.signal })
       await store.flush()
@@ -261,6 +262,7 @@ function blockSource (r: Replica, volume: string): BlockSource {
   const release = (c: BlockClient): void => { const w = waiting.shift(); if (w != null) w(c); else idle.push(c) }
   return {
     id: r.peerId,
+    slots: r.clients.length,
     has: i => r.summary.have.get(i),
     fetch: async (hashes) => {
       const c = await acquire()

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { randomFillSync } from 'node:crypto'
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -29,7 +30,9 @@ const IPS = ['127.0.0.1', '127.0.0.2', '127.0.0.3']
 /**
  * `shoal demo`: three `shoal node` processes on 127.0.0.1/.2/.3, a synthetic workload dirtying
  * memory on the first, migrated live to the second, with progress, report and the destination's
- * own check of the image. Everything it starts and creates is removed at the end.
+ * own check of the image. The image's cache caches a volume the third node holds a replica of, so
+ * the destination pulls the cache's clean blocks from it while the source sends memory and the
+ * blocks the workload wrote. Everything it starts and creates is removed at the end.
  */
 export async function runDemo (o: DemoOptions): Promise<MigrationReport> {
   const root = mkdtempSync(join(tmpdir(), 'shoal-demo-'))
@@ -52,14 +55,24 @@ export async function runDemo (o: DemoOptions): Promise<MigrationReport> {
   const onInt = (): void => { void cleanup().finally(() => process.exit(130)) }
   process.on('SIGINT', onInt)
   try {
-    for (const ip of IPS) nodes.push(await startNode(ip, join(root, ip), join(shm, ip)))
+    // The replica starts first; the others find it through --bootstrap (the destination then knows it).
+    const replica = await startNode(IPS[2]!, join(root, IPS[2]!), join(shm, IPS[2]!))
+    const bootstrap = `${replica.addrs[0]!}/p2p/${replica.peerId}`
+    nodes.push(await startNode(IPS[0]!, join(root, IPS[0]!), join(shm, IPS[0]!), bootstrap))
+    nodes.push(await startNode(IPS[1]!, join(root, IPS[1]!), join(shm, IPS[1]!), bootstrap))
+    nodes.push(replica)
     for (const n of nodes) {
       for (const m of nodes) if (m !== n) await call(n.socket, 'POST', '/allow', { peerId: m.peerId })
       say(`node ${n.ip}  peer ${n.peerId}  (${n.addrs[0] ?? ''})`)
     }
-    const [a, b] = nodes as [DemoNode, DemoNode, DemoNode]
-    say(`\ncreating image vm1 on ${a.ip}: ${formatBytes(o.memory)} memory + ${formatBytes(o.cache)} cache, random content ...`)
-    await call(a.socket, 'POST', '/images', { name: 'vm1', memorySize: o.memory, cacheSize: o.cache, fill: 'random', config: { rate: o.rate, recordRate: o.recordRate } })
+    const [a, b, c] = nodes as [DemoNode, DemoNode, DemoNode]
+    say(`\nvolume base: ${formatBytes(o.cache)} of random blocks, held by ${a.ip} (whose cache caches it) and by ${c.ip} (a replica) ...`)
+    const volumeFile = join(root, 'base.img')
+    writeRandomFile(volumeFile, o.cache)
+    for (const n of [a, c]) await call(n.socket, 'POST', '/volumes', { id: 'base', path: volumeFile })
+    rmSync(volumeFile)
+    say(`creating image vm1 on ${a.ip}: ${formatBytes(o.memory)} memory (random) + ${formatBytes(o.cache)} cache caching volume base ...`)
+    await call(a.socket, 'POST', '/images', { name: 'vm1', memorySize: o.memory, cacheSize: o.cache, cacheVolume: 'base', fill: 'random', config: { rate: o.rate, recordRate: o.recordRate } })
     await call(a.socket, 'POST', '/images/vm1/start')
     say(`workload running: ${o.rate} page writes/s (90% to a hot set), ${o.recordRate} cache records/s`)
     await new Promise(resolve => setTimeout(resolve, 1000))
@@ -78,8 +91,24 @@ export async function runDemo (o: DemoOptions): Promise<MigrationReport> {
   }
 }
 
-async function startNode (ip: string, dir: string, shmDir: string): Promise<DemoNode> {
-  const proc = spawn(process.execPath, [BIN, 'node', '--data-dir', dir, '--shm-dir', shmDir, '--listen', `/ip4/${ip}/tcp/0`], { stdio: ['ignore', 'pipe', 'pipe'] })
+/** Writes `size` random bytes in 16 MiB pieces. */
+function writeRandomFile (path: string, size: number): void {
+  const fd = openSync(path, 'w')
+  try {
+    const piece = Buffer.allocUnsafe(16 * 2 ** 20)
+    for (let off = 0; off < size; off += piece.byteLength) {
+      const n = Math.min(piece.byteLength, size - off)
+      randomFillSync(piece, 0, n)
+      writeSync(fd, piece, 0, n, off)
+    }
+  } finally {
+    closeSync(fd)
+  }
+}
+
+async function startNode (ip: string, dir: string, shmDir: string, bootstrap?: string): Promise<DemoNode> {
+  const args = [BIN, 'node', '--data-dir', dir, '--shm-dir', shmDir, '--listen', `/ip4/${ip}/tcp/0`, ...(bootstrap != null ? ['--bootstrap', bootstrap] : [])]
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
   const logs: string[] = []
   proc.stderr!.on('data', (d: Buffer) => { logs.push(d.toString()); if (logs.length > 50) logs.shift() })
   return await new Promise<DemoNode>((resolve, reject) => {

@@ -335,7 +335,7 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
 }
 
 /** How long the source idles between rounds while the destination still fetches cache blocks. */
-const CACHE_WAIT_MS = 500
+const CACHE_WAIT_MS = 1000
 
 /**
  * Sends the cache manifest and reads the destination's claim: the clean cold blocks it will get

@@ -170,6 +170,7 @@ export class CacheFetch {
     // A replica "has" a group when it holds any block of it.
     const sources: BlockSource[] = this.init.sources.sources.map(s => ({
       id: s.id,
+      ...(s.slots != null ? { slots: s.slots } : {}),
       has: (k: number) => this.groups[k]!.indices.some(i => s.has(i)),
       fetch: async (hashes) => await s.fetch(hashes)
     }))

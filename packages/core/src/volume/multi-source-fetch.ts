@@ -5,6 +5,8 @@ export interface BlockSource {
   readonly id: string
   /** Whether the source holds block `index` (from its volume summary). */
   has: (index: number) => boolean
+  /** Requests it takes at once (e.g. its open streams); default `inFlightPerSource`. */
+  slots?: number
   /** Fetches blocks by hash; each answer is data (already verified), missing or corrupt. */
   fetch: (hashes: Uint8Array[]) => Promise<BlockResult[]>
 }
@@ -82,46 +84,57 @@ export async function fetchFromSources (
     return out
   }
 
+  // Each request loop writes a batch while its next request is on the wire (at most one batch
+  // being written per loop, so memory stays bounded).
   const worker = async (s: BlockSource): Promise<void> => {
-    while (live.has(s.id)) {
-      opts.signal?.throwIfAborted()
-      const work = take(s)
-      if (work.length === 0) return
-      let answers: BlockResult[]
-      let timer: NodeJS.Timeout | undefined
-      try {
-        answers = await Promise.race([
-          s.fetch(work.map(p => p.item.hash)),
-          new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`no answer within ${timeoutMs} ms`)) }, timeoutMs) })
-        ])
-      } catch (err) {
-        drop(s.id, `failed: ${(err as Error).message}`)
-        queue.unshift(...work)
-        return
-      } finally {
-        clearTimeout(timer)
-      }
-      for (const [k, a] of answers.entries()) {
-        const p = work[k]!
-        if ('data' in a) {
-          await write(p.item, a.data, s.id)
-          report.bytes[s.id]! += a.data.byteLength
-          report.blocks[s.id]!++
-          continue
+    let writing: Promise<void> = Promise.resolve()
+    try {
+      while (live.has(s.id)) {
+        opts.signal?.throwIfAborted()
+        const work = take(s)
+        if (work.length === 0) return
+        let answers: BlockResult[]
+        let timer: NodeJS.Timeout | undefined
+        try {
+          answers = await Promise.race([
+            s.fetch(work.map(p => p.item.hash)),
+            new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`no answer within ${timeoutMs} ms`)) }, timeoutMs) })
+          ])
+        } catch (err) {
+          drop(s.id, `failed: ${(err as Error).message}`)
+          queue.unshift(...work)
+          return
+        } finally {
+          clearTimeout(timer)
         }
-        p.excluded.add(s.id)
-        queue.push(p)
-        if ('corrupt' in a) {
-          opts.onCorrupt?.(s.id)
-          if (++report.corrupt[s.id]! > maxCorrupt) drop(s.id, `served ${report.corrupt[s.id]} corrupt blocks`)
+        const good: Array<{ item: FetchItem, data: Uint8Array }> = []
+        for (const [k, a] of answers.entries()) {
+          const p = work[k]!
+          if ('data' in a) { good.push({ item: p.item, data: a.data }); continue }
+          p.excluded.add(s.id)
+          queue.push(p)
+          if ('corrupt' in a) {
+            opts.onCorrupt?.(s.id)
+            if (++report.corrupt[s.id]! > maxCorrupt) drop(s.id, `served ${report.corrupt[s.id]} corrupt blocks`)
+          }
         }
+        await writing
+        writing = (async () => {
+          for (const g of good) {
+            await write(g.item, g.data, s.id)
+            report.bytes[s.id]! += g.data.byteLength
+            report.blocks[s.id]!++
+          }
+        })()
       }
+    } finally {
+      await writing
     }
   }
 
   // Rounds of workers: a block re-queued after its last willing worker ended gets a new round.
   while (true) {
-    await Promise.all(sources.filter(s => live.has(s.id)).flatMap(s => Array.from({ length: opts.inFlightPerSource ?? 2 }, async () => { await worker(s) })))
+    await Promise.all(sources.filter(s => live.has(s.id)).flatMap(s => Array.from({ length: s.slots ?? opts.inFlightPerSource ?? 2 }, async () => { await worker(s) })))
     const servable = queue.some(p => sources.some(s => live.has(s.id) && !p.excluded.has(s.id) && s.has(p.item.index)))
     if (!servable) break
   }
