@@ -27,7 +27,11 @@ describe('shoal CLI', () => {
       [['node', '--data-dir', '/tmp/shoal-never-created', '--listen', 'garbage'], /bad listen address "garbage"/],
       [['node', '--data-dir', '/tmp/shoal-never-created', '--listen', '/ip4/127.0.0.1/udp/5'], /expected \/ip4\/<address>\/tcp\/<port>/],
       [['node', '--data-dir', '/tmp/shoal-never-created', '--bootstrap', '/ip4/127.0.0.1/tcp/1'], /must end in \/p2p\/<peer id>/],
-      [['node', '--data-dir', '/tmp/shoal-never-created', '--allow', 'nobody'], /not a peer ID: "nobody"/]
+      [['node', '--data-dir', '/tmp/shoal-never-created', '--allow', 'nobody'], /not a peer ID: "nobody"/],
+      [['node', '--data-dir', '/tmp/shoal-never-created', '--serve-rate', 'fast'], /not a size/],
+      [['node', '--data-dir', '/tmp/shoal-never-created', '--serve-rate', '0'], /serveRate must be a positive number/],
+      [['image', 'hot', 'vm1', 'x'], /"x" is not a block number/],
+      [['volume', 'pull'], /missing required argument 'id'/]
     ]
     for (const [args, re] of cases) {
       const r = shoal(...args)
@@ -63,6 +67,14 @@ describe('shoal CLI', () => {
     expect(bad.err).toMatch(/bad target "not-a-peer".*\(ERR_INVALID_ARGUMENT\)/)
     const unknown = shoal('migrate', 'nope', '--node', dir.path, '--to', listening.peerId)
     expect(unknown.err).toMatch(/no image named "nope".*ERR_UNKNOWN_IMAGE/)
+    // Replica volumes and cache metadata: clear errors, nothing changed.
+    const hot = shoal('image', 'hot', 'vm1', '0', '4', '--node', dir.path)
+    expect(hot.err).toMatch(/caches no volume.*ERR_INVALID_IMAGE/)
+    expect(shoal('image', 'create', 'vm2', '--node', dir.path, '--cache-volume', 'nope').err).toMatch(/no volume nope.*ERR_UNKNOWN_VOLUME/)
+    expect(shoal('volume', 'rm', 'nope', '--node', dir.path).err).toMatch(/no volume nope.*ERR_UNKNOWN_VOLUME/)
+    expect(shoal('volume', 'pull', 'base', '--node', dir.path, '--from', 'garbage').err).toMatch(/bad peer "garbage".*ERR_INVALID_ARGUMENT/)
+    expect(shoal('volume', 'pull', 'base', '--node', dir.path, '--from', listening.peerId).err).toMatch(/no reachable peer holds volume base.*ERR_UNKNOWN_VOLUME/)
+    expect(shoal('volume', 'import', 'bad/id', '/etc/hostname', '--node', dir.path).err).toMatch(/volume id must be/)
     // Nothing changed: the image still runs here.
     const after = JSON.parse(shoal('status', '--node', dir.path, '--json').out) as { images: Array<{ state: string }> }
     expect(after.images.map(i => i.state)).toEqual(['running'])

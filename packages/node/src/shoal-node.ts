@@ -126,6 +126,7 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
   for (const a of init.listen ?? []) checkMultiaddr(a, 'listen', false)
   for (const a of init.bootstrap ?? []) checkMultiaddr(a, 'bootstrap', true)
   for (const p of init.allow ?? []) parsePeerId(p)
+  if (init.serveRate != null && !(init.serveRate > 0)) throw new InvalidArgumentError('serveRate must be a positive number of bytes per second')
   const privateKey = await loadOrCreateIdentity(init.dataDir)
   const libp2p = await createShoalLibp2p({
     privateKey, listen: init.listen ?? ['/ip4/127.0.0.1/tcp/0'], bootstrap: init.bootstrap, mdns: init.mdns
@@ -137,7 +138,6 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
   const drivers = new Map<string, Driver>([['synthetic', createSyntheticDriver()]])
   for (const d of init.drivers ?? []) drivers.set(d.name, d)
   const running = new Map<string, RunningWorkload>()
-  if (init.serveRate != null && !(init.serveRate > 0)) throw new InvalidArgumentError('serveRate must be a positive number of bytes per second')
   const volumes = new Volumes(libp2p, join(init.dataDir, 'volumes'), log, init.serveRate)
   const incoming = new Map<string, { session: DestinationSession, peer: string }>()
   const controllers = new AbortController()
