@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { isStalled, predictPauseMs, shouldSwitchOver } from '@shoal/core'
+import { isStalled, planNextRound, predictPauseMs, shouldSwitchOver, THROTTLE_INITIAL, THROTTLE_MAX } from '@shoal/core'
 import type { RoundStats } from '@shoal/core'
 
 const r = (round: number, bytes: number, sendMs: number, scanMs = 10): RoundStats => ({ round, bytes, sendMs, scanMs, pages: 0, blocks: 0, final: false })
@@ -38,5 +38,31 @@ describe('round planner', () => {
 
   it('an idle workload switches over right after the bulk copy', () => {
     expect(shouldSwitchOver([r(1, 1000 * MB, 10_000), r(2, 0, 0)], limits)).toBe(true)
+  })
+
+  it('counts the fixed part of the pause (device state, verification, commit) in the prediction', () => {
+    const rounds = [r(1, 1000 * MB, 10_000), r(2, 25 * MB, 250)]
+    expect(planNextRound(rounds, 0, { ...limits, fixedPauseMs: 30 })).toMatchObject({ switchOver: true, reason: 'converged', predictedPauseMs: 280 })
+    expect(planNextRound(rounds, 0, { ...limits, fixedPauseMs: 80 })).toMatchObject({ switchOver: false, reason: 'continue', predictedPauseMs: 330 })
+  })
+
+  it('auto-converge: recorded rounds of a write-heavy workload step the throttle up until the pause fits', () => {
+    // Figures of a 1 GiB image at 50k pages/s on 100 MB/s: the dirty set stays ~120 MB per round.
+    const flat = [r(1, 1070 * MB, 10_700), r(2, 125 * MB, 1250), r(3, 121 * MB, 1210), r(4, 123 * MB, 1230), r(5, 122 * MB, 1220)]
+    const lim = { ...limits, autoConverge: true, fixedPauseMs: 30 }
+    expect(planNextRound(flat.slice(0, 4), 0, lim)).toMatchObject({ switchOver: false, reason: 'continue', throttle: 0 })
+    const first = planNextRound(flat, 0, lim)
+    expect(first).toMatchObject({ switchOver: false, reason: 'throttle', throttle: THROTTLE_INITIAL })
+    // Throttled rounds that still do not shrink by 10% step it up again, one step per round ...
+    const t2 = planNextRound([...flat, r(6, 115 * MB, 1150)], first.throttle, lim)
+    expect(t2.reason).toBe('throttle')
+    expect(t2.throttle).toBeCloseTo(0.3, 5)
+    // ... rounds that shrink keep the throttle, and never beyond the ceiling ...
+    expect(planNextRound([...flat, r(6, 80 * MB, 800)], 0.3, lim)).toMatchObject({ reason: 'continue', throttle: 0.3 })
+    expect(planNextRound([...flat, r(6, 121 * MB, 1210)], THROTTLE_MAX, lim).throttle).toBe(THROTTLE_MAX)
+    // ... until the last round fits: then it switches over.
+    expect(planNextRound([...flat, r(6, 20 * MB, 200)], 0.6, lim)).toMatchObject({ switchOver: true, reason: 'converged' })
+    // Without auto-converge the same figures give up pre-copy and switch over with a long pause.
+    expect(planNextRound(flat, 0, { ...lim, autoConverge: false })).toMatchObject({ switchOver: true, reason: 'stalled' })
   })
 })

@@ -45,6 +45,11 @@ export interface WorkloadController {
   deviceState: () => Promise<Uint8Array>
   /** Ends the workload here for good (it now runs on the destination). */
   stop: () => Promise<void>
+  /**
+   * Auto-converge: hold the workload paused for `fraction` of the time (0 = run freely) so it
+   * dirties memory more slowly. Optional: a workload without it cannot be throttled.
+   */
+  throttle?: (fraction: number) => Promise<void>
 }
 
 const NAME_RE = /^[A-Za-z0-9._-]{1,128}$/

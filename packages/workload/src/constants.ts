@@ -37,10 +37,10 @@ export const DEFAULT_HOT_FRACTION = 0.1
 export const TICK_MS = 10
 
 /**
- * Most write debt the rate loop may carry. After SIGSTOP/SIGCONT the elapsed time can be
- * minutes; without a cap the loop would try to write all of it in one burst.
+ * Most write debt the rate loop may carry. Time spent stopped (SIGSTOP) is work not done, as for
+ * a stopped vCPU: catching it up would defeat throttling (auto-converge) and write in bursts.
  */
-export const MAX_CATCH_UP_MS = 1000
+export const MAX_CATCH_UP_MS = 50
 
 /** How often the ops file is rewritten. */
 export const OPS_INTERVAL_MS = 1000

@@ -16,6 +16,14 @@ export interface RoundStats {
   sendMs: number
   /** True for the round run while the workload was paused. */
   final: boolean
+  /** Bytes dirtied per second while the previous round ran (this round's bytes over its duration). */
+  dirtyRate?: number
+  /** Bytes per second this round achieved (bytes over `sendMs`). */
+  bandwidth?: number
+  /** Pause the planner predicted after this round. */
+  predictedPauseMs?: number
+  /** Fraction of time the workload was held paused during this round (auto-converge). */
+  throttle?: number
 }
 
 /** What a finished (or failed) migration reports. */
@@ -40,6 +48,11 @@ export interface MigrationReport {
   error?: { code: string, message: string }
   /** Lanes the control conversation moved to after its lane broke or went silent, in order. */
   controlMoves?: string[]
+  /**
+   * How pre-copy ended: `converged` when the predicted pause fitted the target (or nothing was
+   * dirty), else the planner's reason (`max-rounds`, `stalled`); and the highest auto-converge throttle used.
+   */
+  convergence?: { converged: boolean, reason: string, maxThrottle: number }
   /** Whether the source workload was resumed after a failure. */
   sourceResumed?: boolean
   /**

@@ -1,12 +1,37 @@
 import type { RoundStats } from './report.js'
 
-/** Inputs of {@link shouldSwitchOver}. */
+/** Inputs of {@link planNextRound}. */
 export interface PlannerLimits {
   /** Switch over after this many pre-copy rounds, converged or not. */
   maxRounds: number
   /** Pause to aim for. */
   downtimeTargetMs: number
+  /** Throttle the workload step by step when the dirty set stops shrinking. */
+  autoConverge?: boolean
+  /** Part of the pause that does not depend on the dirty set: device state, verification, commit. */
+  fixedPauseMs?: number
 }
+
+/** What to do after a pre-copy round. */
+export interface PlannerDecision {
+  /** Pause the workload and run the final round now. */
+  switchOver: boolean
+  /** Fraction of time the workload should be held paused from now on (0 = run freely). */
+  throttle: number
+  /** The pause predicted if the workload were paused now. */
+  predictedPauseMs: number
+  /** Why: `converged` (fits the target), `idle` (nothing dirty), `max-rounds`, `stalled` (not shrinking, no auto-converge), `throttle` (auto-converge stepped up), `continue`. */
+  reason: 'converged' | 'idle' | 'max-rounds' | 'stalled' | 'throttle' | 'continue'
+}
+
+/** Rounds without shrinking after which pre-copy stops (without auto-converge). */
+export const STALL_ROUNDS = 3
+/** Auto-converge: first throttle step, increment, and ceiling (as QEMU's cpu-throttle). */
+export const THROTTLE_INITIAL = 0.2
+export const THROTTLE_INCREMENT = 0.1
+export const THROTTLE_MAX = 0.99
+/** Default estimate of the pause's fixed part. */
+export const DEFAULT_FIXED_PAUSE_MS = 30
 
 /** Bandwidth achieved so far in bytes per millisecond (0 when nothing was measured). */
 export function achievedBandwidth (rounds: readonly RoundStats[]): number {
@@ -21,17 +46,17 @@ export function achievedBandwidth (rounds: readonly RoundStats[]): number {
 }
 
 /**
- * Predicts the final round's share of the pause if the workload were paused now: it will carry
- * about what the last round carried (the pages dirtied while it ran, at a shrinking or steady
- * rate), sent at the bandwidth achieved so far, overlapped with the scan that finds it.
+ * Predicts the pause if the workload were paused now: the final round carries about what the
+ * last round carried (what was dirtied while it ran), sent at the bandwidth achieved so far and
+ * overlapped with the scan that finds it, plus the fixed part (device state, verification, commit).
  */
-export function predictPauseMs (rounds: readonly RoundStats[]): number {
+export function predictPauseMs (rounds: readonly RoundStats[], fixedPauseMs = 0): number {
   const last = rounds[rounds.length - 1]
   if (last == null) return Infinity
   const bw = achievedBandwidth(rounds)
-  if (last.bytes === 0) return last.scanMs
+  if (last.bytes === 0) return last.scanMs + fixedPauseMs
   if (bw === 0) return Infinity
-  return Math.max(last.bytes / bw, last.scanMs)
+  return Math.max(last.bytes / bw, last.scanMs) + fixedPauseMs
 }
 
 /**
@@ -46,15 +71,33 @@ export function isStalled (rounds: readonly RoundStats[], window = STALL_ROUNDS)
   return true
 }
 
-/** Rounds without shrinking after which pre-copy stops. */
-export const STALL_ROUNDS = 3
-
 /**
- * Decides after each pre-copy round whether to pause the workload and switch over: when the
- * predicted pause fits the target, when the dirty set stopped shrinking, or at the round limit.
+ * Decides after each pre-copy round: switch over when the predicted pause fits the target (or
+ * nothing is dirty); at the round limit switch over regardless. Otherwise, when the dirty set
+ * stopped shrinking: with auto-converge, throttle the workload one step more (first after
+ * {@link STALL_ROUNDS} flat rounds, then after every round that did not shrink by 10%); without
+ * it, give up pre-copy and switch over with the pause it takes.
  */
+export function planNextRound (rounds: readonly RoundStats[], throttle: number, limits: PlannerLimits): PlannerDecision {
+  const predictedPauseMs = predictPauseMs(rounds, limits.fixedPauseMs ?? DEFAULT_FIXED_PAUSE_MS)
+  const last = rounds[rounds.length - 1]
+  const prev = rounds[rounds.length - 2]
+  const decide = (switchOver: boolean, reason: PlannerDecision['reason'], t = throttle): PlannerDecision => ({ switchOver, throttle: t, predictedPauseMs, reason })
+  if (last != null && last.bytes === 0) return decide(true, 'idle')
+  if (predictedPauseMs <= limits.downtimeTargetMs) return decide(true, 'converged')
+  if (rounds.length >= limits.maxRounds) return decide(true, 'max-rounds')
+  const flat = last != null && prev != null && rounds.length >= 3 && last.bytes >= 0.9 * prev.bytes
+  if (limits.autoConverge === true) {
+    if ((throttle === 0 && isStalled(rounds)) || (throttle > 0 && flat)) {
+      return decide(false, 'throttle', throttle === 0 ? THROTTLE_INITIAL : Math.min(THROTTLE_MAX, throttle + THROTTLE_INCREMENT))
+    }
+    return decide(false, 'continue')
+  }
+  if (isStalled(rounds)) return decide(true, 'stalled')
+  return decide(false, 'continue')
+}
+
+/** Whether {@link planNextRound} would switch over now, for a session without auto-converge. */
 export function shouldSwitchOver (rounds: readonly RoundStats[], limits: PlannerLimits): boolean {
-  if (rounds.length >= limits.maxRounds) return true
-  if (isStalled(rounds)) return true
-  return predictPauseMs(rounds) <= limits.downtimeTargetMs
+  return planNextRound(rounds, 0, { ...limits, fixedPauseMs: limits.fixedPauseMs ?? 0 }).switchOver
 }

@@ -24,7 +24,8 @@ import { planChunks } from './data-chunk.js'
 import type { DataChunk } from './data-chunk.js'
 import { LanePump } from './lane-pump.js'
 import type { LaneStats } from './lane-pump.js'
-import { shouldSwitchOver } from './round-planner.js'
+import { planNextRound } from './round-planner.js'
+import type { PlannerDecision } from './round-planner.js'
 import { ProgressMeter } from './progress-meter.js'
 import type { MigrationProgress, MigrationReport, RoundStats } from './report.js'
 
@@ -38,6 +39,10 @@ export interface SourceSessionOptions {
   maxRounds?: number
   /** Pause the planner aims for. */
   downtimeTargetMs?: number
+  /** Throttle the workload step by step when its dirty set stops shrinking (default true). */
+  autoConverge?: boolean
+  /** Estimate of the pause's fixed part (device state, verification, commit) used by the planner. */
+  fixedPauseMs?: number
   /** How long the destination may take to answer a control frame. */
   controlTimeoutMs?: number
   /** How long to wait for a control answer on one lane before trying another. */
@@ -103,6 +108,8 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
   const areas: AreaState[] = []
   const pumps: LanePump[] = []
   let paused = false
+  let throttle = 0
+  let maxThrottle = 0
   let commitSent = false
   let chunkId = 0
   let replenisher: NodeJS.Timeout | undefined
@@ -219,9 +226,12 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     // One round: scan both areas, queue the dirty units, wait until every chunk is acknowledged.
     // The final round's scan also hashes both areas: they are frozen, so that is the digest at pause.
     let pauseDigests: Uint8Array[] = []
+    let lastRoundStart: number | undefined
     const runRound = async (round: number, final: boolean): Promise<RoundStats> => {
       roundsStarted++
       const t0 = performance.now()
+      const sincePrevious = lastRoundStart != null ? t0 - lastRoundStart : undefined
+      lastRoundStart = t0
       let bytes = 0
       let units = 0
       const counts = [0, 0]
@@ -247,24 +257,40 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
       await scheduler.idle()
       const t2 = performance.now()
       await link!.send({ type: FrameType.RoundEnd, round, units, bytes })
-      const stats: RoundStats = { round, final, bytes, scanMs: t1 - t0, sendMs: t2 - t0, pages: counts[0]!, blocks: counts[1]! }
+      const stats: RoundStats = {
+        round, final, bytes, scanMs: t1 - t0, sendMs: t2 - t0, pages: counts[0]!, blocks: counts[1]!, throttle,
+        ...(sincePrevious != null ? { dirtyRate: bytes / (sincePrevious / 1000) } : {}),
+        ...(t2 > t0 ? { bandwidth: bytes / ((t2 - t0) / 1000) } : {})
+      }
       report.rounds.push(stats)
       return stats
     }
 
     let round = 1
-    let last = await runRound(round, false)
-    const maxRounds = options.maxRounds ?? DEFAULT_MAX_ROUNDS
-    const target = options.downtimeTargetMs ?? DEFAULT_DOWNTIME_TARGET_MS
+    await runRound(round, false)
+    const limits = {
+      maxRounds: options.maxRounds ?? DEFAULT_MAX_ROUNDS,
+      downtimeTargetMs: options.downtimeTargetMs ?? DEFAULT_DOWNTIME_TARGET_MS,
+      autoConverge: (options.autoConverge ?? true) && controller.throttle != null,
+      fixedPauseMs: options.fixedPauseMs
+    }
     // With cache blocks fetched elsewhere, switch over only after the destination's fetch ended
     // and a round has since sent what it could not get; keep copying dirty pages meanwhile.
     const cacheReady = (): boolean => cache == null || (fetchDoneAfterRound >= 0 && roundsStarted > fetchDoneAfterRound)
+    let decision: PlannerDecision
     while (true) {
-      const converged = shouldSwitchOver(report.rounds, { maxRounds, downtimeTargetMs: target }) || last.bytes === 0
-      if (converged && cacheReady()) break
-      if (converged && fetchDoneAfterRound < 0) await waitFor(fetchFinished, CACHE_WAIT_MS, signal)
-      last = await runRound(++round, false)
+      decision = planNextRound(report.rounds, throttle, limits)
+      report.rounds[report.rounds.length - 1]!.predictedPauseMs = decision.predictedPauseMs
+      if (decision.switchOver && cacheReady()) break
+      if (decision.switchOver && fetchDoneAfterRound < 0) await waitFor(fetchFinished, CACHE_WAIT_MS, signal)
+      if (decision.throttle !== throttle) {
+        throttle = decision.throttle
+        maxThrottle = Math.max(maxThrottle, throttle)
+        await controller.throttle?.(throttle)
+      }
+      await runRound(++round, false)
     }
+    report.convergence = { converged: decision.reason === 'converged' || decision.reason === 'idle', reason: decision.reason, maxThrottle }
 
     // Switchover: from here the workload is paused until commit or abort.
     const pausedAt = performance.now()
@@ -311,6 +337,7 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     if (!commitSent) {
       const abort = { type: FrameType.Abort, code: errorCode(err), message: report.error.message } as const
       await (link != null ? link.send(abort) : control.send(abort)).catch(() => {})
+      if (throttle > 0) await controller.throttle?.(0).catch(() => {})
       if (paused) {
         await controller.resume()
         report.sourceResumed = true

@@ -19,6 +19,9 @@ export interface SyntheticConfig {
 /** Device state of a synthetic workload: its counters at pause, read from its header page. */
 interface SyntheticState { writes: number, records: number }
 
+/** Period of the auto-converge duty cycle. */
+const THROTTLE_PERIOD_MS = 100
+
 const READY_TIMEOUT_MS = 30_000
 
 /**
@@ -62,15 +65,43 @@ export function createSyntheticDriver (): Driver {
       const signal = (sig: NodeJS.Signals): void => {
         if (child.exitCode == null && child.signalCode == null) child.kill(sig)
       }
+      // Auto-converge: stop the process for `fraction` of every THROTTLE_PERIOD_MS. A migration
+      // pause (SIGSTOP) always wins over the duty cycle's SIGCONT.
+      let paused = false
+      let fraction = 0
+      let cycle: NodeJS.Timeout | undefined
+      let held: NodeJS.Timeout | undefined
+      const release = (): void => {
+        clearTimeout(held)
+        held = undefined
+        if (!paused) signal('SIGCONT')
+      }
+      const setThrottle = (f: number): void => {
+        fraction = Math.max(0, Math.min(0.99, f))
+        if (fraction === 0) {
+          clearInterval(cycle)
+          cycle = undefined
+          if (held != null) release()
+          return
+        }
+        cycle ??= setInterval(() => {
+          if (paused || held != null || fraction === 0) return
+          signal('SIGSTOP')
+          held = setTimeout(release, fraction * THROTTLE_PERIOD_MS)
+        }, THROTTLE_PERIOD_MS)
+      }
+      void exited.then(() => { clearInterval(cycle); clearTimeout(held) })
       const running: RunningWorkload = {
         pid: child.pid,
         exited,
         controller: {
-          async pause () { signal('SIGSTOP') },
-          async resume () { signal('SIGCONT') },
+          async pause () { paused = true; signal('SIGSTOP') },
+          async resume () { paused = false; if (held == null) signal('SIGCONT') },
+          async throttle (f) { setThrottle(f) },
           deviceState: async () => await deviceState(rec),
           async stop () {
             stopped = true
+            setThrottle(0)
             signal('SIGKILL')
             await exited
           }
@@ -78,6 +109,7 @@ export function createSyntheticDriver (): Driver {
         async terminate () {
           if (stopped) return
           stopped = true
+          setThrottle(0)
           signal('SIGCONT')
           signal('SIGTERM')
           const t = setTimeout(() => { signal('SIGKILL') }, 5000)
