@@ -111,6 +111,10 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
   const slice = Math.max(align, Math.floor(want / align) * align)
   // One handle for all loads: concurrent loads share the promise (two opens would leak one).
   let fh: Promise<FileHandle> | undefined
+  // Verification digests, kept current by every scan: a final scan only rehashes changed regions.
+  const regions = Math.ceil(size / VERIFY_REGION_BYTES)
+  const regionDigests = new SharedArrayBuffer(Math.max(1, regions * 32))
+  const regionFresh = new SharedArrayBuffer(Math.max(1, Math.ceil(regions / 8)))
   let assumed: { bitmap: SharedArrayBuffer, hashes: SharedArrayBuffer } | undefined
 
   return {
@@ -118,8 +122,6 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
     mode,
     async scan (opts = {}) {
       const dirty = Bitmap.shared(units)
-      const regions = Math.ceil(size / VERIFY_REGION_BYTES)
-      const out = opts.digest === true ? new SharedArrayBuffer(Math.max(1, regions * 32)) : undefined
       const tasks: Array<Promise<unknown>> = []
       for (let start = 0; start < units; start += slice) {
         if (opts.signal?.aborted === true) throw new AbortedError()
@@ -127,11 +129,11 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
         tasks.push(pool.run({
           op: 'scan', path, mode, unitSize, start, end,
           baseline, bitmap: dirty.bits.buffer as SharedArrayBuffer, assumed,
-          digest: out != null ? { out, regionSize: VERIFY_REGION_BYTES, size } : undefined
+          digests: { out: regionDigests, fresh: regionFresh, regionSize: VERIFY_REGION_BYTES, size }
         }).then(() => { opts.onSlice?.(dirty, start, end) }))
       }
       await Promise.all(tasks)
-      return { dirty, digest: out != null ? combineRegionDigests(size, new Uint8Array(out, 0, regions * 32)) : undefined }
+      return { dirty, digest: opts.digest === true ? combineRegionDigests(size, new Uint8Array(regionDigests, 0, regions * 32)) : undefined }
     },
     async load (runs) {
       for (const r of runs) {
@@ -140,10 +142,15 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
       if (mode === 'shadow') return runs.map(r => baseView.subarray(r.start * unitSize, (r.start + r.count) * unitSize))
       fh ??= open(path, 'r')
       const parts = await readRuns(await fh, runs, unitSize)
+      const fresh = new Uint8Array(regionFresh)
       for (const [k, r] of runs.entries()) {
         const data = parts[k]!
         for (let u = 0; u < r.count; u++) {
           createHash('sha256').update(data.subarray(u * unitSize, (u + 1) * unitSize)).digest().copy(baseView, (r.start + u) * 32)
+        }
+        // The bytes sent may be newer than those the scan hashed: hash their regions again next scan.
+        for (let g = Math.floor(r.start * unitSize / VERIFY_REGION_BYTES); g < Math.ceil((r.start + r.count) * unitSize / VERIFY_REGION_BYTES); g++) {
+          Atomics.and(fresh, g >>> 3, ~(1 << (g & 7)) & 0xff)
         }
       }
       return parts

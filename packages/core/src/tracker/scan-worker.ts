@@ -24,37 +24,15 @@ function readFully (fd: number, buf: Buffer, len: number, pos: number): number {
   return len
 }
 
-/** Feeds bytes at absolute positions into per-region SHA-256s, finishing each region at its end. */
-class RegionHasher {
-  private hash?: Hash
-  private region = -1
-  private readonly out: Buffer
-  constructor (private readonly regionSize: number, private readonly size: number, out: SharedArrayBuffer) {
-    this.out = Buffer.from(out)
-  }
-
-  update (bytes: Buffer, pos: number): void {
-    let off = 0
-    while (off < bytes.byteLength) {
-      const at = pos + off
-      const region = Math.floor(at / this.regionSize)
-      if (region !== this.region) { this.hash = createHash('sha256'); this.region = region }
-      const regionEnd = Math.min((region + 1) * this.regionSize, this.size)
-      const n = Math.min(bytes.byteLength - off, regionEnd - at)
-      this.hash!.update(bytes.subarray(off, off + n))
-      off += n
-      if (at + n === regionEnd) { this.hash!.digest().copy(this.out, region * 32); this.region = -1 }
-    }
-  }
-}
-
 function scan (t: ScanTask): WorkerReply {
   const fd = openSync(t.path, 'r')
   const bits = new Uint8Array(t.bitmap)
   const baseline = Buffer.from(t.baseline)
   const unitsPerRead = Math.max(1, Math.floor(SCAN_READ_BYTES / t.unitSize))
   const buf = ensureBuf(unitsPerRead * t.unitSize)
-  const hasher = t.digest != null ? new RegionHasher(t.digest.regionSize, t.digest.size, t.digest.out) : undefined
+  const digests = Buffer.from(t.digests.out)
+  const fresh = new Uint8Array(t.digests.fresh)
+  const R = t.digests.regionSize
   const assumedBits = t.assumed != null ? new Uint8Array(t.assumed.bitmap) : undefined
   const assumedHashes = t.assumed != null ? Buffer.from(t.assumed.hashes) : undefined
   let dirty = 0
@@ -63,10 +41,14 @@ function scan (t: ScanTask): WorkerReply {
     for (let u = t.start; u < t.end; u += unitsPerRead) {
       const n = Math.min(unitsPerRead, t.end - u)
       bytes += readFully(fd, buf, n * t.unitSize, u * t.unitSize)
-      hasher?.update(buf.subarray(0, n * t.unitSize), u * t.unitSize)
+      // Regions of this read whose digest must be redone: never hashed, or holding a changed unit.
+      const base = u * t.unitSize
+      const firstRegion = base / R
+      const stale = new Uint8Array(Math.ceil(n * t.unitSize / R))
       for (let k = 0; k < n; k++) {
         const unit = buf.subarray(k * t.unitSize, (k + 1) * t.unitSize)
         const i = u + k
+        let assumedHit = false
         let changed: boolean
         if (t.mode === 'shadow') {
           changed = unit.compare(baseline, i * t.unitSize, (i + 1) * t.unitSize) !== 0
@@ -74,6 +56,7 @@ function scan (t: ScanTask): WorkerReply {
           if (changed) unit.copy(baseline, i * t.unitSize)
           if (assumedBits != null && (assumedBits[i >>> 3]! & (1 << (i & 7))) !== 0) {
             // The destination gets this unit elsewhere: only bytes other than those matter.
+            assumedHit = changed
             if (changed) changed = !createHash('sha256').update(unit).digest().equals(assumedHashes!.subarray(i * 32, i * 32 + 32))
             Atomics.and(assumedBits, i >>> 3, ~(1 << (i & 7)) & 0xff)
           }
@@ -81,10 +64,21 @@ function scan (t: ScanTask): WorkerReply {
           const fp = createHash('sha256').update(unit).digest()
           changed = fp.compare(baseline, i * 32, i * 32 + 32) !== 0
         }
+        const touched = changed || assumedHit
+        if (touched) stale.fill(1, Math.floor(k * t.unitSize / R), Math.ceil((k + 1) * t.unitSize / R))
         if (changed) {
           Atomics.or(bits, i >>> 3, 1 << (i & 7))
           dirty++
         }
+      }
+      for (let j = 0; j < stale.length; j++) {
+        const region = firstRegion + j
+        const isFresh = (fresh[region >>> 3]! & (1 << (region & 7))) !== 0
+        if (stale[j] === 0 && isFresh) continue
+        const from = j * R
+        const to = Math.min((j + 1) * R, t.digests.size - base)
+        createHash('sha256').update(buf.subarray(from, to)).digest().copy(digests, region * 32)
+        if (!isFresh) Atomics.or(fresh, region >>> 3, 1 << (region & 7))
       }
     }
   } finally {

@@ -5,8 +5,8 @@ export type TrackerMode = 'shadow' | 'hash'
 
 /**
  * Find units in [start, end) whose file bytes differ from the baseline; set their bits. In shadow
- * mode the worker also copies the new bytes into the shadow (they are what will be sent). With
- * `digest`, it also hashes the verification regions it reads (the slice must be region-aligned).
+ * mode the worker also copies the new bytes into the shadow (they are what will be sent). It also
+ * keeps the area's region digests current (the slice must be region-aligned).
  */
 export interface ScanTask {
   op: 'scan'
@@ -20,8 +20,12 @@ export interface ScanTask {
   baseline: SharedArrayBuffer
   /** Dirty bitmap over all units. */
   bitmap: SharedArrayBuffer
-  /** Also hash regions: one SHA-256 per `regionSize` bytes into `out`; `size` is the area size. */
-  digest?: { out: SharedArrayBuffer, regionSize: number, size: number }
+  /**
+   * The area's verification digests, one SHA-256 per `regionSize` bytes in `out`, kept up to
+   * date across scans: a region is hashed again (from the bytes this scan read) when it was never
+   * hashed (`fresh` bit clear) or holds a unit whose bytes changed. `size` is the area size.
+   */
+  digests: { out: SharedArrayBuffer, fresh: SharedArrayBuffer, regionSize: number, size: number }
   /**
    * Shadow mode: units the destination gets elsewhere (bit set in `bitmap`), with the SHA-256
    * their bytes must have (`hashes`, 32 per unit). Such a unit is not reported when its bytes
