@@ -28,7 +28,7 @@ const USAGE = `Usage:
                         [--seed S] [--hot-pages H] [--hot-percent 90] [--fill zero|random]
                         [--record-size 4076] [--force]
   shoal-workload run    --memory-path P --cache-path C [--rate PAGES_PER_S] [--record-rate RECORDS_PER_S]
-                        [--resume] [--ops-file F] [--dirty-marks F --block-size BYTES]
+                        [--resume] [--ops-file F] [--dirty-marks F --block-size BYTES] [--marks F]
   shoal-workload verify --memory-path P --cache-path C [--writes N] [--records M] [--json]
 
 Sizes accept binary units (64k, 256M, 1G). Exit codes: 0 ok, 2 bad arguments or files, 3 verification failed.`
@@ -64,7 +64,8 @@ const COMMANDS: Record<string, { options: OptionSpec, run: (values: RawValues) =
       resume: { type: 'boolean' },
       'ops-file': { type: 'string' },
       'dirty-marks': { type: 'string' },
-      'block-size': { type: 'string' }
+      'block-size': { type: 'string' },
+      marks: { type: 'string' }
     },
     run: runWorkload
   },
@@ -157,6 +158,7 @@ async function runWorkload (values: RawValues): Promise<number> {
     recordRate,
     opsFile: optionalString(values, 'ops-file'),
     dirtyMarks: dirtyMarksOf(values),
+    pageMarks: optionalString(values, 'marks'),
     onCacheFull: () => { err('shoal-workload run: cache file is full, no more records are appended') }
   })
   return await new Promise<number>((resolve) => {

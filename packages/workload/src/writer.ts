@@ -12,6 +12,7 @@ import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs'
 import { MAX_CATCH_UP_MS, PAGE_SIZE, TICK_MS } from './constants.js'
 import { InvalidArgumentError } from './errors.js'
 import { decodeHeader, encodeHeader, encodePage, encodeRecord, recordTotalSize, type WorkloadHeader } from './format.js'
+import { DirtyMarksWriter } from './dirty-marks.js'
 import { checkImageSizes } from './image.js'
 import { createOpsReporter, type OpsReporter } from './ops-reporter.js'
 import { createPicker, seedKeys } from './prng.js'
@@ -35,6 +36,11 @@ export interface WorkloadInit {
    * `<cache>.dirty`), set to 1 *before* the block is first written, so the mark survives a crash.
    */
   dirtyMarks?: { path: string, blockSize: number }
+  /**
+   * Cooperative tracking of memory: Shoal's dirty-marks file for the memory image. Every page
+   * written (the header page too) is marked in it first; each tick acknowledges its epoch.
+   */
+  pageMarks?: string
 }
 
 /** A running (or runnable) workload bound to its open image files. */
@@ -93,11 +99,14 @@ export function createWorkload (init: WorkloadInit): Workload {
   }
 
   let marks: { fd: number, seen: Buffer } | undefined
+  let pageMarks: DirtyMarksWriter | undefined
   try {
     marks = init.dirtyMarks != null ? openDirtyMarks(init.dirtyMarks.path, header.cacheSize / init.dirtyMarks.blockSize) : undefined
+    pageMarks = init.pageMarks != null ? DirtyMarksWriter.open(init.pageMarks, header.memorySize / PAGE_SIZE) : undefined
   } catch (err) {
     closeSync(memoryFd)
     closeSync(cacheFd)
+    if (marks != null) closeSync(marks.fd)
     throw err
   }
   const markDirty = (from: number, to: number): void => {
@@ -130,6 +139,7 @@ export function createWorkload (init: WorkloadInit): Workload {
   const current = (): WorkloadHeader => ({ ...header, writes, records, cacheBytes, pendingWrites, pendingRecords })
 
   const writeHeader = (): void => {
+    pageMarks?.mark(0)
     writeAll(memoryFd, encodeHeader(current(), headerBuf), PAGE_SIZE, 0)
   }
 
@@ -155,7 +165,8 @@ export function createWorkload (init: WorkloadInit): Workload {
         init.onCacheFull?.()
       }
     }
-    if (pages === 0 && appends === 0) return
+    pageMarks?.begin()
+    if (pages === 0 && appends === 0) { pageMarks?.end(); return }
 
     // Announce the batch first. Never lower the pending marks: a previous process killed
     // mid-batch may have left writes up to the old mark on disk (rewriting them is idempotent).
@@ -166,6 +177,7 @@ export function createWorkload (init: WorkloadInit): Workload {
       const n = writes + 1
       const page = pick(n)
       encodePage(keys.page, page, n, pageBuf, pattern)
+      pageMarks?.mark(page)
       const start = performance.now()
       writeAll(memoryFd, pageBuf, PAGE_SIZE, page * PAGE_SIZE)
       reporter?.recordOp(performance.now() - start)
@@ -180,6 +192,7 @@ export function createWorkload (init: WorkloadInit): Workload {
       cacheBytes += recordBytes
     }
     writeHeader()
+    pageMarks?.end()
   }
 
   return {
@@ -201,9 +214,12 @@ export function createWorkload (init: WorkloadInit): Workload {
       clearInterval(timer)
       timer = undefined
       try {
+        pageMarks?.begin()
         writeHeader()
+        pageMarks?.end()
         reporter?.stop()
       } finally {
+        pageMarks?.close()
         closeSync(memoryFd)
         closeSync(cacheFd)
         if (marks != null) closeSync(marks.fd)

@@ -9,6 +9,7 @@ import { AbortedError, CommitUnknownError, errorCode, InvalidArgumentError, NoLa
 import type { ImageSpec, WorkloadController } from '../image.js'
 import { ChunkScheduler } from '../scheduler/chunk-scheduler.js'
 import { createDirtyTracker } from '../tracker/dirty-tracker.js'
+import { createCooperativeTracker } from '../tracker/cooperative-tracker.js'
 import type { DirtyTracker } from '../tracker/dirty-tracker.js'
 import type { WorkerPool } from '../tracker/worker-pool.js'
 import type { Lane } from '../transport/lane.js'
@@ -86,6 +87,11 @@ export interface SourceSessionDeps {
    * (plus whatever the destination could not get elsewhere).
    */
   cacheManifest?: CacheManifest
+  /**
+   * The memory's dirty-marks file when the workload marks the pages it writes (cooperative
+   * tracking: rounds cost what changed); without it, memory is scanned.
+   */
+  memoryMarks?: string
 }
 
 interface AreaState { area: Area, unitSize: number, tracker: DirtyTracker }
@@ -137,7 +143,10 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
       [Area.Cache, image.cache.path, image.cache.size, image.cache.blockSize]
     ] as const) {
       const mode = size <= shadowLimit ? 'shadow' : 'hash'
-      areas.push({ area, unitSize, tracker: createDirtyTracker({ path, size, unitSize, mode }, pool) })
+      const tracker = area === Area.Memory && deps.memoryMarks != null
+        ? createCooperativeTracker({ path, size, unitSize, marksPath: deps.memoryMarks }, pool)
+        : createDirtyTracker({ path, size, unitSize, mode }, pool)
+      areas.push({ area, unitSize, tracker })
     }
     if (cache != null) {
       // Claimed blocks are sent only if their bytes here differ from the volume's.
@@ -240,6 +249,7 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
       const scans = await Promise.all(areas.map(async (a, i) => await a.tracker.scan({
         signal,
         digest: final,
+        paused: final,
         onSlice: (dirty, from, to) => {
           const chunks = planChunks(dirty, a.area, a.unitSize, chunkBytes, round, () => ++chunkId, from, to)
           for (const c of chunks) {

@@ -29,6 +29,8 @@ export interface ScanOptions {
   signal?: AbortSignal
   /** Also compute the verification digest of the area as read. */
   digest?: boolean
+  /** The workload is paused (the final round): nothing changes while the scan runs. */
+  paused?: boolean
   /**
    * Called as soon as the bits of units [start, end) are final, so the caller can start sending
    * them while the rest of the area is still being scanned.
@@ -60,7 +62,7 @@ export interface ScanResult {
  */
 export interface DirtyTracker {
   readonly units: number
-  readonly mode: TrackerMode
+  readonly mode: TrackerMode | 'cooperative'
   /** Scans the whole area on the worker pool; with `digest`, also hashes it for verification. */
   scan: (opts?: ScanOptions) => Promise<ScanResult>
   /** The bytes to send for `runs` (whole units), recorded as what the destination will hold. */
@@ -180,7 +182,7 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
 }
 
 /** Reads runs from a file, one buffer per run; nearby runs share one sequential read. */
-async function readRuns (fh: FileHandle, runs: readonly Run[], unitSize: number): Promise<Buffer[]> {
+export async function readRuns (fh: FileHandle, runs: readonly Run[], unitSize: number): Promise<Buffer[]> {
   const out: Buffer[] = []
   let i = 0
   while (i < runs.length) {

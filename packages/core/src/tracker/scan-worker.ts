@@ -60,9 +60,11 @@ function scan (t: ScanTask): WorkerReply {
             if (changed) changed = !createHash('sha256').update(unit).digest().equals(assumedHashes!.subarray(i * 32, i * 32 + 32))
             Atomics.and(assumedBits, i >>> 3, ~(1 << (i & 7)) & 0xff)
           }
-        } else {
+        } else if (t.mode === 'hash') {
           const fp = createHash('sha256').update(unit).digest()
           changed = fp.compare(baseline, i * 32, i * 32 + 32) !== 0
+        } else {
+          changed = !isZero(unit)
         }
         const touched = changed || assumedHit
         if (touched) stale.fill(1, Math.floor(k * t.unitSize / R), Math.ceil((k + 1) * t.unitSize / R))
@@ -87,13 +89,25 @@ function scan (t: ScanTask): WorkerReply {
   return { id: t.id, count: dirty, bytes }
 }
 
+const ZEROS = Buffer.alloc(64 * 1024)
+
+function isZero (b: Buffer): boolean {
+  for (let off = 0; off < b.byteLength; off += ZEROS.byteLength) {
+    const n = Math.min(ZEROS.byteLength, b.byteLength - off)
+    if (b.compare(ZEROS, 0, n, off, off + n) !== 0) return false
+  }
+  return true
+}
+
 function digest (t: DigestTask): WorkerReply {
   const fd = openSync(t.path, 'r')
   const out = Buffer.from(t.out)
   const buf = ensureBuf(t.regionSize)
+  const list = t.list != null ? new Uint32Array(t.list) : undefined
   let bytes = 0
   try {
-    for (let r = t.start; r < t.end; r++) {
+    for (let k = t.start; k < t.end; k++) {
+      const r = list != null ? list[k]! : k
       const len = Math.min(t.regionSize, t.size - r * t.regionSize)
       bytes += readFully(fd, buf, len, r * t.regionSize)
       createHash('sha256').update(buf.subarray(0, len)).digest().copy(out, r * 32)

@@ -3,6 +3,9 @@
 /** How a tracker detects change: a full shadow copy, or one SHA-256 fingerprint per unit. */
 export type TrackerMode = 'shadow' | 'hash'
 
+/** What a scan task compares against: a tracker mode, or `zero` (report units that are not all zeros). */
+export type ScanMode = TrackerMode | 'zero'
+
 /**
  * Find units in [start, end) whose file bytes differ from the baseline; set their bits. In shadow
  * mode the worker also copies the new bytes into the shadow (they are what will be sent). It also
@@ -12,7 +15,7 @@ export interface ScanTask {
   op: 'scan'
   id: number
   path: string
-  mode: TrackerMode
+  mode: ScanMode
   unitSize: number
   start: number
   end: number
@@ -34,7 +37,10 @@ export interface ScanTask {
   assumed?: { bitmap: SharedArrayBuffer, hashes: SharedArrayBuffer }
 }
 
-/** Hash regions [start, end) of a file; write region digests into `out` (32 bytes each). */
+/**
+ * Hash regions [start, end) of a file, or with `list` (u32 region numbers) the regions
+ * list[start..end); write region digests into `out` (32 bytes each, at the region's place).
+ */
 export interface DigestTask {
   op: 'digest'
   id: number
@@ -44,6 +50,7 @@ export interface DigestTask {
   start: number
   end: number
   out: SharedArrayBuffer
+  list?: SharedArrayBuffer
 }
 
 /** Any task. */

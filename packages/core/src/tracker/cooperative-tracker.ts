@@ -1,0 +1,141 @@
+import type { FileHandle } from 'node:fs/promises'
+import { open } from 'node:fs/promises'
+import { Bitmap } from '../bitmap.js'
+import { COOPERATIVE_ACK_TIMEOUT_MS, SCAN_READ_BYTES, VERIFY_REGION_BYTES } from '../constants.js'
+import { AbortedError } from '../errors.js'
+import { combineRegionDigests } from '../verify/digest.js'
+import type { Run } from '../wire/frames.js'
+import { DirtyMarks } from './dirty-marks.js'
+import type { DirtyTracker, ScanResult } from './dirty-tracker.js'
+import { readRuns } from './dirty-tracker.js'
+import type { WorkerPool } from './worker-pool.js'
+
+/** Options of {@link createCooperativeTracker}. */
+export interface CooperativeTrackerInit {
+  /** File holding the area. */
+  path: string
+  size: number
+  unitSize: number
+  /** The dirty-marks file the workload writes (created when missing). */
+  marksPath: string
+}
+
+/**
+ * A tracker for workloads that mark what they write (see {@link DirtyMarks}): a round costs
+ * time in proportion to what changed, not to the area's size. The first scan reads the whole
+ * area once (every non-zero unit is sent, every verification region hashed); later scans flip
+ * the marks' epoch, wait for the writer to acknowledge it, and take the old bitmap. The
+ * verification digests are kept current by rehashing only the regions of marked units, so the
+ * final round's digest costs what the final dirty set costs.
+ */
+export function createCooperativeTracker (init: CooperativeTrackerInit, pool: WorkerPool): DirtyTracker {
+  const { path, size, unitSize } = init
+  if (size % unitSize !== 0) throw new RangeError(`size ${size} is not a multiple of ${unitSize}`)
+  const units = size / unitSize
+  const marks = DirtyMarks.open(init.marksPath, units)
+  const regions = Math.ceil(size / VERIFY_REGION_BYTES)
+  const regionDigests = new SharedArrayBuffer(Math.max(1, regions * 32))
+  const regionFresh = new SharedArrayBuffer(Math.max(1, Math.ceil(regions / 8)))
+  const invalid = new Bitmap(units)
+  let first = true
+  let fh: Promise<FileHandle> | undefined
+
+  // An epoch whose bitmap may not be taken yet: the writer has not acknowledged the next one.
+  let unacked: number | undefined
+  /** Flips the epoch and returns the bitmap of everything marked before; both bitmaps when paused. */
+  const takeMarks = async (paused: boolean, signal?: AbortSignal): Promise<Bitmap> => {
+    const out = new Bitmap(units)
+    const current = marks.epoch
+    if (paused) {
+      // The writer is stopped: whatever it marked (even units it had not written yet) is final.
+      marks.take(current, out.bits)
+      marks.take(current + 1, out.bits)
+      unacked = undefined
+      return out
+    }
+    if (unacked != null && marks.ack === current) { marks.take(unacked, out.bits); unacked = undefined }
+    if (unacked != null) return out // still waiting for the writer: take nothing more yet
+    const next = marks.flip()
+    // Take the old bitmap only once the writer finished every batch it began under it. A writer
+    // that does not answer (stopped, or no workload) is asked again at the next scan.
+    const until = performance.now() + COOPERATIVE_ACK_TIMEOUT_MS
+    while (marks.ack !== next && performance.now() < until) {
+      if (signal?.aborted === true) throw new AbortedError()
+      await new Promise(resolve => setTimeout(resolve, 1))
+    }
+    if (marks.ack === next) marks.take(current, out.bits)
+    else unacked = current
+    return out
+  }
+
+  /** Rehashes the verification regions holding the dirty units, on the pool. */
+  const rehash = async (dirty: Bitmap): Promise<void> => {
+    const list: number[] = []
+    let last = -1
+    for (const r of dirty.runs()) {
+      const from = Math.floor(r.start * unitSize / VERIFY_REGION_BYTES)
+      const to = Math.ceil((r.start + r.count) * unitSize / VERIFY_REGION_BYTES)
+      for (let g = Math.max(from, last + 1); g < to; g++) { list.push(g); last = g }
+    }
+    if (list.length === 0) return
+    const shared = new SharedArrayBuffer(list.length * 4)
+    new Uint32Array(shared).set(list)
+    const per = Math.ceil(list.length / pool.size)
+    const tasks: Array<Promise<unknown>> = []
+    for (let start = 0; start < list.length; start += per) {
+      tasks.push(pool.run({ op: 'digest', path, size, regionSize: VERIFY_REGION_BYTES, start, end: Math.min(list.length, start + per), out: regionDigests, list: shared }))
+    }
+    await Promise.all(tasks)
+  }
+
+  return {
+    units,
+    mode: 'cooperative',
+    async scan (opts = {}): Promise<ScanResult> {
+      if (first) {
+        first = false
+        // From here every write is marked; then read the whole area once (writes racing with
+        // this read are marked, so the next round sends them again).
+        await takeMarks(opts.paused === true, opts.signal)
+        const dirty = Bitmap.shared(units)
+        const align = Math.max(8, Math.ceil(Math.max(VERIFY_REGION_BYTES, SCAN_READ_BYTES) / unitSize))
+        const slice = Math.max(align, Math.floor(Math.ceil(64 * 1024 * 1024 / unitSize) / align) * align)
+        const tasks: Array<Promise<unknown>> = []
+        for (let start = 0; start < units; start += slice) {
+          const end = Math.min(units, start + slice)
+          tasks.push(pool.run({
+            op: 'scan', path, mode: 'zero', unitSize, start, end, baseline: new SharedArrayBuffer(1), bitmap: dirty.bits.buffer as SharedArrayBuffer,
+            digests: { out: regionDigests, fresh: regionFresh, regionSize: VERIFY_REGION_BYTES, size }
+          }).then(() => { opts.onSlice?.(dirty, start, end) }))
+        }
+        await Promise.all(tasks)
+        return { dirty, digest: opts.digest === true ? combineRegionDigests(size, new Uint8Array(regionDigests, 0, regions * 32)) : undefined }
+      }
+      const dirty = await takeMarks(opts.paused === true, opts.signal)
+      dirty.or(invalid)
+      invalid.reset()
+      opts.onSlice?.(dirty, 0, units)
+      await rehash(dirty)
+      return { dirty, digest: opts.digest === true ? combineRegionDigests(size, new Uint8Array(regionDigests, 0, regions * 32)) : undefined }
+    },
+    async load (runs: readonly Run[]) {
+      for (const r of runs) {
+        if (r.start < 0 || r.count < 1 || r.start + r.count > units) throw new RangeError('run out of range')
+      }
+      fh ??= open(path, 'r')
+      return await readRuns(await fh, runs, unitSize)
+    },
+    assume () {
+      throw new RangeError('the cooperative tracker tracks memory pages; assume() is for cache blocks')
+    },
+    invalidate (runs) {
+      for (const r of runs) for (let u = r.start; u < r.start + r.count; u++) invalid.set(u)
+    },
+    async close () {
+      const h = fh
+      fh = undefined
+      await (await h?.catch(() => undefined))?.close()
+      marks.close()
+    }
+  }
+}
