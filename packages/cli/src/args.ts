@@ -37,3 +37,10 @@ export function parseBlock (value: string): number {
   if (!/^\d+$/.test(value) || !Number.isSafeInteger(n)) throw new InvalidArgumentError(`"${value}" is not a block number`)
   return n
 }
+
+/** Parses a share of a core, in (0, 1]. */
+export function parseShare (value: string): number {
+  const n = Number(value)
+  if (value.trim() === '' || !(n > 0 && n <= 1)) throw new InvalidArgumentError(`"${value}" is not a share in (0, 1]`)
+  return n
+}

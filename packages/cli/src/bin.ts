@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander'
-import { collect, parseBlock, parsePositiveInt, parseRate, parseSize } from './args.js'
+import { collect, parseBlock, parsePositiveInt, parseRate, parseShare, parseSize } from './args.js'
 import { runDemo } from './commands/demo.js'
 import { runImageCreate, runImageHot, runImageStart, runVolumeImport, runVolumePull, runVolumeRemove } from './commands/image.js'
 import { runMigrate } from './commands/migrate.js'
@@ -32,6 +32,11 @@ program.command('migrate <image>')
   .option('--lanes <n>', 'data lanes', parsePositiveInt, 4)
   .option('--max-rounds <n>', 'pre-copy rounds before switching over anyway', parsePositiveInt)
   .option('--downtime-target <ms>', 'pause the planner aims for', parsePositiveInt)
+  .option('--no-auto-converge', 'never throttle the workload, even if its dirty set stops shrinking')
+  .option('--max-rate <bytes/s>', 'bandwidth cap over all lanes (e.g. 50M)', parseSize)
+  .option('--lane-rate <bytes/s>', 'bandwidth cap per lane', parseSize)
+  .option('--scan-cpu <share>', "share of a core each scanner may use while the workload runs (0..1]", parseShare)
+  .option('--no-adaptive-pacing', "do not back off when the workload's ops/s drop")
   .option('--json', 'print the report as JSON', false)
   .action(async (image: string, o) => { await runMigrate(image, o) })
 
@@ -49,6 +54,7 @@ image.command('create <name>')
   .option('--cache <size>', 'cache size (e.g. 1G)', parseSize, 256 * 2 ** 20)
   .option('--block-size <size>', 'cache block size', parseSize)
   .option('--cache-volume <id>', 'the cache caches this volume (held by the node): it starts as a copy, with per-block metadata')
+  .addOption(new Option('--tracker <kind>', 'how migrations find changed pages: scan (any writer) or cooperative (the workload marks its writes)').choices(['scan', 'cooperative']).default('scan'))
   .addOption(new Option('--fill <kind>', 'initial content').choices(['zero', 'random']).default('zero'))
   .option('--rate <pages/s>', 'page writes per second', parseRate, 2000)
   .option('--record-rate <records/s>', 'cache records per second', parseRate, 200)

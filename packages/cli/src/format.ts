@@ -67,7 +67,20 @@ export function formatReport (r: MigrationReport): string {
   lines.push(`  verification: ${r.verified ? 'digests match' : 'not verified'}${r.memoryDigest != null ? ` (memory ${r.memoryDigest.slice(0, 16)}…, cache ${r.cacheDigest?.slice(0, 16) ?? ''}…)` : ''}`)
   lines.push('  rounds:')
   for (const x of r.rounds) {
-    lines.push(`    ${String(x.round).padStart(2)}${x.final ? ' (paused)' : '         '} ${String(x.pages).padStart(8)} pages ${String(x.blocks).padStart(6)} blocks ${formatBytes(x.bytes).padStart(10)}  scan ${formatMs(x.scanMs).padStart(7)}  send ${formatMs(x.sendMs).padStart(7)}`)
+    const extra = [
+      x.dirtyRate != null ? `dirtied ${formatRate(x.dirtyRate)}` : '',
+      x.predictedPauseMs != null && !x.final ? `predicted pause ${formatMs(x.predictedPauseMs)}` : '',
+      (x.throttle ?? 0) > 0 ? `throttle ${Math.round(x.throttle! * 100)}%` : ''
+    ].filter(e => e !== '').join(', ')
+    lines.push(`    ${String(x.round).padStart(2)}${x.final ? ' (paused)' : '         '} ${String(x.pages).padStart(8)} pages ${String(x.blocks).padStart(6)} blocks ${formatBytes(x.bytes).padStart(10)}  scan ${formatMs(x.scanMs).padStart(7)}  send ${formatMs(x.sendMs).padStart(7)}${extra !== '' ? `  (${extra})` : ''}`)
+  }
+  if (r.convergence != null) {
+    const c = r.convergence
+    lines.push(`  convergence:  ${c.converged ? 'converged' : `not converged (${c.reason})`}${c.maxThrottle > 0 ? `, auto-converge throttled the workload up to ${Math.round(c.maxThrottle * 100)}%` : ''}`)
+  }
+  if (r.pacing != null) {
+    const p = r.pacing
+    lines.push(`  pacing:       workload ${p.baselineOpsPerSec.toFixed(0)} ops/s before, lowest ${p.minOpsPerSec.toFixed(0)} during; ${p.backoffs} back-offs${p.lowestRate != null ? ` (down to ${formatRate(p.lowestRate)})` : ''}`)
   }
   if (r.cache != null) {
     lines.push(`  cache:        ${r.cache.sourceBlocks} blocks sent by the source (hot, dirty, or not found elsewhere)`)

@@ -1,4 +1,5 @@
 import { InvalidImageError } from './errors.js'
+import type { WorkloadProgress } from './pacing/pacer.js'
 
 /** The memory of an image: pages in a file another process writes (tmpfs, e.g. /dev/shm). */
 export interface MemorySpec {
@@ -50,6 +51,8 @@ export interface WorkloadController {
    * dirties memory more slowly. Optional: a workload without it cannot be throttled.
    */
   throttle?: (fraction: number) => Promise<void>
+  /** The workload's own progress (ops/s), for adaptive pacing. Optional. */
+  progress?: () => Promise<WorkloadProgress | undefined>
 }
 
 const NAME_RE = /^[A-Za-z0-9._-]{1,128}$/

@@ -22,7 +22,7 @@ const MAX_BODY = 64 * 1024
  * | `POST /volumes/pull` | `{ id, from? }` | {@link PullReport}: the node became a replica, fetching from every peer holding it |
  * | `DELETE /volumes/<id>` | | `{ ok: true }` |
  * | `POST /images/<name>/hot` | `{ from, to }` | `{ ok: true }`: marks cache blocks [from, to) hot |
- * | `POST /migrate` | `{ image, to, lanes? }` | NDJSON: `{type:'progress',...}` lines, then `{type:'report'}` or `{type:'error'}` |
+ * | `POST /migrate` | `{ image, to, lanes?, maxRounds?, downtimeTargetMs?, autoConverge?, maxRate?, laneRate?, scanCpuShare?, adaptivePacing? }` | NDJSON: `{type:'progress',...}` lines, then `{type:'report'}` or `{type:'error'}` |
  */
 export async function startControlServer (node: ShoalNode, socketPath: string): Promise<Server> {
   rmSync(socketPath, { force: true })
@@ -117,11 +117,22 @@ async function migrate (node: ShoalNode, body: Record<string, unknown>, req: Inc
   if (typeof body.image !== 'string') throw new InvalidArgumentError('image must be a string')
   if (typeof body.to !== 'string') throw new InvalidArgumentError('to must be a peer ID or multiaddr')
   const opts: MigrateOptions = {}
-  for (const k of ['lanes', 'maxRounds', 'downtimeTargetMs', 'chunkBytes', 'streamsPerConnection'] as const) {
+  for (const k of ['lanes', 'maxRounds', 'downtimeTargetMs', 'chunkBytes', 'streamsPerConnection', 'maxRate', 'laneRate'] as const) {
     const v = body[k]
     if (v === undefined) continue
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new InvalidArgumentError(`${k} must be a positive integer`)
     opts[k] = v
+  }
+  for (const k of ['autoConverge', 'adaptivePacing'] as const) {
+    const v = body[k]
+    if (v === undefined) continue
+    if (typeof v !== 'boolean') throw new InvalidArgumentError(`${k} must be true or false`)
+    opts[k] = v
+  }
+  if (body.scanCpuShare !== undefined) {
+    const v = body.scanCpuShare
+    if (typeof v !== 'number' || !(v > 0 && v <= 1)) throw new InvalidArgumentError('scanCpuShare must be a number in (0, 1]')
+    opts.scanCpuShare = v
   }
   // The client hanging up cancels the migration (the source then resumes).
   const ac = new AbortController()

@@ -73,6 +73,7 @@ export class ImageStore {
   remove (name: string): void {
     const { dir, memoryPath } = this.pathsFor(name)
     rmSync(memoryPath, { force: true })
+    rmSync(`${memoryPath}.marks`, { force: true })
     rmSync(dir, { recursive: true, force: true })
   }
 

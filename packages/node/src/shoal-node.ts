@@ -66,6 +66,11 @@ export interface CreateImageOptions {
    * clean blocks to replicas. `cacheSize` and `blockSize` then come from the volume.
    */
   cacheVolume?: string
+  /**
+   * How migrations find changed memory pages: `scan` (compare on worker threads; any writer) or
+   * `cooperative` (the workload marks what it writes; rounds cost what changed). Default `scan`.
+   */
+  tracker?: 'scan' | 'cooperative'
   config?: SyntheticConfig
 }
 
@@ -260,8 +265,9 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
         if (volume.held() !== volume.blockCount) throw new InvalidArgumentError(`volume ${volume.id} is not held in full (${volume.held()} of ${volume.blockCount} blocks)`)
       }
       const cacheSize = volume != null ? volume.blockCount * volume.blockSize : opts.cacheSize
+      if (opts.tracker != null && opts.tracker !== 'scan' && opts.tracker !== 'cooperative') throw new InvalidArgumentError('tracker must be scan or cooperative')
       const spec: ImageSpec = {
-        name: opts.name, driver: 'synthetic', driverConfig: { ...opts.config },
+        name: opts.name, driver: 'synthetic', driverConfig: { ...opts.config, ...(opts.tracker === 'cooperative' ? { tracker: 'cooperative' } : {}) },
         memory: { path: paths.memoryPath, size: opts.memorySize, pageSize: opts.pageSize ?? DEFAULT_PAGE_SIZE },
         cache: { path: paths.cachePath, size: cacheSize, blockSize: volume?.blockSize ?? opts.blockSize ?? DEFAULT_BLOCK_SIZE }
       }
@@ -312,6 +318,7 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
         }
         const report = await runSourceSession({
           image: rec.spec, controller, control: control!, lanes: { count, open }, pool: pool!, cacheManifest: cacheManifestOf(rec.spec),
+          memoryMarks: rec.spec.driverConfig.tracker === 'cooperative' ? marksPathOf(rec.spec) : undefined,
           replenish: async (active) => await (replenish?.(active) ?? Promise.resolve([]))
         }, opts)
         running.delete(name)
@@ -351,6 +358,9 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
 
   return node
 }
+
+/** The dirty-marks file of an image tracked cooperatively (beside its memory file). */
+export function marksPathOf (spec: ImageSpec): string { return `${spec.memory.path}.marks` }
 
 /** The manifest a migration offers for an image whose cache caches a volume. */
 function cacheManifestOf (spec: ImageSpec): CacheManifest | undefined {

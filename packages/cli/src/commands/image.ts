@@ -13,13 +13,14 @@ export interface ImageCreateOptions {
   recordRate: number
   blockSize?: number
   cacheVolume?: string
+  tracker?: 'scan' | 'cooperative'
 }
 
 /** `shoal image create <name>`: a synthetic image on a node. */
 export async function runImageCreate (name: string, o: ImageCreateOptions): Promise<void> {
   if (o.fill !== 'zero' && o.fill !== 'random') throw new Error('--fill must be zero or random')
   const rec = await call(socketOf(o.node), 'POST', '/images', {
-    name, memorySize: o.memory, cacheSize: o.cache, fill: o.fill, blockSize: o.blockSize, cacheVolume: o.cacheVolume, config: { rate: o.rate, recordRate: o.recordRate }
+    name, memorySize: o.memory, cacheSize: o.cache, fill: o.fill, blockSize: o.blockSize, cacheVolume: o.cacheVolume, tracker: o.tracker, config: { rate: o.rate, recordRate: o.recordRate }
   })
   process.stdout.write(JSON.stringify(rec) + '\n')
 }

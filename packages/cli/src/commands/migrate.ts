@@ -9,6 +9,11 @@ export interface MigrateCommandOptions {
   lanes?: number
   maxRounds?: number
   downtimeTarget?: number
+  autoConverge?: boolean
+  maxRate?: number
+  laneRate?: number
+  scanCpu?: number
+  adaptivePacing?: boolean
   json?: boolean
   /** Handle Ctrl-C here (default true); the demo handles it itself. */
   handleInterrupt?: boolean
@@ -29,7 +34,10 @@ export async function runMigrate (image: string, o: MigrateCommandOptions): Prom
     process.exit(130)
   }
   if (o.handleInterrupt !== false) process.once('SIGINT', onInt)
-  await call(socketOf(o.node), 'POST', '/migrate', { image, to: o.to, lanes: o.lanes, maxRounds: o.maxRounds, downtimeTargetMs: o.downtimeTarget }, (v) => {
+  await call(socketOf(o.node), 'POST', '/migrate', {
+    image, to: o.to, lanes: o.lanes, maxRounds: o.maxRounds, downtimeTargetMs: o.downtimeTarget, autoConverge: o.autoConverge,
+    maxRate: o.maxRate, laneRate: o.laneRate, scanCpuShare: o.scanCpu, adaptivePacing: o.adaptivePacing
+  }, (v) => {
     if (v.type === 'progress') {
       const p = v as unknown as MigrationProgress
       if (o.json === true) return

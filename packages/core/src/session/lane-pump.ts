@@ -2,6 +2,7 @@ import { errorCode, RemoteAbortError, ProtocolError, TimeoutError } from '../err
 
 const RATE_WINDOW_MS = 2000
 import type { ChunkScheduler } from '../scheduler/chunk-scheduler.js'
+import type { TokenBucket } from '../pacing/token-bucket.js'
 import type { Lane } from '../transport/lane.js'
 import { decodeFrame, encodeDataFrame } from '../wire/codec.js'
 import { FrameType } from '../wire/frames.js'
@@ -40,6 +41,8 @@ export interface LanePumpDeps {
   load: (chunk: DataChunk) => Promise<Uint8Array[]>
   /** Called for every acknowledged chunk. */
   onAck: (chunk: DataChunk, lane: LaneStats) => void
+  /** Bandwidth budgets this lane pays each chunk's bytes to (e.g. the session's and its own). */
+  budgets?: TokenBucket[]
   /** Control answers (VERIFY_RESULT, COMMITTED, ABORT) that the destination sent on this lane. */
   onControl?: (frame: Frame) => void
   /** Unacknowledged bytes allowed on this lane. */
@@ -139,6 +142,8 @@ export class LanePump {
         if (chunk == null) return
         chunk.parts ??= await this.deps.load(chunk)
         await this.lane.send(encodeDataFrame({ round: chunk.round, chunkId: chunk.id, area: chunk.area, runs: chunk.runs }, chunk.parts))
+        // Paid after sending, so a lane waiting for budget holds no unacknowledged chunk.
+        for (const b of this.deps.budgets ?? []) await b.take(chunk.bytes)
       }
     } catch (err) {
       this.fail(err)

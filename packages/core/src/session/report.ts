@@ -1,4 +1,5 @@
 import type { CacheFetchStats } from '../volume/cache-fetch.js'
+import type { PacingReport } from '../pacing/pacer.js'
 import type { LaneStats } from './lane-pump.js'
 
 /** Figures of one pre-copy round (the last one is the switchover round). */
@@ -53,6 +54,8 @@ export interface MigrationReport {
    * dirty), else the planner's reason (`max-rounds`, `stalled`); and the highest auto-converge throttle used.
    */
   convergence?: { converged: boolean, reason: string, maxThrottle: number }
+  /** What adaptive pacing did (when the workload reports its progress). */
+  pacing?: PacingReport
   /** Whether the source workload was resumed after a failure. */
   sourceResumed?: boolean
   /**

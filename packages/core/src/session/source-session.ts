@@ -26,6 +26,8 @@ import type { DataChunk } from './data-chunk.js'
 import { LanePump } from './lane-pump.js'
 import type { LaneStats } from './lane-pump.js'
 import { planNextRound } from './round-planner.js'
+import { Pacer } from '../pacing/pacer.js'
+import { TokenBucket } from '../pacing/token-bucket.js'
 import type { PlannerDecision } from './round-planner.js'
 import { ProgressMeter } from './progress-meter.js'
 import type { MigrationProgress, MigrationReport, RoundStats } from './report.js'
@@ -44,6 +46,19 @@ export interface SourceSessionOptions {
   autoConverge?: boolean
   /** Estimate of the pause's fixed part (device state, verification, commit) used by the planner. */
   fixedPauseMs?: number
+  /** Bandwidth cap over all lanes, bytes per second (default none). */
+  maxRate?: number
+  /** Bandwidth cap per lane, bytes per second (default none). */
+  laneRate?: number
+  /** Share of a core each scan worker may use while the workload runs (0 < share ≤ 1, default 1). */
+  scanCpuShare?: number
+  /**
+   * Adaptive pacing (default on when the workload reports its progress): back off when its ops/s
+   * drop by more than `pacingDrop` (default 0.1) against before the migration, speed up again
+   * when they recover.
+   */
+  adaptivePacing?: boolean
+  pacingDrop?: number
   /** How long the destination may take to answer a control frame. */
   controlTimeoutMs?: number
   /** How long to wait for a control answer on one lane before trying another. */
@@ -123,7 +138,20 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
   const onAbortSignal = (): void => { scheduler.fail(new AbortedError()) }
   signal?.addEventListener('abort', onAbortSignal, { once: true })
 
+  const budget = new TokenBucket(options.maxRate ?? Infinity)
+  let pacer: Pacer | undefined
   try {
+    for (const [k, v] of [['maxRate', options.maxRate], ['laneRate', options.laneRate]] as const) {
+      if (v != null && !(v > 0)) throw new InvalidArgumentError(`${k} must be a positive number of bytes per second`)
+    }
+    if (options.scanCpuShare != null && !(options.scanCpuShare > 0 && options.scanCpuShare <= 1)) throw new InvalidArgumentError('scanCpuShare must be in (0, 1]')
+    // The workload's pace before the migration is what adaptive pacing protects.
+    if ((options.adaptivePacing ?? true) && controller.progress != null) {
+      const before = await controller.progress().catch(() => undefined)
+      if (before != null && before.opsPerSec > 0) {
+        pacer = new Pacer({ budget, maxRate: options.maxRate ?? Infinity, progress: controller.progress, sendRate: () => meter.snapshot().rate, dropFraction: options.pacingDrop }, before.opsPerSec)
+      }
+    }
     const laneCount = Array.isArray(deps.lanes) ? deps.lanes.length : deps.lanes.count
     if (laneCount === 0) throw new NoLanesError('a source session needs at least one data lane')
     meter.phase('handshake', 0)
@@ -143,9 +171,10 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
       [Area.Cache, image.cache.path, image.cache.size, image.cache.blockSize]
     ] as const) {
       const mode = size <= shadowLimit ? 'shadow' : 'hash'
+      const cpuShare = options.scanCpuShare
       const tracker = area === Area.Memory && deps.memoryMarks != null
-        ? createCooperativeTracker({ path, size, unitSize, marksPath: deps.memoryMarks }, pool)
-        : createDirtyTracker({ path, size, unitSize, mode }, pool)
+        ? createCooperativeTracker({ path, size, unitSize, marksPath: deps.memoryMarks, cpuShare }, pool)
+        : createDirtyTracker({ path, size, unitSize, mode, cpuShare }, pool)
       areas.push({ area, unitSize, tracker })
     }
     if (cache != null) {
@@ -209,7 +238,8 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
           meter.acked(c.bytes)
           for (const p of c.parts ?? []) buffers.release(p)
         },
-        onControl: onControlFrame
+        onControl: onControlFrame,
+        budgets: [budget, ...(options.laneRate != null ? [new TokenBucket(options.laneRate)] : [])]
       }))
     }
     for (const lane of lanes) await addLane(lane)
@@ -277,6 +307,7 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     }
 
     let round = 1
+    pacer?.start()
     await runRound(round, false)
     const limits = {
       maxRounds: options.maxRounds ?? DEFAULT_MAX_ROUNDS,
@@ -296,13 +327,17 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
       if (decision.throttle !== throttle) {
         throttle = decision.throttle
         maxThrottle = Math.max(maxThrottle, throttle)
+        if (pacer != null) pacer.throttle = throttle
         await controller.throttle?.(throttle)
       }
       await runRound(++round, false)
     }
     report.convergence = { converged: decision.reason === 'converged' || decision.reason === 'idle', reason: decision.reason, maxThrottle }
 
-    // Switchover: from here the workload is paused until commit or abort.
+    // Switchover: from here the workload is paused until commit or abort, and the final round
+    // goes at full speed (the pause is what the workload notices most).
+    pacer?.stop()
+    budget.setRate(Infinity)
     const pausedAt = performance.now()
     await controller.pause()
     paused = true
@@ -364,6 +399,8 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     await Promise.all(pumps.map(async p => { await p.close() }))
     await deps.control.close().catch(() => {})
     for (const a of areas) await a.tracker.close().catch(() => {})
+    pacer?.stop()
+    if (pacer != null) report.pacing = pacer.report
     report.lanes = pumps.map(p => ({ ...p.stats }))
     if (report.cache != null) report.cache.sourceBlocks = report.rounds.reduce((a, r) => a + r.blocks, 0)
     if (link != null && link.switches.length > 0) report.controlMoves = [...link.switches]

@@ -18,6 +18,8 @@ export interface CooperativeTrackerInit {
   unitSize: number
   /** The dirty-marks file the workload writes (created when missing). */
   marksPath: string
+  /** Share of a core each worker may use for the first full read and digests (default 1). */
+  cpuShare?: number
 }
 
 /**
@@ -69,7 +71,7 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
   }
 
   /** Rehashes the verification regions holding the dirty units, on the pool. */
-  const rehash = async (dirty: Bitmap): Promise<void> => {
+  const rehash = async (dirty: Bitmap, paused: boolean): Promise<void> => {
     const list: number[] = []
     let last = -1
     for (const r of dirty.runs()) {
@@ -83,7 +85,10 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
     const per = Math.ceil(list.length / pool.size)
     const tasks: Array<Promise<unknown>> = []
     for (let start = 0; start < list.length; start += per) {
-      tasks.push(pool.run({ op: 'digest', path, size, regionSize: VERIFY_REGION_BYTES, start, end: Math.min(list.length, start + per), out: regionDigests, list: shared }))
+      tasks.push(pool.run({
+        op: 'digest', path, size, regionSize: VERIFY_REGION_BYTES, start, end: Math.min(list.length, start + per), out: regionDigests, list: shared,
+        ...(init.cpuShare != null && !paused ? { cpuShare: init.cpuShare } : {})
+      }))
     }
     await Promise.all(tasks)
   }
@@ -105,7 +110,8 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
           const end = Math.min(units, start + slice)
           tasks.push(pool.run({
             op: 'scan', path, mode: 'zero', unitSize, start, end, baseline: new SharedArrayBuffer(1), bitmap: dirty.bits.buffer as SharedArrayBuffer,
-            digests: { out: regionDigests, fresh: regionFresh, regionSize: VERIFY_REGION_BYTES, size }
+            digests: { out: regionDigests, fresh: regionFresh, regionSize: VERIFY_REGION_BYTES, size },
+            ...(init.cpuShare != null ? { cpuShare: init.cpuShare } : {})
           }).then(() => { opts.onSlice?.(dirty, start, end) }))
         }
         await Promise.all(tasks)
@@ -115,7 +121,7 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
       dirty.or(invalid)
       invalid.reset()
       opts.onSlice?.(dirty, 0, units)
-      await rehash(dirty)
+      await rehash(dirty, opts.paused === true)
       return { dirty, digest: opts.digest === true ? combineRegionDigests(size, new Uint8Array(regionDigests, 0, regions * 32)) : undefined }
     },
     async load (runs: readonly Run[]) {

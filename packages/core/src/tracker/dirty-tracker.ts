@@ -22,6 +22,8 @@ export interface DirtyTrackerInit {
   mode: TrackerMode
   /** Units per scan task; workers pull tasks, so smaller slices balance better. Default 64 MiB worth. */
   sliceUnits?: number
+  /** Share of a core each scan worker may use (0 < share ≤ 1, default 1): the scanners' CPU budget. */
+  cpuShare?: number
 }
 
 /** Options of {@link DirtyTracker.scan}. */
@@ -131,7 +133,8 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
         tasks.push(pool.run({
           op: 'scan', path, mode, unitSize, start, end,
           baseline, bitmap: dirty.bits.buffer as SharedArrayBuffer, assumed,
-          digests: { out: regionDigests, fresh: regionFresh, regionSize: VERIFY_REGION_BYTES, size }
+          digests: { out: regionDigests, fresh: regionFresh, regionSize: VERIFY_REGION_BYTES, size },
+          ...(init.cpuShare != null && !(opts.paused === true) ? { cpuShare: init.cpuShare } : {})
         }).then(() => { opts.onSlice?.(dirty, start, end) }))
       }
       await Promise.all(tasks)

@@ -39,6 +39,7 @@ function scan (t: ScanTask): WorkerReply {
   let bytes = 0
   try {
     for (let u = t.start; u < t.end; u += unitsPerRead) {
+      const startedAt = performance.now()
       const n = Math.min(unitsPerRead, t.end - u)
       bytes += readFully(fd, buf, n * t.unitSize, u * t.unitSize)
       // Regions of this read whose digest must be redone: never hashed, or holding a changed unit.
@@ -82,6 +83,7 @@ function scan (t: ScanTask): WorkerReply {
         createHash('sha256').update(buf.subarray(from, to)).digest().copy(digests, region * 32)
         if (!isFresh) Atomics.or(fresh, region >>> 3, 1 << (region & 7))
       }
+      pace(startedAt, t.cpuShare)
     }
   } finally {
     closeSync(fd)
@@ -90,6 +92,14 @@ function scan (t: ScanTask): WorkerReply {
 }
 
 const ZEROS = Buffer.alloc(64 * 1024)
+const sleeper = new Int32Array(new SharedArrayBuffer(4))
+
+/** CPU budget: after `workMs` of work, sleep so that work is at most `share` of the time. */
+function pace (startedAt: number, share: number | undefined): void {
+  if (share == null || share >= 1 || share <= 0) return
+  const workMs = performance.now() - startedAt
+  Atomics.wait(sleeper, 0, 0, workMs * (1 / share - 1))
+}
 
 function isZero (b: Buffer): boolean {
   for (let off = 0; off < b.byteLength; off += ZEROS.byteLength) {
@@ -107,10 +117,12 @@ function digest (t: DigestTask): WorkerReply {
   let bytes = 0
   try {
     for (let k = t.start; k < t.end; k++) {
+      const startedAt = performance.now()
       const r = list != null ? list[k]! : k
       const len = Math.min(t.regionSize, t.size - r * t.regionSize)
       bytes += readFully(fd, buf, len, r * t.regionSize)
       createHash('sha256').update(buf.subarray(0, len)).digest().copy(out, r * 32)
+      pace(startedAt, t.cpuShare)
     }
   } finally {
     closeSync(fd)

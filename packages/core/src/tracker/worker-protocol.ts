@@ -35,6 +35,8 @@ export interface ScanTask {
    * hash to it; either way its bit is cleared (the shadow holds its bytes from now on).
    */
   assumed?: { bitmap: SharedArrayBuffer, hashes: SharedArrayBuffer }
+  /** Share of a core the worker may use for this task (0 < share ≤ 1); it sleeps to stay under it. */
+  cpuShare?: number
 }
 
 /**
@@ -51,6 +53,8 @@ export interface DigestTask {
   end: number
   out: SharedArrayBuffer
   list?: SharedArrayBuffer
+  /** Share of a core the worker may use for this task (0 < share ≤ 1). */
+  cpuShare?: number
 }
 
 /** Any task. */

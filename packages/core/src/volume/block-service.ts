@@ -6,7 +6,7 @@ import type { Lane } from '../transport/lane.js'
 import { decodeFrame, encodeFrame, MAX_HASHES_PER_FRAME } from '../wire/codec.js'
 import { FrameType } from '../wire/frames.js'
 import type { BlockStore } from './block-store.js'
-import type { TokenBucket } from './token-bucket.js'
+import type { TokenBucket } from '../pacing/token-bucket.js'
 
 /**
  * Serves blocks of the volumes this peer holds on one lane (the transport has already checked

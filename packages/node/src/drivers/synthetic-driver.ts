@@ -1,9 +1,11 @@
 import { spawn } from 'node:child_process'
 import { openSync, closeSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import { join, dirname } from 'node:path'
 import { createInterface } from 'node:readline'
-import { CacheMeta, cacheMetaPaths, WorkloadError } from '@shoal/core'
+import { CacheMeta, cacheMetaPaths, DirtyMarks, WorkloadError } from '@shoal/core'
 import { readHeader, verifyImage, workloadBinPath } from '@shoal/workload'
+import type { OpsSnapshot } from '@shoal/workload'
 import { DEFAULT_RECORD_RATE, DEFAULT_WORKLOAD_RATE } from '../constants.js'
 import type { ImageRecord } from '../image-store.js'
 import type { ArrivalCheck, Driver, RunningWorkload } from './driver.js'
@@ -14,6 +16,8 @@ export interface SyntheticConfig {
   rate?: number
   /** Cache records appended per second. */
   recordRate?: number
+  /** `cooperative`: the workload marks the pages it writes in a marks file beside its memory. */
+  tracker?: 'scan' | 'cooperative'
 }
 
 /** Device state of a synthetic workload: its counters at pause, read from its header page. */
@@ -40,9 +44,15 @@ export function createSyntheticDriver (): Driver {
     deviceState,
     async launch (rec, resumeState) {
       const cfg = rec.spec.driverConfig as SyntheticConfig
+      const opsPath = join(dirname(rec.spec.cache.path), 'ops.json')
       const args = [workloadBinPath, 'run', '--memory-path', rec.spec.memory.path, '--cache-path', rec.spec.cache.path,
         '--rate', String(cfg.rate ?? DEFAULT_WORKLOAD_RATE), '--record-rate', String(cfg.recordRate ?? DEFAULT_RECORD_RATE),
-        '--ops-file', join(dirname(rec.spec.cache.path), 'ops.json')]
+        '--ops-file', opsPath]
+      // Cooperative tracking: a fresh marks file; the workload marks every page before writing it.
+      if (cfg.tracker === 'cooperative') {
+        DirtyMarks.create(`${rec.spec.memory.path}.marks`, rec.spec.memory.size / rec.spec.memory.pageSize)
+        args.push('--marks', `${rec.spec.memory.path}.marks`)
+      }
       // A cache that caches a volume: the workload marks the blocks it writes (before writing).
       if (CacheMeta.exists(rec.spec.cache.path)) args.push('--dirty-marks', cacheMetaPaths(rec.spec.cache.path).dirty, '--block-size', String(rec.spec.cache.blockSize))
       // A migrated image was fully checked by check() just before launch; `run` continues from
@@ -98,6 +108,15 @@ export function createSyntheticDriver (): Driver {
           async pause () { paused = true; signal('SIGSTOP') },
           async resume () { paused = false; if (held == null) signal('SIGCONT') },
           async throttle (f) { setThrottle(f) },
+          async progress () {
+            // The workload rewrites its ops file every second; an old one means it is not running.
+            try {
+              const v = JSON.parse(await readFile(opsPath, 'utf8')) as OpsSnapshot
+              return Date.now() - v.t < 3000 ? { opsPerSec: v.opsPerSec } : undefined
+            } catch {
+              return undefined
+            }
+          },
           deviceState: async () => await deviceState(rec),
           async stop () {
             stopped = true
