@@ -74,10 +74,16 @@ export async function fetchFromSources (
     opts.onDrop?.(id, reason)
   }
 
-  /** Takes up to `batch` queued blocks this source holds and has not failed. */
+  /**
+   * Takes up to `batch` queued blocks this source holds and has not failed. Near the end, requests
+   * shrink so that every request loop still gets a share: the last blocks finish together
+   * instead of one replica working alone through a full batch.
+   */
   const take = (s: BlockSource): Pending[] => {
     const out: Pending[] = []
-    for (let i = 0; i < queue.length && out.length < batch;) {
+    const slots = sources.reduce((n, x) => n + (live.has(x.id) ? (x.slots ?? opts.inFlightPerSource ?? 2) : 0), 0)
+    const size = Math.max(1, Math.min(batch, Math.ceil(queue.length / Math.max(1, slots))))
+    for (let i = 0; i < queue.length && out.length < size;) {
       const p = queue[i]!
       if (!p.excluded.has(s.id) && s.has(p.item.index)) { out.push(p); queue.splice(i, 1) } else i++
     }
