@@ -19,7 +19,7 @@ export const DEFAULT_MAX_ROUNDS = 30
 /** Downtime the planner aims for, in milliseconds. */
 export const DEFAULT_DOWNTIME_TARGET_MS = 300
 /** Size of a verification region (one SHA-256 per region, then a hash of hashes). */
-export const VERIFY_REGION_BYTES = 64 * 1024
+export const VERIFY_REGION_BYTES = 16 * 1024
 /** Bytes one tracker worker reads per system call. */
 export const SCAN_READ_BYTES = 4 * 1024 * 1024
 /** How long a peer may stay silent during a control exchange. */

@@ -12,7 +12,7 @@ import { createShoalLibp2p, handleLanes, loadOrCreateIdentity, openLanes } from 
 import type { ShoalLibp2p } from '@shoal/libp2p'
 import { initImage } from '@shoal/workload'
 import { BLOCKS_PROTOCOL, CONTROL_SOCKET, DEFAULT_LANES, DEFAULT_SHM_DIR, LANE_PROTOCOL, MIGRATE_PROTOCOL } from './constants.js'
-import type { Driver, RunningWorkload } from './drivers/driver.js'
+import type { Driver, PreparedLaunch, RunningWorkload } from './drivers/driver.js'
 import { createSyntheticDriver } from './drivers/synthetic-driver.js'
 import type { SyntheticConfig } from './drivers/synthetic-driver.js'
 import { ImageStore } from './image-store.js'
@@ -155,8 +155,8 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
     return d
   }
 
-  const launch = async (rec: ImageRecord, deviceState?: Uint8Array): Promise<void> => {
-    const w = await driverOf(rec.spec).launch(rec, deviceState)
+  const launch = async (rec: ImageRecord, deviceState?: Uint8Array, prepared?: PreparedLaunch): Promise<void> => {
+    const w = await driverOf(rec.spec).launch(rec, deviceState, prepared)
     running.set(rec.spec.name, w)
     void w.exited.then((code) => {
       if (running.get(rec.spec.name) === w) {
@@ -171,12 +171,15 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
   const onControlLane = (lane: Lane, info: { peerId: string }): void => {
     let staging: Staging | undefined
     let sessionKey: string | undefined
+    let prepared: PreparedLaunch | undefined
     const session = new DestinationSession(lane, {
       pool: pool!,
       hooks: {
         async prepare (hello) {
-          driverOf({ driver: hello.driver } as ImageSpec)
+          const driver = driverOf({ driver: hello.driver } as ImageSpec)
           staging = store.stage(hello, Buffer.from(hello.sessionId).toString('hex'))
+          // Start the workload process now, so the switchover's pause does not include it.
+          prepared = await driver.prepareLaunch?.().catch(() => undefined)
           return staging
         },
         register (key) { sessionKey = key; incoming.set(key, { session, peer: info.peerId }) },
@@ -194,9 +197,13 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
           store.adopt(staging!, { spec, state: 'stopped', arrivalCheck: check, from: info.peerId })
           staging = undefined
           if (cacheMeta != null) CacheMeta.create(store.get(spec.name).spec.cache.path, cacheMeta)
-          await launch(store.get(spec.name), deviceState)
+          await launch(store.get(spec.name), deviceState, prepared)
+          prepared = undefined
         },
-        async discard () { if (staging != null) store.discard(staging) }
+        async discard () {
+          await prepared?.cancel()
+          if (staging != null) store.discard(staging)
+        }
       }
     }, { signal: controllers.signal })
     log.info('incoming migration', { from: info.peerId })

@@ -30,6 +30,7 @@ const USAGE = `Usage:
   shoal-workload run    --memory-path P --cache-path C [--rate PAGES_PER_S] [--record-rate RECORDS_PER_S]
                         [--resume] [--ops-file F] [--dirty-marks F --block-size BYTES] [--marks F]
   shoal-workload verify --memory-path P --cache-path C [--writes N] [--records M] [--json]
+  shoal-workload standby   (boots, then reads the JSON array of a command's arguments from stdin)
 
 Sizes accept binary units (64k, 256M, 1G). Exit codes: 0 ok, 2 bad arguments or files, 3 verification failed.`
 
@@ -212,11 +213,34 @@ function isUsageError (error: unknown): error is Error {
 }
 
 /**
+ * `standby`: boots, says so on stdout, and waits for one line on stdin holding the JSON array of
+ * the real arguments (e.g. `["run", "--memory-path", ...]`). Lets a migration destination start
+ * the process before the switchover, so the pause does not include Node's start-up.
+ */
+async function standby (): Promise<number> {
+  out(JSON.stringify({ event: 'standby', pid: process.pid }))
+  let line = ''
+  for await (const chunk of process.stdin) {
+    line += String(chunk)
+    if (line.includes('\n')) break
+  }
+  process.stdin.pause()
+  let args: unknown
+  try { args = JSON.parse(line) } catch { args = undefined }
+  if (!Array.isArray(args) || !args.every(a => typeof a === 'string') || args[0] === 'standby') {
+    err('shoal-workload standby: expected a JSON array of arguments on stdin')
+    return EXIT.usage
+  }
+  return await main(args as string[])
+}
+
+/**
  * Runs the CLI with `argv` (without node and script) and resolves to the exit code; for `run`
  * that is once SIGTERM/SIGINT has stopped the workload.
  */
 export async function main (argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv
+  if (command === 'standby') return await standby()
   if (command === '--help' || command === '-h' || command === 'help') {
     out(USAGE)
     return EXIT.ok

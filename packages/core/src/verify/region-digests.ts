@@ -63,16 +63,23 @@ export class RegionDigests {
   }
 
   private async pass (signal?: AbortSignal): Promise<void> {
+    // Stale regions are often scattered (a round's dirty pages): hand them out as lists, a few
+    // tasks in all, rather than one task per run (posting a task costs more than hashing 64 KiB).
+    const list: number[] = []
+    for (let r = 0; r < this.regions; r++) {
+      if (this.stale[r] === 1) { this.stale[r] = 0; list.push(r) }
+    }
+    signal?.throwIfAborted()
     const tasks: Array<Promise<unknown>> = []
-    for (let r = 0; r < this.regions;) {
-      if (this.stale[r] === 0) { r++; continue }
-      let end = r
-      while (end < this.regions && this.stale[end] === 1 && end - r < 64) this.stale[end++] = 0
-      signal?.throwIfAborted()
-      const start = r
-      tasks.push(this.pool.run({ op: 'digest', path: this.path, size: this.size, regionSize: this.regionSize, start, end, out: this.out })
-        .catch((err: unknown) => { this.stale.fill(1, start, end); throw err }))
-      r = end
+    if (list.length > 0) {
+      const shared = new SharedArrayBuffer(list.length * 4)
+      new Uint32Array(shared).set(list)
+      const per = Math.max(16, Math.ceil(list.length / (this.pool.size * 4)))
+      for (let start = 0; start < list.length; start += per) {
+        const end = Math.min(list.length, start + per)
+        tasks.push(this.pool.run({ op: 'digest', path: this.path, size: this.size, regionSize: this.regionSize, start, end, out: this.out, list: shared })
+          .catch((err: unknown) => { for (let k = start; k < end; k++) this.stale[list[k]!] = 1; throw err }))
+      }
     }
     const run = Promise.all(tasks).then(() => {})
     run.catch(() => {})

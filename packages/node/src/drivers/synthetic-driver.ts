@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { openSync, closeSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { join, dirname } from 'node:path'
@@ -8,7 +9,7 @@ import { readHeader, verifyImage, workloadBinPath } from '@shoal/workload'
 import type { OpsSnapshot } from '@shoal/workload'
 import { DEFAULT_RECORD_RATE, DEFAULT_WORKLOAD_RATE } from '../constants.js'
 import type { ImageRecord } from '../image-store.js'
-import type { ArrivalCheck, Driver, RunningWorkload } from './driver.js'
+import type { ArrivalCheck, Driver, PreparedLaunch, RunningWorkload } from './driver.js'
 
 /** Driver settings of a synthetic image (they travel with the image). */
 export interface SyntheticConfig {
@@ -18,6 +19,34 @@ export interface SyntheticConfig {
   recordRate?: number
   /** `cooperative`: the workload marks the pages it writes in a marks file beside its memory. */
   tracker?: 'scan' | 'cooperative'
+  /**
+   * What a destination checks before resuming the workload, inside the pause: `quick` (default:
+   * the header against the device state; the image's SHA-256 already matched) or `full` (every
+   * page stamp and record, ~0.3 s per GiB).
+   */
+  arrivalCheck?: 'quick' | 'full'
+}
+
+/** A booted `shoal-workload standby` process, waiting on stdin for the arguments of `run`. */
+class StandbyWorkload implements PreparedLaunch {
+  private taken = false
+  constructor (readonly child: ChildProcess) {}
+  /** Claims the process for a launch (once). */
+  take (): boolean {
+    if (this.taken || this.child.exitCode != null) return false
+    this.taken = true
+    return true
+  }
+
+  async cancel (): Promise<void> {
+    if (this.taken) return
+    this.taken = true
+    if (this.child.exitCode == null && this.child.signalCode == null) {
+      const exited = new Promise(resolve => this.child.once('exit', resolve))
+      this.child.kill('SIGKILL')
+      await exited
+    }
+  }
 }
 
 /** Device state of a synthetic workload: its counters at pause, read from its header page. */
@@ -42,7 +71,19 @@ export function createSyntheticDriver (): Driver {
   return {
     name: 'synthetic',
     deviceState,
-    async launch (rec, resumeState) {
+    async prepareLaunch () {
+      // A workload process that has booted and waits on stdin for its arguments.
+      const child = spawn(process.execPath, [workloadBinPath, 'standby'], { stdio: ['pipe', 'pipe', 'ignore'] })
+      const booted = new Promise<void>((resolve, reject) => {
+        const lines = createInterface({ input: child.stdout! })
+        lines.once('line', () => { lines.close(); resolve() })
+        child.once('exit', (code) => { reject(new WorkloadError(`standby workload exited with ${code}`)) })
+      })
+      const timer = setTimeout(() => { child.kill('SIGKILL') }, READY_TIMEOUT_MS)
+      try { await booted } finally { clearTimeout(timer) }
+      return new StandbyWorkload(child)
+    },
+    async launch (rec, resumeState, prepared) {
       const cfg = rec.spec.driverConfig as SyntheticConfig
       const opsPath = join(dirname(rec.spec.cache.path), 'ops.json')
       const args = [workloadBinPath, 'run', '--memory-path', rec.spec.memory.path, '--cache-path', rec.spec.cache.path,
@@ -58,9 +99,15 @@ export function createSyntheticDriver (): Driver {
       // A migrated image was fully checked by check() just before launch; `run` continues from
       // its header counters, so `--resume` (which would verify the whole image again) is not used.
       void resumeState
-      const logFd = openSync(join(dirname(rec.spec.cache.path), 'workload.log'), 'a')
-      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', logFd] })
-      closeSync(logFd)
+      let child: ChildProcess
+      if (prepared instanceof StandbyWorkload && prepared.take()) {
+        child = prepared.child
+        child.stdin!.end(JSON.stringify(args.slice(1)) + '\n')
+      } else {
+        const logFd = openSync(join(dirname(rec.spec.cache.path), 'workload.log'), 'a')
+        child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', logFd] })
+        closeSync(logFd)
+      }
       const exited = new Promise<number | null>(resolve => { child.once('exit', code => { resolve(code) }) })
       await new Promise<void>((resolve, reject) => {
         const lines = createInterface({ input: child.stdout! })
@@ -145,6 +192,14 @@ export function createSyntheticDriver (): Driver {
         if (!Number.isSafeInteger(state.writes) || !Number.isSafeInteger(state.records)) throw new Error('bad counters')
       } catch {
         return { ok: false, detail: 'device state is not a synthetic workload state' }
+      }
+      if ((rec.spec.driverConfig as SyntheticConfig).arrivalCheck !== 'full') {
+        // The image's SHA-256 already matched the source's at pause; check that the header agrees
+        // with the device state, and leave the page-by-page check to `arrivalCheck: 'full'`.
+        const h = await readHeader(rec.spec.memory.path).catch((err: Error) => err)
+        if (h instanceof Error) return { ok: false, detail: `header: ${h.message}` }
+        const ok = h.writes === state.writes && h.records === state.records
+        return { ok, detail: ok ? `header agrees with the device state (${h.writes} page writes, ${h.records} records; quick check)` : `header has ${h.writes} writes / ${h.records} records, device state ${state.writes} / ${state.records}` }
       }
       const r = await verifyImage({ memoryPath: rec.spec.memory.path, cachePath: rec.spec.cache.path, writes: state.writes, records: state.records })
       const detail = r.ok
