@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander'
 import { collect, parseBlock, parsePositiveInt, parseRate, parseShare, parseSize } from './args.js'
 import { runDemo } from './commands/demo.js'
-import { runImageCreate, runImageHot, runImageStart, runVolumeImport, runVolumePull, runVolumeRemove } from './commands/image.js'
+import { runImageCreate, runImageHot, runImageRemove, runImageStart, runVolumeImport, runVolumePull, runVolumeRemove } from './commands/image.js'
 import { runMigrate } from './commands/migrate.js'
 import { runNode } from './commands/node.js'
 import { runStatus } from './commands/status.js'
@@ -80,6 +80,10 @@ volume.command('rm <id>')
   .description('drop a replica volume and delete its blocks')
   .addOption(nodeOpt())
   .action(async (id: string, o) => { await runVolumeRemove(id, o) })
+image.command('rm <name>')
+  .description("stop an image's workload and delete the image")
+  .addOption(nodeOpt())
+  .action(async (name: string, o) => { await runImageRemove(name, o) })
 image.command('hot <name> <from> [to]')
   .description('mark cache blocks [from, to) of an image hot: a migration sends them early, from the source')
   .addOption(nodeOpt())

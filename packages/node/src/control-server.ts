@@ -17,6 +17,7 @@ const MAX_BODY = 64 * 1024
  * | `GET /status` | | {@link NodeStatus} |
  * | `POST /images` | {@link CreateImageOptions} | the image record |
  * | `POST /images/<name>/start` | | the image record |
+ * | `DELETE /images/<name>` | | `{ ok: true }`: its workload stopped, the image deleted |
  * | `POST /allow` | `{ peerId }` | `{ ok: true }` |
  * | `POST /volumes` | `{ id, path, blockSize? }` | the imported replica volume |
  * | `POST /volumes/pull` | `{ id, from? }` | {@link PullReport}: the node became a replica, fetching from every peer holding it |
@@ -91,6 +92,11 @@ async function route (node: ShoalNode, req: IncomingMessage, res: ServerResponse
       const ac = new AbortController()
       res.on('close', () => { if (!res.writableFinished) ac.abort() })
       send(res, 200, await node.pullVolume(body.id, { from: body.from as string[] | undefined, signal: ac.signal }))
+      return
+    }
+    if (req.method === 'DELETE' && parts[0] === 'images' && parts.length === 2) {
+      await node.removeImage(decodeURIComponent(parts[1]!))
+      send(res, 200, { ok: true })
       return
     }
     if (req.method === 'DELETE' && parts[0] === 'volumes' && parts.length === 2) {

@@ -111,6 +111,8 @@ export interface ShoalNode {
   allowPeer: (peerId: string) => void
   /** Imports a volume file as a replica this node serves to allow-listed peers. */
   importVolume: (id: string, path: string, blockSize?: number) => Promise<VolumeInfo>
+  /** Stops an image's workload (if running here) and deletes the image; refused while it migrates. */
+  removeImage: (name: string) => Promise<void>
   /** Marks cache blocks [from, to) of an image hot: a migration sends them early, from the source. */
   markHot: (image: string, from: number, to: number) => void
   /** Drops a replica volume and deletes its files. */
@@ -290,6 +292,14 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
       const rec: ImageRecord = { spec, state: 'stopped' }
       store.put(rec)
       return rec
+    },
+    async removeImage (name) {
+      const rec = store.get(name)
+      if (rec.state === 'migrating') throw new InvalidImageError(`image ${name} is migrating; cancel the migration first`)
+      const w = running.get(name)
+      running.delete(name)
+      await w?.terminate()
+      store.remove(name)
     },
     markHot (image, from, to) {
       const rec = store.get(image)

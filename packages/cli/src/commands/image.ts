@@ -56,3 +56,8 @@ export async function runVolumePull (id: string, o: { node: string, from?: strin
 export async function runVolumeRemove (id: string, o: { node: string }): Promise<void> {
   await call(socketOf(o.node), 'DELETE', `/volumes/${encodeURIComponent(id)}`)
 }
+
+/** `shoal image rm <name>`: stops its workload and deletes the image. */
+export async function runImageRemove (name: string, o: { node: string }): Promise<void> {
+  await call(socketOf(o.node), 'DELETE', `/images/${encodeURIComponent(name)}`)
+}
