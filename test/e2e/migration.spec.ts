@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { verifyImage } from '@shoal/workload'
 import type { MigrationReport } from '@shoal/core'
 import { startNode } from '../fixtures/nodes.js'
+import { terminateAndWait } from '../fixtures/process-exit.js'
 
 const MiB = 1024 * 1024
 
@@ -39,8 +40,7 @@ describe('live migration between two real libp2p peers on loopback', () => {
 
     // Let it run on the destination, stop it, and check the whole image once more.
     await new Promise(resolve => setTimeout(resolve, 300))
-    process.kill(img!.pid!, 'SIGTERM')
-    await new Promise(resolve => setTimeout(resolve, 300))
+    await terminateAndWait(img!.pid!)
     const v = await verifyImage({ memoryPath: img!.spec.memory.path, cachePath: img!.spec.cache.path })
     expect(v.ok).toBe(true)
     expect(v.writes).toBeGreaterThan(0)
@@ -81,8 +81,7 @@ describe('live migration between two real libp2p peers on loopback', () => {
     expect(img?.pid).toBeGreaterThan(0)
     process.kill(img!.pid!, 0) // still alive: throws if not
     // Stop it and check every page and record it wrote, before and after the failed attempt.
-    process.kill(img!.pid!, 'SIGTERM')
-    await new Promise(resolve => setTimeout(resolve, 300))
+    await terminateAndWait(img!.pid!)
     const v = await verifyImage({ memoryPath: img!.spec.memory.path, cachePath: img!.spec.cache.path })
     expect(v.ok).toBe(true)
     expect(v.writes).toBeGreaterThan(0)

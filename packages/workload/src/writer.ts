@@ -173,6 +173,13 @@ export function createWorkload (init: WorkloadInit): Workload {
     pendingWrites = Math.max(pendingWrites, writes + pages)
     pendingRecords = Math.max(pendingRecords, records + appends)
     writeHeader()
+    writeBatch(pages, appends)
+    writeHeader()
+    pageMarks?.end()
+  }
+
+  /** Writes the next `pages` page writes and `appends` records (announced in the header first). */
+  const writeBatch = (pages: number, appends: number): void => {
     for (let i = 0; i < pages; i++) {
       const n = writes + 1
       const page = pick(n)
@@ -191,8 +198,6 @@ export function createWorkload (init: WorkloadInit): Workload {
       records = m
       cacheBytes += recordBytes
     }
-    writeHeader()
-    pageMarks?.end()
   }
 
   return {
@@ -215,6 +220,10 @@ export function createWorkload (init: WorkloadInit): Workload {
       timer = undefined
       try {
         pageMarks?.begin()
+        // A batch announced by an earlier process (stopped or killed mid-batch) may have landed
+        // partly, and this process rewrote some of its pages with older writes on the way:
+        // finish it, so the image on disk is what the header says.
+        writeBatch(pendingWrites - writes, Math.max(0, Math.min(pendingRecords - records, Math.floor((header.cacheSize - cacheBytes) / recordBytes))))
         writeHeader()
         pageMarks?.end()
         reporter?.stop()
