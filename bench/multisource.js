@@ -9,13 +9,14 @@
 // R = 3 and Shoal >= aria2 at every R. Needs root; installs aria2 and iperf3 if missing.
 //
 // Env: SHOAL_BENCH_BYTES (1 GiB), SHOAL_BENCH_REPLICAS ('1,2,3'), SHOAL_BENCH_RATE_MBIT (200),
-// SHOAL_BENCH_REPS (1; medians over reps), SHOAL_BENCH_BLOCK (volume block size, bytes),
-// SHOAL_BENCH_IPERF (1; 0 skips iperf3), SHOAL_BENCH_SKIP_SHOAL / SHOAL_BENCH_SKIP_ARIA2 (=1 skips
-// that half), SHOAL_BENCH_ARIA2_PER_SERVER (connections per mirror, 4),
-// SHOAL_BENCH_ARIA2_MIN_SPLIT (aria2 --min-split-size, '8M').
+// SHOAL_BENCH_REPS (3, medians; the bench takes ~9 min with 3, ~3.5 min with 1),
+// SHOAL_BENCH_BLOCK (volume block size in bytes; default: the node's), SHOAL_BENCH_IPERF (0 skips
+// iperf3), SHOAL_BENCH_SKIP_SHOAL / SHOAL_BENCH_SKIP_ARIA2 (=1 skips that half), and for trying
+// aria2 settings: SHOAL_BENCH_ARIA2_PER_SERVER (2), SHOAL_BENCH_ARIA2_MIN_SPLIT ('1M'),
+// SHOAL_BENCH_ARIA2_SELECTOR ('inorder').
 import { spawn, spawnSync } from 'node:child_process'
 import { createHash, randomFillSync } from 'node:crypto'
-import { closeSync, createReadStream, mkdirSync, openSync, rmSync, statSync, writeSync } from 'node:fs'
+import { closeSync, createReadStream, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { call } from '@shoal/cli'
 import { printTable, stats, writeResults } from './lib/harness.js'
@@ -26,7 +27,7 @@ const MiB = 2 ** 20
 const size = Number(process.env.SHOAL_BENCH_BYTES ?? GiB)
 const replicaCases = (process.env.SHOAL_BENCH_REPLICAS ?? '1,2,3').split(',').map(Number)
 const rateMbit = Number(process.env.SHOAL_BENCH_RATE_MBIT ?? 200)
-const reps = Number(process.env.SHOAL_BENCH_REPS ?? 1)
+const reps = Number(process.env.SHOAL_BENCH_REPS ?? 3)
 const blockSize = process.env.SHOAL_BENCH_BLOCK != null ? Number(process.env.SHOAL_BENCH_BLOCK) : undefined
 const doIperf = process.env.SHOAL_BENCH_IPERF !== '0'
 const skipShoal = process.env.SHOAL_BENCH_SKIP_SHOAL === '1'
@@ -42,16 +43,18 @@ const volFile = `/dev/shm/${PREFIX}-vol.bin`
 const ariaDir = `/dev/shm/${PREFIX}-aria`
 const RANGE_SERVER = fileURLToPath(new URL('./lib/range-server.js', import.meta.url))
 
-// aria2c: one invocation, the R mirror URLs of one file, so aria2 splits it across all of them.
+// aria2c: one invocation with the R mirror URLs of one file, so aria2 splits it across all of them.
 // --split is the total number of connections for the file and --max-connection-per-server caps
-// each mirror; split = R x perServer with --uri-selector=inorder fills every mirror up to its cap
-// (the default 'feedback' selector favours whichever mirror looked fastest early on and can leave a
-// mirror idle). 4 connections per mirror keep each 200 Mbit/s tbf queue busy while one segment
-// finishes and the next starts; --min-split-size 8M gives every connection a few hundred ms of
-// work per segment (aria2's default 20M leaves too few segments to balance at the end, the 1M
-// minimum costs a request per MiB). Tried on this machine: see the report in the commit.
-const perServer = Number(process.env.SHOAL_BENCH_ARIA2_PER_SERVER ?? 4)
-const minSplit = process.env.SHOAL_BENCH_ARIA2_MIN_SPLIT ?? '8M'
+// each mirror; split = R x perServer with --uri-selector=inorder fills every mirror up to its cap.
+// Tried at R = 3 with 1 GiB (MB/s, summed nominal uplinks 75, iperf3 ~71.8): per-server 1/2/4/8
+// connections with --min-split-size 1M: 71.5/71.4/71.4, with 8M: 71.0/70-71/70.3/70.9, 20M: 68.6;
+// uri-selector feedback 67.9, adaptive 70.2 (vs inorder 70.3 at 4 x 8M). Everything within ~1 MB/s
+// of the link: aria2 is link-bound here. Chosen: 2 connections per mirror (one can start its
+// next segment while the other still fills the tbf queue) and 1M segments, aria2's minimum, which
+// was consistently a little ahead (finer pieces even out the tail; the default 20M was slowest).
+// With it aria2 reached 23.9 / 47.7 / 71.4 MB/s at R = 1 / 2 / 3, ~99.5% of iperf3 on the links.
+const perServer = Number(process.env.SHOAL_BENCH_ARIA2_PER_SERVER ?? 2)
+const minSplit = process.env.SHOAL_BENCH_ARIA2_MIN_SPLIT ?? '1M'
 const aria2Options = (r) => [
   `--split=${typeof r === 'number' ? r * perServer : `R*${perServer}`}`,
   `--max-connection-per-server=${perServer}`,
@@ -116,6 +119,14 @@ function createVolumeFile () {
   return hash.digest('hex')
 }
 
+/** Busy and total CPU jiffies of the whole machine (all cores), from /proc/stat. */
+function machineCpu () {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
+  const idle = f[3] + f[4] // idle + iowait
+  const total = f.reduce((a, b) => a + b, 0)
+  return { busy: total - idle, total }
+}
+
 async function sha256File (path) {
   const hash = createHash('sha256')
   for await (const chunk of createReadStream(path, { highWaterMark: 4 * MiB })) hash.update(chunk)
@@ -156,14 +167,20 @@ async function runAria2 (c, r, sha) {
 }
 
 /** One Shoal pull of volume `id` into the destination from the first r replicas. */
-async function runShoal (c, r, id, peerIds) {
-  const from = peerIds.slice(0, r)
+async function runShoal (c, r, id, peerIds, addrs) {
+  const from = addrs.slice(0, r)
+  const replicaCpu = () => Array.from({ length: r }, (_, i) => cpuSeconds(c.pid(replicaHost(i)))).reduce((a, b) => a + b, 0)
   const cpu0 = cpuSeconds(c.pid(DEST))
+  const rcpu0 = replicaCpu()
+  const m0 = machineCpu()
   const t0 = performance.now()
   const res = await withTimeout(call(c.socket(DEST), 'POST', '/volumes/pull', { id, from }), Math.max(120_000, 20 * size / (r * rateMbit * 1e6 / 8) * 1000), 'POST /volumes/pull')
   const secs = (performance.now() - t0) / 1000
   const cpu = cpuSeconds(c.pid(DEST)) - cpu0
-  if (res.bytes !== size) throw new Error(`pull moved ${res.bytes} bytes, expected ${size}: ${JSON.stringify(res)}`)
+  const replicasCpu = replicaCpu() - rcpu0
+  const m1 = machineCpu()
+  // Random blocks: nothing may be deduplicated or left over, every byte must cross the network.
+  if (res.bytes !== size || res.leftover !== 0) throw new Error(`pull moved ${res.bytes} bytes, expected ${size}: ${JSON.stringify(res)}`)
   const hostOf = (peer) => { const i = peerIds.indexOf(peer); return i >= 0 ? `h${replicaHost(i)}` : peer }
   const perSource = Object.fromEntries(Object.entries(res.sources ?? {}).map(([p, s]) => [hostOf(p), s.bytes]))
   const corrupt = Object.values(res.sources ?? {}).reduce((a, s) => a + (s.corrupt ?? 0), 0)
@@ -173,6 +190,8 @@ async function runShoal (c, r, id, peerIds) {
     secs,
     nodeMs: res.ms,
     cpu,
+    replicasCpu,
+    machineBusy: (m1.busy - m0.busy) / (m1.total - m0.total), // 0..1 of all cores
     perSource,
     corrupt,
     dedupBytes: res.dedupBytes,
@@ -190,29 +209,26 @@ try {
   c = clusterUp(PREFIX, ['--hosts', String(1 + maxR), '--nics', '1', '--rate', `${rateMbit}mbit`])
   const peerIds = Array.from({ length: maxR }, (_, i) => c.info(replicaHost(i)).peerId)
 
-  // Replicas import the volume (hashing it block by block); the destination then pulls it, and
-  // drops it again after each run so the next run pulls from scratch. Without DELETE /volumes/<id>
-  // on the node, each run uses a fresh volume id instead, imported on the replicas it needs.
-  let volSeq = 0
-  let canDelete = true
-  const imported = new Map() // id -> Set of hosts holding it
-  const ensureImported = async (id, r) => {
-    const have = imported.get(id) ?? new Set()
-    imported.set(id, have)
-    await Promise.all(Array.from({ length: r }, (_, i) => replicaHost(i)).filter(h => !have.has(h)).map(async h => {
-      await call(c.socket(h), 'POST', '/volumes', { id, path: volFile, ...(blockSize != null ? { blockSize } : {}) })
-      have.add(h)
-    }))
-  }
-  let volumeId = 'msvol'
+  // Replicas import the volume once (hashing it block by block). The destination pulls it and
+  // drops it again after each run (DELETE /volumes/<id>) so that the next run pulls from scratch:
+  // a pull copies blocks the node already holds in any volume instead of fetching them, so a
+  // leftover copy (or the same bytes under a fresh id) would not measure the network at all.
+  const volumeId = 'msvol'
   let volumeBlockSize
   if (!skipShoal) {
     const t = performance.now()
-    await ensureImported(volumeId, maxR)
-    const st = await call(c.socket(replicaHost(0)), 'GET', '/status')
-    volumeBlockSize = st.volumes?.find(v => v.id === volumeId)?.blockSize
-    console.log(`replicas imported the volume in ${((performance.now() - t) / 1000).toFixed(1)} s (block size ${volumeBlockSize ?? '?'})`)
+    const infos = await Promise.all(Array.from({ length: maxR }, (_, i) => call(c.socket(replicaHost(i)), 'POST', '/volumes', { id: volumeId, path: volFile, ...(blockSize != null ? { blockSize } : {}) })))
+    volumeBlockSize = infos[0].blockSize
+    console.log(`${maxR} replicas imported the volume in ${((performance.now() - t) / 1000).toFixed(1)} s (block size ${volumeBlockSize})`)
   }
+  // The destination knows the replicas only by peer ID (allow-list), not their addresses: name
+  // them by multiaddr in `from`.
+  const replicaAddrs = Array.from({ length: maxR }, (_, i) => {
+    const h = replicaHost(i)
+    const a = c.info(h).addrs.find(a => a.includes(`/${ip(h)}/`))
+    if (a == null) throw new Error(`host ${h} has no address on ${ip(h)}`)
+    return a.includes('/p2p/') ? a : `${a}/p2p/${peerIds[i]}`
+  })
 
   const servers = []
   if (!skipAria2) for (let i = 0; i < maxR; i++) servers.push(await startRangeServer(c, replicaHost(i)))
@@ -221,24 +237,23 @@ try {
     const iperf = doIperf ? await iperfFanIn(c.ns(DEST), ip(DEST), Array.from({ length: r }, (_, i) => [c.ns(replicaHost(i)), ip(replicaHost(i))])) : null
     const aria = []
     const shoal = []
+    const ariaRun = async (rep) => {
+      const a = await runAria2(c, r, sha)
+      aria.push(a)
+      console.log(JSON.stringify({ replicas: r, rep, tool: 'aria2c', MBps: +a.MBps.toFixed(1), secs: +a.secs.toFixed(1) }))
+    }
+    const shoalRun = async (rep) => {
+      const s = await runShoal(c, r, volumeId, peerIds, replicaAddrs)
+      shoal.push(s)
+      console.log(JSON.stringify({ replicas: r, rep, tool: 'shoal', MBps: +s.MBps.toFixed(1), call_MBps: +s.callMBps.toFixed(1), secs: +s.secs.toFixed(1), cpu_s: +s.cpu.toFixed(1), replicas_cpu_s: +s.replicasCpu.toFixed(1), machine_busy: +s.machineBusy.toFixed(2), bytes_per_source: s.perSource, corrupt: s.corrupt, leftover: s.leftover, dropped: s.dropped }))
+      await call(c.socket(DEST), 'DELETE', `/volumes/${encodeURIComponent(volumeId)}`)
+    }
     for (let rep = 0; rep < reps; rep++) {
-      if (!skipAria2) {
-        const a = await runAria2(c, r, sha)
-        aria.push(a)
-        console.log(JSON.stringify({ replicas: r, rep, tool: 'aria2c', MBps: +a.MBps.toFixed(1), secs: +a.secs.toFixed(1) }))
-      }
-      if (!skipShoal) {
-        if (!canDelete) { volumeId = `msvol-${++volSeq}` }
-        await ensureImported(volumeId, r)
-        const s = await runShoal(c, r, volumeId, peerIds)
-        shoal.push(s)
-        console.log(JSON.stringify({ replicas: r, rep, tool: 'shoal', MBps: +s.MBps.toFixed(1), call_MBps: +s.callMBps.toFixed(1), secs: +s.secs.toFixed(1), cpu_s: +s.cpu.toFixed(1), bytes_per_source: s.perSource, corrupt: s.corrupt, leftover: s.leftover, dropped: s.dropped }))
-        try {
-          await call(c.socket(DEST), 'DELETE', `/volumes/${encodeURIComponent(volumeId)}`)
-        } catch (err) {
-          if (canDelete) console.log(`DELETE /volumes/<id> failed (${err.message}): using a fresh volume id per run`)
-          canDelete = false
-        }
+      // Alternate which tool goes first, so neither always runs right after the other.
+      const order = rep % 2 === 0 ? [ariaRun, shoalRun] : [shoalRun, ariaRun]
+      for (const run of order) {
+        if ((run === ariaRun && skipAria2) || (run === shoalRun && skipShoal)) continue
+        await run(rep)
       }
     }
     const nominal = r * rateMbit * 1e6 / 8 / 1e6
@@ -263,6 +278,8 @@ try {
       aria2_s: fix(med(aria.map(a => a.secs))),
       dest_cpu_s: mid == null ? null : fix(mid.cpu, 2),
       dest_cpu_s_per_GiB: mid == null ? null : fix(mid.cpu / (size / GiB), 2),
+      replicas_cpu_s: mid == null ? null : fix(mid.replicasCpu, 2),
+      machine_cpu_busy: mid == null ? null : fix(mid.machineBusy, 2),
       bytes_per_source: mid?.perSource ?? null,
       corrupt_blocks: mid?.corrupt ?? null,
       leftover: mid?.leftover ?? null,
@@ -285,13 +302,20 @@ try {
     aria2_eff: r.aria2_efficiency ?? '-',
     shoal_vs_aria2: r.shoal_vs_aria2 ?? '-',
     dest_cpu_s: r.dest_cpu_s ?? '-',
+    cpu_busy: r.machine_cpu_busy ?? '-',
     bytes_per_source: share(r.bytes_per_source)
   })))
   const last = results.find(r => r.replicas === 3)
   if (last?.efficiency != null) console.log(`\ntarget efficiency >= 0.9 at R = 3: ${last.efficiency >= 0.9 ? 'met' : 'NOT met'} (${last.efficiency})`)
   if (!skipShoal && !skipAria2) {
-    const behind = results.filter(r => r.shoal_vs_aria2 < 1).map(r => r.replicas)
+    const behind = results.filter(r => r.shoal_vs_aria2 < 1).map(r => `${r.replicas} (${((r.shoal_vs_aria2 - 1) * 100).toFixed(1)}%)`)
     console.log(`target Shoal >= aria2 at every R: ${behind.length === 0 ? 'met' : `NOT met at R = ${behind.join(', ')}`}`)
+  }
+  // Work stealing should give each replica a share in proportion to its uplink (equal uplinks here).
+  for (const r of results) {
+    if (r.bytes_per_source == null) continue
+    const shares = Object.values(r.bytes_per_source).map(b => b / size)
+    if (shares.length < r.replicas || Math.min(...shares) < 0.5 / r.replicas) console.log(`uneven split at R = ${r.replicas}: ${share(r.bytes_per_source)} (${shares.length} of ${r.replicas} replicas served)`)
   }
   const totalS = (performance.now() - t00) / 1000
   console.log(`bench took ${totalS.toFixed(0)} s`)
