@@ -31,7 +31,10 @@ describe('shoal CLI', () => {
       [['node', '--data-dir', '/tmp/shoal-never-created', '--serve-rate', 'fast'], /not a size/],
       [['node', '--data-dir', '/tmp/shoal-never-created', '--serve-rate', '0'], /serveRate must be a positive number/],
       [['image', 'hot', 'vm1', 'x'], /"x" is not a block number/],
-      [['volume', 'pull'], /missing required argument 'id'/]
+      [['volume', 'pull'], /missing required argument 'id'/],
+      [['migrate', 'vm1', '--to', 'x', '--scan-cpu', '2'], /"2" is not a share in \(0, 1\]/],
+      [['migrate', 'vm1', '--to', 'x', '--max-rate', 'fast'], /not a size/],
+      [['image', 'create', 'vm1', '--tracker', 'magic'], /Allowed choices are scan, cooperative/]
     ]
     for (const [args, re] of cases) {
       const r = shoal(...args)
