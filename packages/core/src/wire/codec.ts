@@ -91,6 +91,13 @@ class Reader {
     return new TextDecoder('utf-8', { fatal: true }).decode(this.bytes(n, what))
   }
 
+  /** A volume id (checked). */
+  volume (): string {
+    const v = this.str('volume', 128)
+    checkVolume(v)
+    return v
+  }
+
   rest (): Uint8Array { const v = this.buf.subarray(this.off); this.off = this.buf.byteLength; return v }
   end (): void {
     if (this.off !== this.buf.byteLength) throw new InvalidFrameError(`${this.buf.byteLength - this.off} trailing bytes`)
@@ -333,8 +340,7 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
       break
     case FrameType.BlockRequest: {
       const requestId = r.u32('request id')
-      const volume = r.str('volume', 128)
-      checkVolume(volume)
+      const volume = r.volume()
       const n = r.u32('hash count')
       if (n === 0 || n > MAX_BLOCKS_PER_REQUEST) throw new InvalidFrameError(`hash count ${n} not in 1..${MAX_BLOCKS_PER_REQUEST}`)
       const hashes: Uint8Array[] = []
@@ -349,14 +355,12 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
       frame = { type, requestId: r.u32('request id'), hash: r.bytes(DIGEST_SIZE, 'hash') }
       break
     case FrameType.VolumeQuery: {
-      const volume = r.str('volume', 128)
-      checkVolume(volume)
+      const volume = r.volume()
       frame = { type, volume }
       break
     }
     case FrameType.VolumeSummary: {
-      const volume = r.str('volume', 128)
-      checkVolume(volume)
+      const volume = r.volume()
       const blockSize = r.u32('block size')
       const blockCount = r.u32('block count')
       if (!isPow2(blockSize) || blockSize < 4096 || blockSize > 4 * 1024 * 1024) throw new InvalidFrameError('block size must be a power of two in 4 KiB..4 MiB')
@@ -380,8 +384,7 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
       break
     }
     case FrameType.VolumeHashesRequest: {
-      const volume = r.str('volume', 128)
-      checkVolume(volume)
+      const volume = r.volume()
       const start = r.u32('start')
       const count = r.u32('count')
       if (count < 1 || count > MAX_HASHES_PER_FRAME) throw new InvalidFrameError(`hash range needs 1..${MAX_HASHES_PER_FRAME} blocks`)
@@ -389,8 +392,7 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
       break
     }
     case FrameType.VolumeHashes: {
-      const volume = r.str('volume', 128)
-      checkVolume(volume)
+      const volume = r.volume()
       const start = r.u32('start')
       const hashes = r.rest()
       checkHashList(hashes)
@@ -398,8 +400,7 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
       break
     }
     case FrameType.CacheManifest: {
-      const volume = r.str('volume', 128)
-      checkVolume(volume)
+      const volume = r.volume()
       const start = r.u32('start')
       if (start % 8 !== 0) throw new InvalidFrameError('manifest start must be a multiple of 8')
       const n = r.u32('block count')
