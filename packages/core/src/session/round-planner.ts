@@ -31,7 +31,7 @@ export const THROTTLE_INITIAL = 0.2
 export const THROTTLE_INCREMENT = 0.1
 export const THROTTLE_MAX = 0.99
 /** Default estimate of the pause's fixed part. */
-export const DEFAULT_FIXED_PAUSE_MS = 30
+export const DEFAULT_FIXED_PAUSE_MS = 15
 
 /** Bandwidth achieved so far in bytes per millisecond (0 when nothing was measured). */
 export function achievedBandwidth (rounds: readonly RoundStats[]): number {

@@ -1,5 +1,4 @@
-import type { FileHandle } from 'node:fs/promises'
-import { open } from 'node:fs/promises'
+import { closeSync, openSync, readSync } from 'node:fs'
 import { Bitmap } from '../bitmap.js'
 import { COOPERATIVE_ACK_TIMEOUT_MS, SCAN_READ_BYTES, VERIFY_REGION_BYTES } from '../constants.js'
 import { AbortedError } from '../errors.js'
@@ -40,7 +39,7 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
   const regionFresh = new SharedArrayBuffer(Math.max(1, Math.ceil(regions / 8)))
   const invalid = new Bitmap(units)
   let first = true
-  let fh: Promise<FileHandle> | undefined
+  let fd: number | undefined
 
   // An epoch whose bitmap may not be taken yet: the writer has not acknowledged the next one.
   let unacked: number | undefined
@@ -128,8 +127,9 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
       for (const r of runs) {
         if (r.start < 0 || r.count < 1 || r.start + r.count > units) throw new RangeError('run out of range')
       }
-      fh ??= open(path, 'r')
-      return await readRuns(await fh, runs, unitSize)
+      // Memory lives on tmpfs: synchronous reads are memory copies.
+      const handle = fd ??= openSync(path, 'r')
+      return await readRuns((buf, off, len, pos) => readSync(handle, buf, off, len, pos), runs, unitSize)
     },
     assume () {
       throw new RangeError('the cooperative tracker tracks memory pages; assume() is for cache blocks')
@@ -138,9 +138,8 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
       for (const r of runs) for (let u = r.start; u < r.start + r.count; u++) invalid.set(u)
     },
     async close () {
-      const h = fh
-      fh = undefined
-      await (await h?.catch(() => undefined))?.close()
+      if (fd != null) closeSync(fd)
+      fd = undefined
       marks.close()
     }
   }

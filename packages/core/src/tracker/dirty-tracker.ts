@@ -184,8 +184,16 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
   }
 }
 
-/** Reads runs from a file, one buffer per run; nearby runs share one sequential read. */
-export async function readRuns (fh: FileHandle, runs: readonly Run[], unitSize: number): Promise<Buffer[]> {
+/** Reads `len` bytes at `pos` into `buf` at `off`; returns the bytes read (0 at end of file). */
+export type ReadAt = (buf: Buffer, off: number, len: number, pos: number) => number | Promise<number>
+
+/**
+ * Reads runs from a file, one buffer per run; nearby runs share one sequential read. `read` is a
+ * file handle (async) or a synchronous reader (for tmpfs, where a read is a memory copy and a
+ * thread-pool round trip per run would cost more than the copy).
+ */
+export async function readRuns (file: FileHandle | ReadAt, runs: readonly Run[], unitSize: number): Promise<Buffer[]> {
+  const read: ReadAt = typeof file === 'function' ? file : async (buf, off, len, pos) => (await file.read(buf, off, len, pos)).bytesRead
   const out: Buffer[] = []
   let i = 0
   while (i < runs.length) {
@@ -196,9 +204,9 @@ export async function readRuns (fh: FileHandle, runs: readonly Run[], unitSize: 
     const span = Buffer.allocUnsafe((last.start + last.count - first.start) * unitSize)
     let got = 0
     while (got < span.byteLength) {
-      const { bytesRead } = await fh.read(span, got, span.byteLength - got, first.start * unitSize + got)
-      if (bytesRead === 0) { span.fill(0, got); break }
-      got += bytesRead
+      const n = await read(span, got, span.byteLength - got, first.start * unitSize + got)
+      if (n === 0) { span.fill(0, got); break }
+      got += n
     }
     for (let k = i; k <= j; k++) {
       const r = runs[k]!
