@@ -65,8 +65,8 @@ describe('migration with cold cache blocks from replicas', () => {
   }
 
   /** An image on the source whose cache caches the volume; the workload appends records (dirtying the first blocks). */
-  async function cachedImage (c: Cluster, name: string): Promise<void> {
-    await c.src.createImage({ name, memorySize: 8 * 2 ** 20, cacheSize: 0, cacheVolume: 'base', fill: 'random', config: { rate: 500, recordRate: 100 } })
+  async function cachedImage (c: Cluster, name: string, tracker: 'scan' | 'cooperative' = 'scan'): Promise<void> {
+    await c.src.createImage({ name, memorySize: 8 * 2 ** 20, cacheSize: 0, cacheVolume: 'base', tracker, fill: 'random', config: { rate: 500, recordRate: 100, arrivalCheck: 'full' } })
     await c.src.startImage(name)
     await new Promise(resolve => setTimeout(resolve, 600))
   }
@@ -86,9 +86,9 @@ describe('migration with cold cache blocks from replicas', () => {
 
   const replicaBytes = (r: MigrationReport, n: ShoalNode): number => r.cache?.sources[n.peerId]?.bytes ?? 0
 
-  it('takes clean cold blocks from two replicas, hot and dirty ones from the source, and dedups', async () => {
+  for (const tracker of ['scan', 'cooperative'] as const) it(`${tracker} tracker: takes clean cold blocks from two replicas, hot and dirty ones from the source, and dedups`, async () => {
     const c = await cluster(2)
-    await cachedImage(c, 'vm')
+    await cachedImage(c, 'vm', tracker)
     c.src.markHot('vm', 10, 12)
     const report = await c.src.migrate('vm', c.dst.addrs()[0]!, { lanes: 2 })
     await expectArrived(c, 'vm', report)

@@ -335,7 +335,7 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
         }
         const report = await runSourceSession({
           image: rec.spec, controller, control: control!, lanes: { count, open }, pool: pool!, cacheManifest: cacheManifestOf(rec.spec),
-          memoryMarks: rec.spec.driverConfig.tracker === 'cooperative' ? marksPathOf(rec.spec) : undefined,
+          ...(rec.spec.driverConfig.tracker === 'cooperative' ? { memoryMarks: marksPathOf(rec.spec), cacheMarks: `${rec.spec.cache.path}.marks` } : {}),
           replenish: async (active) => await (replenish?.(active) ?? Promise.resolve([]))
         }, opts)
         running.delete(name)
@@ -376,7 +376,7 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
   return node
 }
 
-/** The dirty-marks file of an image tracked cooperatively (beside its memory file). */
+/** The memory's dirty-marks file of an image tracked cooperatively (beside its memory file; the cache's is `<cache>.marks`). */
 export function marksPathOf (spec: ImageSpec): string { return `${spec.memory.path}.marks` }
 
 /** The manifest a migration offers for an image whose cache caches a volume. */

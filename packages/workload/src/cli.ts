@@ -28,7 +28,7 @@ const USAGE = `Usage:
                         [--seed S] [--hot-pages H] [--hot-percent 90] [--fill zero|random]
                         [--record-size 4076] [--force]
   shoal-workload run    --memory-path P --cache-path C [--rate PAGES_PER_S] [--record-rate RECORDS_PER_S]
-                        [--resume] [--ops-file F] [--dirty-marks F --block-size BYTES] [--marks F]
+                        [--resume] [--ops-file F] [--marks F] [--block-size BYTES [--dirty-marks F] [--cache-marks F]]
   shoal-workload verify --memory-path P --cache-path C [--writes N] [--records M] [--json]
   shoal-workload standby   (boots, then reads the JSON array of a command's arguments from stdin)
 
@@ -66,7 +66,8 @@ const COMMANDS: Record<string, { options: OptionSpec, run: (values: RawValues) =
       'ops-file': { type: 'string' },
       'dirty-marks': { type: 'string' },
       'block-size': { type: 'string' },
-      marks: { type: 'string' }
+      marks: { type: 'string' },
+      'cache-marks': { type: 'string' }
     },
     run: runWorkload
   },
@@ -158,7 +159,7 @@ async function runWorkload (values: RawValues): Promise<number> {
     rate,
     recordRate,
     opsFile: optionalString(values, 'ops-file'),
-    dirtyMarks: dirtyMarksOf(values),
+    ...blockMarksOf(values),
     pageMarks: optionalString(values, 'marks'),
     onCacheFull: () => { err('shoal-workload run: cache file is full, no more records are appended') }
   })
@@ -272,12 +273,19 @@ export async function main (argv: readonly string[]): Promise<number> {
   }
 }
 
-/** `--dirty-marks F --block-size N`: both or neither. */
-function dirtyMarksOf (values: RawValues): { path: string, blockSize: number } | undefined {
-  const path = optionalString(values, 'dirty-marks')
+/** `--block-size N` with `--dirty-marks F` and/or `--cache-marks F`. */
+function blockMarksOf (values: RawValues): { dirtyMarks?: { path: string, blockSize: number }, cacheMarks?: { path: string, blockSize: number } } {
+  const dirty = optionalString(values, 'dirty-marks')
+  const cache = optionalString(values, 'cache-marks')
   const size = optional(values, 'block-size', parseSize)
-  if (path == null && size == null) return undefined
-  if (path == null || size == null) throw new InvalidArgumentError('--dirty-marks and --block-size go together', path == null ? '--dirty-marks' : '--block-size')
+  if (dirty == null && cache == null) {
+    if (size != null) throw new InvalidArgumentError('--block-size goes with --dirty-marks or --cache-marks', '--block-size')
+    return {}
+  }
+  if (size == null) throw new InvalidArgumentError('--dirty-marks and --cache-marks need --block-size', '--block-size')
   if (size < 512 || (size & (size - 1)) !== 0) throw new InvalidArgumentError('--block-size must be a power of two of at least 512', '--block-size')
-  return { path, blockSize: size }
+  return {
+    ...(dirty != null ? { dirtyMarks: { path: dirty, blockSize: size } } : {}),
+    ...(cache != null ? { cacheMarks: { path: cache, blockSize: size } } : {})
+  }
 }

@@ -22,14 +22,14 @@ export class DirtyMarksWriter {
     this.local = Buffer.alloc(this.bytes)
   }
 
-  /** Opens the marks file of an image with `units` pages; throws when it does not fit. */
-  static open (path: string, units: number): DirtyMarksWriter {
+  /** Opens a marks file for `units` pages or blocks; throws when it does not fit. */
+  static open (path: string, units: number, option = '--marks'): DirtyMarksWriter {
     const fd = openSync(path, 'r+')
     const head = Buffer.alloc(HEADER)
     readSync(fd, head, 0, HEADER, 0)
     if (head.readUInt32LE(0) !== MAGIC || head.readUInt32LE(4) !== 1 || head.readUInt32LE(8) !== units || fstatSync(fd).size !== HEADER + 2 * Math.ceil(units / 8)) {
       closeSync(fd)
-      throw new InvalidArgumentError(`${path} is not a dirty-marks file for ${units} pages`, '--marks')
+      throw new InvalidArgumentError(`${path} is not a dirty-marks file for ${units} units`, option)
     }
     return new DirtyMarksWriter(fd, units)
   }

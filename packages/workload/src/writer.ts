@@ -41,6 +41,8 @@ export interface WorkloadInit {
    * written (the header page too) is marked in it first; each tick acknowledges its epoch.
    */
   pageMarks?: string
+  /** Cooperative tracking of the cache: Shoal's dirty-marks file with one mark per cache block. */
+  cacheMarks?: { path: string, blockSize: number }
 }
 
 /** A running (or runnable) workload bound to its open image files. */
@@ -100,16 +102,23 @@ export function createWorkload (init: WorkloadInit): Workload {
 
   let marks: { fd: number, seen: Buffer } | undefined
   let pageMarks: DirtyMarksWriter | undefined
+  let blockMarks: DirtyMarksWriter | undefined
   try {
     marks = init.dirtyMarks != null ? openDirtyMarks(init.dirtyMarks.path, header.cacheSize / init.dirtyMarks.blockSize) : undefined
     pageMarks = init.pageMarks != null ? DirtyMarksWriter.open(init.pageMarks, header.memorySize / PAGE_SIZE) : undefined
+    blockMarks = init.cacheMarks != null ? DirtyMarksWriter.open(init.cacheMarks.path, Math.ceil(header.cacheSize / init.cacheMarks.blockSize), '--cache-marks') : undefined
   } catch (err) {
     closeSync(memoryFd)
     closeSync(cacheFd)
     if (marks != null) closeSync(marks.fd)
+    pageMarks?.close()
     throw err
   }
   const markDirty = (from: number, to: number): void => {
+    if (blockMarks != null && init.cacheMarks != null) {
+      const bs = init.cacheMarks.blockSize
+      for (let b = Math.floor(from / bs); b <= Math.floor((to - 1) / bs); b++) blockMarks.mark(b)
+    }
     if (marks == null || init.dirtyMarks == null) return
     const bs = init.dirtyMarks.blockSize
     for (let b = Math.floor(from / bs); b <= Math.floor((to - 1) / bs); b++) {
@@ -166,7 +175,8 @@ export function createWorkload (init: WorkloadInit): Workload {
       }
     }
     pageMarks?.begin()
-    if (pages === 0 && appends === 0) { pageMarks?.end(); return }
+    blockMarks?.begin()
+    if (pages === 0 && appends === 0) { pageMarks?.end(); blockMarks?.end(); return }
 
     // Announce the batch first. Never lower the pending marks: a previous process killed
     // mid-batch may have left writes up to the old mark on disk (rewriting them is idempotent).
@@ -176,6 +186,7 @@ export function createWorkload (init: WorkloadInit): Workload {
     writeBatch(pages, appends)
     writeHeader()
     pageMarks?.end()
+    blockMarks?.end()
   }
 
   /** Writes the next `pages` page writes and `appends` records (announced in the header first). */
@@ -220,15 +231,18 @@ export function createWorkload (init: WorkloadInit): Workload {
       timer = undefined
       try {
         pageMarks?.begin()
+        blockMarks?.begin()
         // A batch announced by an earlier process (stopped or killed mid-batch) may have landed
         // partly, and this process rewrote some of its pages with older writes on the way:
         // finish it, so the image on disk is what the header says.
         writeBatch(pendingWrites - writes, Math.max(0, Math.min(pendingRecords - records, Math.floor((header.cacheSize - cacheBytes) / recordBytes))))
         writeHeader()
         pageMarks?.end()
+        blockMarks?.end()
         reporter?.stop()
       } finally {
         pageMarks?.close()
+        blockMarks?.close()
         closeSync(memoryFd)
         closeSync(cacheFd)
         if (marks != null) closeSync(marks.fd)

@@ -107,6 +107,8 @@ export interface SourceSessionDeps {
    * tracking: rounds cost what changed); without it, memory is scanned.
    */
   memoryMarks?: string
+  /** The cache's dirty-marks file when the workload marks the blocks it writes (one mark per block). */
+  cacheMarks?: string
 }
 
 interface AreaState { area: Area, unitSize: number, tracker: DirtyTracker }
@@ -172,8 +174,9 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     ] as const) {
       const mode = size <= shadowLimit ? 'shadow' : 'hash'
       const cpuShare = options.scanCpuShare
-      const tracker = area === Area.Memory && deps.memoryMarks != null
-        ? createCooperativeTracker({ path, size, unitSize, marksPath: deps.memoryMarks, cpuShare }, pool)
+      const marksPath = area === Area.Memory ? deps.memoryMarks : deps.cacheMarks
+      const tracker = marksPath != null
+        ? createCooperativeTracker({ path, size, unitSize, marksPath, cpuShare }, pool)
         : createDirtyTracker({ path, size, unitSize, mode, cpuShare }, pool)
       areas.push({ area, unitSize, tracker })
     }

@@ -38,6 +38,7 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
   const regionDigests = new SharedArrayBuffer(Math.max(1, regions * 32))
   const regionFresh = new SharedArrayBuffer(Math.max(1, Math.ceil(regions / 8)))
   const invalid = new Bitmap(units)
+  let assumed: { bitmap: SharedArrayBuffer, hashes: SharedArrayBuffer } | undefined
   let first = true
   let fd: number | undefined
 
@@ -108,7 +109,7 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
         for (let start = 0; start < units; start += slice) {
           const end = Math.min(units, start + slice)
           tasks.push(pool.run({
-            op: 'scan', path, mode: 'zero', unitSize, start, end, baseline: new SharedArrayBuffer(1), bitmap: dirty.bits.buffer as SharedArrayBuffer,
+            op: 'scan', path, mode: 'zero', unitSize, start, end, baseline: new SharedArrayBuffer(1), bitmap: dirty.bits.buffer as SharedArrayBuffer, assumed,
             digests: { out: regionDigests, fresh: regionFresh, regionSize: VERIFY_REGION_BYTES, size },
             ...(init.cpuShare != null ? { cpuShare: init.cpuShare } : {})
           }).then(() => { opts.onSlice?.(dirty, start, end) }))
@@ -131,11 +132,21 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
       const handle = fd ??= openSync(path, 'r')
       return await readRuns((buf, off, len, pos) => readSync(handle, buf, off, len, pos), runs, unitSize)
     },
-    assume () {
-      throw new RangeError('the cooperative tracker tracks memory pages; assume() is for cache blocks')
+    assume (unit, hash) {
+      // Checked by the first (full) scan only: from then on the marks say what changed.
+      if (!Number.isInteger(unit) || unit < 0 || unit >= units || hash.byteLength !== 32) throw new RangeError('assume(): bad unit or hash')
+      if (!first) throw new RangeError('assume() must come before the first scan')
+      assumed ??= { bitmap: new SharedArrayBuffer(Math.ceil(units / 8)), hashes: new SharedArrayBuffer(units * 32) }
+      new Uint8Array(assumed.bitmap)[unit >>> 3]! |= 1 << (unit & 7)
+      new Uint8Array(assumed.hashes).set(hash, unit * 32)
     },
     invalidate (runs) {
-      for (const r of runs) for (let u = r.start; u < r.start + r.count; u++) invalid.set(u)
+      for (const r of runs) {
+        for (let u = r.start; u < r.start + r.count; u++) {
+          invalid.set(u)
+          if (assumed != null) new Uint8Array(assumed.bitmap)[u >>> 3]! &= ~(1 << (u & 7))
+        }
+      }
     },
     async close () {
       if (fd != null) closeSync(fd)

@@ -55,17 +55,17 @@ function scan (t: ScanTask): WorkerReply {
           changed = unit.compare(baseline, i * t.unitSize, (i + 1) * t.unitSize) !== 0
           // The shadow takes the new bytes now; the sender sends exactly these bytes.
           if (changed) unit.copy(baseline, i * t.unitSize)
-          if (assumedBits != null && (assumedBits[i >>> 3]! & (1 << (i & 7))) !== 0) {
-            // The destination gets this unit elsewhere: only bytes other than those matter.
-            assumedHit = changed
-            if (changed) changed = !createHash('sha256').update(unit).digest().equals(assumedHashes!.subarray(i * 32, i * 32 + 32))
-            Atomics.and(assumedBits, i >>> 3, ~(1 << (i & 7)) & 0xff)
-          }
         } else if (t.mode === 'hash') {
           const fp = createHash('sha256').update(unit).digest()
           changed = fp.compare(baseline, i * 32, i * 32 + 32) !== 0
         } else {
           changed = !isZero(unit)
+        }
+        if (t.mode !== 'hash' && assumedBits != null && (assumedBits[i >>> 3]! & (1 << (i & 7))) !== 0) {
+          // The destination gets this unit elsewhere: only bytes other than those matter.
+          assumedHit = changed
+          if (changed) changed = !createHash('sha256').update(unit).digest().equals(assumedHashes!.subarray(i * 32, i * 32 + 32))
+          Atomics.and(assumedBits, i >>> 3, ~(1 << (i & 7)) & 0xff)
         }
         const touched = changed || assumedHit
         if (touched) stale.fill(1, Math.floor(k * t.unitSize / R), Math.ceil((k + 1) * t.unitSize / R))

@@ -30,7 +30,7 @@ export interface ScanTask {
    */
   digests: { out: SharedArrayBuffer, fresh: SharedArrayBuffer, regionSize: number, size: number }
   /**
-   * Shadow mode: units the destination gets elsewhere (bit set in `bitmap`), with the SHA-256
+   * Shadow and zero modes: units the destination gets elsewhere (bit set in `bitmap`), with the SHA-256
    * their bytes must have (`hashes`, 32 per unit). Such a unit is not reported when its bytes
    * hash to it; either way its bit is cleared (the shadow holds its bytes from now on).
    */

@@ -89,13 +89,18 @@ export function createSyntheticDriver (): Driver {
       const args = [workloadBinPath, 'run', '--memory-path', rec.spec.memory.path, '--cache-path', rec.spec.cache.path,
         '--rate', String(cfg.rate ?? DEFAULT_WORKLOAD_RATE), '--record-rate', String(cfg.recordRate ?? DEFAULT_RECORD_RATE),
         '--ops-file', opsPath]
-      // Cooperative tracking: a fresh marks file; the workload marks every page before writing it.
+      // Cooperative tracking: fresh marks files; the workload marks every page and cache block
+      // before writing it.
+      const blockMarks: string[] = []
       if (cfg.tracker === 'cooperative') {
         DirtyMarks.create(`${rec.spec.memory.path}.marks`, rec.spec.memory.size / rec.spec.memory.pageSize)
+        DirtyMarks.create(`${rec.spec.cache.path}.marks`, rec.spec.cache.size / rec.spec.cache.blockSize)
         args.push('--marks', `${rec.spec.memory.path}.marks`)
+        blockMarks.push('--cache-marks', `${rec.spec.cache.path}.marks`)
       }
       // A cache that caches a volume: the workload marks the blocks it writes (before writing).
-      if (CacheMeta.exists(rec.spec.cache.path)) args.push('--dirty-marks', cacheMetaPaths(rec.spec.cache.path).dirty, '--block-size', String(rec.spec.cache.blockSize))
+      if (CacheMeta.exists(rec.spec.cache.path)) blockMarks.push('--dirty-marks', cacheMetaPaths(rec.spec.cache.path).dirty)
+      if (blockMarks.length > 0) args.push(...blockMarks, '--block-size', String(rec.spec.cache.blockSize))
       // A migrated image was fully checked by check() just before launch; `run` continues from
       // its header counters, so `--resume` (which would verify the whole image again) is not used.
       void resumeState
