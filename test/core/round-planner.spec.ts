@@ -65,4 +65,11 @@ describe('round planner', () => {
     // Without auto-converge the same figures give up pre-copy and switch over with a long pause.
     expect(planNextRound(flat, 0, { ...lim, autoConverge: false })).toMatchObject({ switchOver: true, reason: 'stalled' })
   })
+
+  it('a round that could not see every change is never taken for an idle one', () => {
+    const rounds = [r(1, 1000 * MB, 10_000), r(2, 50 * MB, 500), { ...r(3, 0, 5), incomplete: true }]
+    expect(planNextRound(rounds, 0.99, { ...limits, autoConverge: true })).toMatchObject({ switchOver: false, reason: 'continue', throttle: 0.99 })
+    expect(planNextRound(rounds, 0.99, { ...limits, autoConverge: true, maxRounds: 3 })).toMatchObject({ switchOver: true, reason: 'max-rounds' })
+    expect(planNextRound([...rounds, r(4, 0, 5)], 0.99, { ...limits, autoConverge: true })).toMatchObject({ switchOver: true, reason: 'idle' })
+  })
 })

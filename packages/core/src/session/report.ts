@@ -25,6 +25,8 @@ export interface RoundStats {
   predictedPauseMs?: number
   /** Fraction of time the workload was held paused during this round (auto-converge). */
   throttle?: number
+  /** The scan could not see everything (a cooperative workload did not answer in time). */
+  incomplete?: boolean
 }
 
 /** What a finished (or failed) migration reports. */

@@ -83,6 +83,9 @@ export function planNextRound (rounds: readonly RoundStats[], throttle: number, 
   const last = rounds[rounds.length - 1]
   const prev = rounds[rounds.length - 2]
   const decide = (switchOver: boolean, reason: PlannerDecision['reason'], t = throttle): PlannerDecision => ({ switchOver, throttle: t, predictedPauseMs, reason })
+  // A round that could not see every change (the workload did not answer) says nothing about
+  // convergence: judge again after the next one.
+  if (last?.incomplete === true) return rounds.length >= limits.maxRounds ? decide(true, 'max-rounds') : decide(false, 'continue')
   if (last != null && last.bytes === 0) return decide(true, 'idle')
   if (predictedPauseMs <= limits.downtimeTargetMs) return decide(true, 'converged')
   if (rounds.length >= limits.maxRounds) return decide(true, 'max-rounds')

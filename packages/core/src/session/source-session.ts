@@ -284,7 +284,7 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
         digest: final,
         paused: final,
         onSlice: (dirty, from, to) => {
-          const chunks = planChunks(dirty, a.area, a.unitSize, chunkBytes, round, () => ++chunkId, from, to)
+          const chunks = planChunks(dirty, a.area, a.unitSize, final ? Math.min(chunkBytes, FINAL_CHUNK_BYTES) : chunkBytes, round, () => ++chunkId, from, to)
           for (const c of chunks) {
             bytes += c.bytes
             meter.queued(c.bytes)
@@ -296,12 +296,14 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
         }
       })))
       if (final) pauseDigests = scans.map(s => s.digest!)
+      const incomplete = scans.some(s => s.incomplete === true)
       const t1 = performance.now()
       await scheduler.idle()
       const t2 = performance.now()
       await link!.send({ type: FrameType.RoundEnd, round, units, bytes })
       const stats: RoundStats = {
         round, final, bytes, scanMs: t1 - t0, sendMs: t2 - t0, pages: counts[0]!, blocks: counts[1]!, throttle,
+        ...(incomplete ? { incomplete } : {}),
         ...(sincePrevious != null ? { dirtyRate: bytes / (sincePrevious / 1000) } : {}),
         ...(t2 > t0 ? { bandwidth: bytes / ((t2 - t0) / 1000) } : {})
       }
@@ -410,6 +412,9 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     report.totalMs = performance.now() - started
   }
 }
+
+/** Chunk size of the final round: small, so that a small final dirty set still spreads over every lane. */
+const FINAL_CHUNK_BYTES = 256 * 1024
 
 /** How long the source idles between rounds while the destination still fetches cache blocks. */
 const CACHE_WAIT_MS = 1000

@@ -44,7 +44,10 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
 
   // An epoch whose bitmap may not be taken yet: the writer has not acknowledged the next one.
   let unacked: number | undefined
-  /** Flips the epoch and returns the bitmap of everything marked before; both bitmaps when paused. */
+  /**
+   * Flips the epoch and returns the bitmap of everything marked before (both bitmaps when
+   * paused); `unacked` is left set when the writer has not acknowledged yet.
+   */
   const takeMarks = async (paused: boolean, signal?: AbortSignal): Promise<Bitmap> => {
     const out = new Bitmap(units)
     const current = marks.epoch
@@ -122,7 +125,7 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
       invalid.reset()
       opts.onSlice?.(dirty, 0, units)
       await rehash(dirty, opts.paused === true)
-      return { dirty, digest: opts.digest === true ? combineRegionDigests(size, new Uint8Array(regionDigests, 0, regions * 32)) : undefined }
+      return { dirty, incomplete: unacked != null, digest: opts.digest === true ? combineRegionDigests(size, new Uint8Array(regionDigests, 0, regions * 32)) : undefined }
     },
     async load (runs: readonly Run[]) {
       for (const r of runs) {

@@ -44,6 +44,12 @@ export interface ScanOptions {
 export interface ScanResult {
   /** Units to send this round. */
   dirty: Bitmap
+  /**
+   * True when the scan could not see everything that changed (a cooperative writer did not
+   * acknowledge the new epoch in time): the units it missed come in a later scan, so an empty
+   * result does not mean "idle".
+   */
+  incomplete?: boolean
   /** Verification digest of the area as read by this scan (only with `digest: true`). */
   digest?: Uint8Array
 }

@@ -3,13 +3,17 @@ import { VERIFY_REGION_BYTES } from '../constants.js'
 import type { WorkerPool } from '../tracker/worker-pool.js'
 import { combineRegionDigests } from './digest.js'
 
-const BACKGROUND_MS = 200
+/**
+ * Background pass period. Short, so that each pass is small: verification must wait for a pass
+ * in progress, and that wait is inside the pause.
+ */
+const BACKGROUND_MS = 50
 
 /**
  * The verification digest of a file that is being written, kept up to date in the background.
  *
  * The file starts zero-filled, so every region starts with the digest of zeros. A write marks its
- * regions stale when it starts and again when it ends; a background pass (every 200 ms, on the
+ * regions stale when it starts and again when it ends; a background pass (every 50 ms, on the
  * worker pool) clears the stale marks of a batch and re-hashes those regions from the file. A write
  * that overlaps a pass marks its regions stale again when it ends, so no stale digest survives.
  * At verification only the regions written since the last pass are hashed: the digest leaves
