@@ -37,4 +37,4 @@ export const DEFAULT_CONTROL_ATTEMPT_MS = 5000
 /** A destination that hears nothing from its source for this long gives the migration up. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000
 /** How long the cooperative tracker waits for the workload to acknowledge a new marks epoch. */
-export const COOPERATIVE_ACK_TIMEOUT_MS = 500
+export const COOPERATIVE_ACK_TIMEOUT_MS = 1000
