@@ -26,9 +26,11 @@ export async function call (socket: string, method: string, path: string, body?:
       let buf = ''
       let last: unknown
       res.setEncoding('utf8')
+      const failed = (res.statusCode ?? 500) >= 400
       res.on('data', (chunk: string) => {
         buf += chunk
-        if (onLine == null) return
+        // A refused request answers one JSON error, not a stream: read it whole at the end.
+        if (onLine == null || failed) return
         let i
         while ((i = buf.indexOf('\n')) >= 0) {
           const line = buf.slice(0, i)
@@ -39,9 +41,10 @@ export async function call (socket: string, method: string, path: string, body?:
         }
       })
       res.on('end', () => {
-        if (onLine != null) { resolve(last); return }
-        const v = buf === '' ? undefined : JSON.parse(buf) as { error?: { code: string, message: string } }
-        if ((res.statusCode ?? 500) >= 400) reject(new ControlError(v?.error?.code ?? 'ERR_CONTROL', v?.error?.message ?? `HTTP ${res.statusCode}`))
+        if (onLine != null && !failed) { resolve(last); return }
+        let v: { error?: { code: string, message: string } } | undefined
+        try { v = buf === '' ? undefined : JSON.parse(buf) as typeof v } catch { v = undefined }
+        if (failed) reject(new ControlError(v?.error?.code ?? 'ERR_CONTROL', v?.error?.message ?? `HTTP ${res.statusCode}`))
         else resolve(v)
       })
       res.on('error', reject)

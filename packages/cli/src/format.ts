@@ -76,7 +76,7 @@ export function formatReport (r: MigrationReport): string {
   }
   if (r.convergence != null) {
     const c = r.convergence
-    lines.push(`  convergence:  ${c.converged ? 'converged' : `not converged (${c.reason})`}${c.maxThrottle > 0 ? `, auto-converge throttled the workload up to ${Math.round(c.maxThrottle * 100)}%` : ''}`)
+    lines.push(`  convergence:  ${c.converged ? `converged (${c.reason})` : `not converged (${c.reason})`}${c.targetMet ? '' : ', predicted pause above the target'}${c.maxThrottle > 0 ? `, auto-converge throttled the workload up to ${Math.round(c.maxThrottle * 100)}%` : ''}`)
   }
   if (r.pacing != null) {
     const p = r.pacing

@@ -13,7 +13,7 @@ export interface OpsSnapshot {
   ops: number
   /** Page writes per second over the last interval. */
   opsPerSec: number
-  /** 99th percentile of single page-write syscall latency over the last interval (0 if none). */
+  /** 99th percentile of page-write latency over the last interval (0 if none): the write syscall plus how late its tick of the rate loop ran (CPU contention, stops). */
   p99Ms: number
   /** Wall-clock time of the snapshot (`Date.now()`). */
   t: number

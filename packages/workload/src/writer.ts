@@ -159,6 +159,8 @@ export function createWorkload (init: WorkloadInit): Workload {
   const tick = (): void => {
     const now = performance.now()
     const elapsedS = (now - lastTick) / 1000
+    // How late this tick runs: part of every operation's latency (a stopped or starved writer is late).
+    const lateMs = Math.max(0, now - lastTick - TICK_MS)
     lastTick = now
     pageCredit = Math.min(pageCredit + rate * elapsedS, maxPageCredit)
     recordCredit = Math.min(recordCredit + recordRate * elapsedS, maxRecordCredit)
@@ -183,14 +185,17 @@ export function createWorkload (init: WorkloadInit): Workload {
     pendingWrites = Math.max(pendingWrites, writes + pages)
     pendingRecords = Math.max(pendingRecords, records + appends)
     writeHeader()
-    writeBatch(pages, appends)
+    writeBatch(pages, appends, lateMs)
     writeHeader()
     pageMarks?.end()
     blockMarks?.end()
   }
 
-  /** Writes the next `pages` page writes and `appends` records (announced in the header first). */
-  const writeBatch = (pages: number, appends: number): void => {
+  /**
+   * Writes the next `pages` page writes and `appends` records (announced in the header first);
+   * each page write's latency, for the ops file, is its syscall plus how late its tick ran.
+   */
+  const writeBatch = (pages: number, appends: number, lateMs = 0): void => {
     for (let i = 0; i < pages; i++) {
       const n = writes + 1
       const page = pick(n)
@@ -198,7 +203,7 @@ export function createWorkload (init: WorkloadInit): Workload {
       pageMarks?.mark(page)
       const start = performance.now()
       writeAll(memoryFd, pageBuf, PAGE_SIZE, page * PAGE_SIZE)
-      reporter?.recordOp(performance.now() - start)
+      reporter?.recordOp(lateMs + performance.now() - start)
       writes = n
     }
     for (let i = 0; i < appends; i++) {

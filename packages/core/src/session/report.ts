@@ -52,10 +52,12 @@ export interface MigrationReport {
   /** Lanes the control conversation moved to after its lane broke or went silent, in order. */
   controlMoves?: string[]
   /**
-   * How pre-copy ended: `converged` when the predicted pause fitted the target (or nothing was
-   * dirty), else the planner's reason (`max-rounds`, `stalled`); and the highest auto-converge throttle used.
+   * How pre-copy ended: `converged` when the dirty set got as small as it gets (the predicted pause
+   * fitted the target, nothing was dirty, or the pause is bound by the final scan), `targetMet`
+   * when the predicted pause fitted the target, the planner's reason, and the highest
+   * auto-converge throttle used.
    */
-  convergence?: { converged: boolean, reason: string, maxThrottle: number }
+  convergence?: { converged: boolean, targetMet: boolean, reason: string, maxThrottle: number }
   /** What adaptive pacing did (when the workload reports its progress). */
   pacing?: PacingReport
   /** Whether the source workload was resumed after a failure. */

@@ -10,6 +10,11 @@ export interface PlannerLimits {
   autoConverge?: boolean
   /** Part of the pause that does not depend on the dirty set: device state, verification, commit. */
   fixedPauseMs?: number
+  /**
+   * Rounds are slowed by a bandwidth budget (the final round is not): predict the final send from
+   * the achieved bandwidth, not from how long the last round took.
+   */
+  paced?: boolean
 }
 
 /** What to do after a pre-copy round. */
@@ -20,8 +25,13 @@ export interface PlannerDecision {
   throttle: number
   /** The pause predicted if the workload were paused now. */
   predictedPauseMs: number
-  /** Why: `converged` (fits the target), `idle` (nothing dirty), `max-rounds`, `stalled` (not shrinking, no auto-converge), `throttle` (auto-converge stepped up), `continue`. */
-  reason: 'converged' | 'idle' | 'max-rounds' | 'stalled' | 'throttle' | 'continue'
+  /**
+   * Why: `converged` (fits the target), `idle` (nothing dirty), `max-rounds`, `stalled` (not
+   * shrinking, no auto-converge), `scan-bound` (the final scan alone exceeds the target and the
+   * dirty set is not what costs: throttling cannot help), `throttle` (auto-converge stepped up),
+   * `continue`.
+   */
+  reason: 'converged' | 'idle' | 'max-rounds' | 'stalled' | 'scan-bound' | 'throttle' | 'continue'
 }
 
 /** Rounds without shrinking after which pre-copy stops (without auto-converge). */
@@ -31,7 +41,7 @@ export const THROTTLE_INITIAL = 0.2
 export const THROTTLE_INCREMENT = 0.1
 export const THROTTLE_MAX = 0.99
 /** Default estimate of the pause's fixed part. */
-export const DEFAULT_FIXED_PAUSE_MS = 15
+export const DEFAULT_FIXED_PAUSE_MS = 20
 
 /** Bandwidth achieved so far in bytes per millisecond (0 when nothing was measured). */
 export function achievedBandwidth (rounds: readonly RoundStats[]): number {
@@ -46,17 +56,19 @@ export function achievedBandwidth (rounds: readonly RoundStats[]): number {
 }
 
 /**
- * Predicts the pause if the workload were paused now: the final round carries about what the
- * last round carried (what was dirtied while it ran), sent at the bandwidth achieved so far and
- * overlapped with the scan that finds it, plus the fixed part (device state, verification, commit).
+ * Predicts the pause if the workload were paused now: the final round looks like the last one —
+ * it carries about what the last round carried (what was dirtied while it ran), at the bandwidth
+ * achieved so far, overlapped with the scan that finds it, and takes at least as long as the last
+ * round did (small rounds are latency-bound, slower than the bulk bandwidth; not when `paced`,
+ * since a budget slowed that round and the final round runs unpaced); plus the fixed part.
  */
-export function predictPauseMs (rounds: readonly RoundStats[], fixedPauseMs = 0): number {
+export function predictPauseMs (rounds: readonly RoundStats[], fixedPauseMs = 0, paced = false): number {
   const last = rounds[rounds.length - 1]
   if (last == null) return Infinity
   const bw = achievedBandwidth(rounds)
   if (last.bytes === 0) return last.scanMs + fixedPauseMs
   if (bw === 0) return Infinity
-  return Math.max(last.bytes / bw, last.scanMs) + fixedPauseMs
+  return Math.max(last.bytes / bw, last.scanMs, paced ? 0 : last.sendMs) + fixedPauseMs
 }
 
 /**
@@ -79,7 +91,8 @@ export function isStalled (rounds: readonly RoundStats[], window = STALL_ROUNDS)
  * it, give up pre-copy and switch over with the pause it takes.
  */
 export function planNextRound (rounds: readonly RoundStats[], throttle: number, limits: PlannerLimits): PlannerDecision {
-  const predictedPauseMs = predictPauseMs(rounds, limits.fixedPauseMs ?? DEFAULT_FIXED_PAUSE_MS)
+  const fixed = limits.fixedPauseMs ?? DEFAULT_FIXED_PAUSE_MS
+  const predictedPauseMs = predictPauseMs(rounds, fixed, limits.paced)
   const last = rounds[rounds.length - 1]
   const prev = rounds[rounds.length - 2]
   const decide = (switchOver: boolean, reason: PlannerDecision['reason'], t = throttle): PlannerDecision => ({ switchOver, throttle: t, predictedPauseMs, reason })
@@ -89,6 +102,12 @@ export function planNextRound (rounds: readonly RoundStats[], throttle: number, 
   if (last != null && last.bytes === 0) return decide(true, 'idle')
   if (predictedPauseMs <= limits.downtimeTargetMs) return decide(true, 'converged')
   if (rounds.length >= limits.maxRounds) return decide(true, 'max-rounds')
+  // The scan tracker reads the whole image in the final round: when that alone exceeds the target
+  // and sending the dirty set costs no more than the scan, no throttle can shorten the pause.
+  const bw = achievedBandwidth(rounds)
+  if (last != null && rounds.length >= 2 && last.scanMs + fixed > limits.downtimeTargetMs && bw > 0 && last.bytes / bw <= last.scanMs) {
+    return decide(true, 'scan-bound')
+  }
   const flat = last != null && prev != null && rounds.length >= 3 && last.bytes >= 0.9 * prev.bytes
   if (limits.autoConverge === true) {
     if ((throttle === 0 && isStalled(rounds)) || (throttle > 0 && flat)) {

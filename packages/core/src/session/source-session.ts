@@ -325,7 +325,7 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
     const cacheReady = (): boolean => cache == null || (fetchDoneAfterRound >= 0 && roundsStarted > fetchDoneAfterRound)
     let decision: PlannerDecision
     while (true) {
-      decision = planNextRound(report.rounds, throttle, limits)
+      decision = planNextRound(report.rounds, throttle, { ...limits, paced: budget.rate !== Infinity || options.laneRate != null })
       report.rounds[report.rounds.length - 1]!.predictedPauseMs = decision.predictedPauseMs
       if (decision.switchOver && cacheReady()) break
       if (decision.switchOver && fetchDoneAfterRound < 0) await waitFor(fetchFinished, CACHE_WAIT_MS, signal)
@@ -337,7 +337,13 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
       }
       await runRound(++round, false)
     }
-    report.convergence = { converged: decision.reason === 'converged' || decision.reason === 'idle', reason: decision.reason, maxThrottle }
+    // Converged: the dirty set got as small as it gets (the pause may still be scan-bound).
+    report.convergence = {
+      converged: decision.reason === 'converged' || decision.reason === 'idle' || decision.reason === 'scan-bound',
+      targetMet: decision.predictedPauseMs <= limits.downtimeTargetMs,
+      reason: decision.reason,
+      maxThrottle
+    }
 
     // Switchover: from here the workload is paused until commit or abort, and the final round
     // goes at full speed (the pause is what the workload notices most).
