@@ -27,6 +27,8 @@ export interface RoundStats {
   throttle?: number
   /** The scan could not see everything (a cooperative workload did not answer in time). */
   incomplete?: boolean
+  /** Part of `scanMs` spent waiting for the workload (cooperative tracker), not scanning. */
+  scanWaitMs?: number
 }
 
 /** What a finished (or failed) migration reports. */

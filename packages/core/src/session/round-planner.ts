@@ -66,9 +66,11 @@ export function predictPauseMs (rounds: readonly RoundStats[], fixedPauseMs = 0,
   const last = rounds[rounds.length - 1]
   if (last == null) return Infinity
   const bw = achievedBandwidth(rounds)
-  if (last.bytes === 0) return last.scanMs + fixedPauseMs
+  // Waiting for a cooperative workload's acknowledgement is not part of the final round.
+  const wait = last.scanWaitMs ?? 0
+  if (last.bytes === 0) return last.scanMs - wait + fixedPauseMs
   if (bw === 0) return Infinity
-  return Math.max(last.bytes / bw, last.scanMs, paced ? 0 : last.sendMs) + fixedPauseMs
+  return Math.max(last.bytes / bw, last.scanMs - wait, paced ? 0 : last.sendMs - wait) + fixedPauseMs
 }
 
 /**
@@ -105,7 +107,8 @@ export function planNextRound (rounds: readonly RoundStats[], throttle: number, 
   // The scan tracker reads the whole image in the final round: when that alone exceeds the target
   // and sending the dirty set costs no more than the scan, no throttle can shorten the pause.
   const bw = achievedBandwidth(rounds)
-  if (last != null && rounds.length >= 2 && last.scanMs + fixed > limits.downtimeTargetMs && bw > 0 && last.bytes / bw <= last.scanMs) {
+  const scan = last != null ? last.scanMs - (last.scanWaitMs ?? 0) : 0
+  if (last != null && rounds.length >= 2 && scan + fixed > limits.downtimeTargetMs && bw > 0 && last.bytes / bw <= scan) {
     return decide(true, 'scan-bound')
   }
   const flat = last != null && prev != null && rounds.length >= 3 && last.bytes >= 0.9 * prev.bytes

@@ -297,6 +297,7 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
       })))
       if (final) pauseDigests = scans.map(s => s.digest!)
       const incomplete = scans.some(s => s.incomplete === true)
+      const scanWaitMs = Math.max(0, ...scans.map(s => s.waitMs ?? 0))
       const t1 = performance.now()
       await scheduler.idle()
       const t2 = performance.now()
@@ -304,6 +305,7 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
       const stats: RoundStats = {
         round, final, bytes, scanMs: t1 - t0, sendMs: t2 - t0, pages: counts[0]!, blocks: counts[1]!, throttle,
         ...(incomplete ? { incomplete } : {}),
+        ...(scanWaitMs > 0 ? { scanWaitMs } : {}),
         ...(sincePrevious != null ? { dirtyRate: bytes / (sincePrevious / 1000) } : {}),
         ...(t2 > t0 ? { bandwidth: bytes / ((t2 - t0) / 1000) } : {})
       }

@@ -44,6 +44,7 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
 
   // An epoch whose bitmap may not be taken yet: the writer has not acknowledged the next one.
   let unacked: number | undefined
+  let waited = 0
   /**
    * Flips the epoch and returns the bitmap of everything marked before (both bitmaps when
    * paused); `unacked` is left set when the writer has not acknowledged yet.
@@ -63,11 +64,13 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
     const next = marks.flip()
     // Take the old bitmap only once the writer finished every batch it began under it. A writer
     // that does not answer (stopped, or no workload) is asked again at the next scan.
-    const until = performance.now() + COOPERATIVE_ACK_TIMEOUT_MS
+    const waitFrom = performance.now()
+    const until = waitFrom + COOPERATIVE_ACK_TIMEOUT_MS
     while (marks.ack !== next && performance.now() < until) {
       if (signal?.aborted === true) throw new AbortedError()
       await new Promise(resolve => setTimeout(resolve, 1))
     }
+    waited = performance.now() - waitFrom
     if (marks.ack === next) marks.take(current, out.bits)
     else unacked = current
     return out
@@ -120,12 +123,13 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
         await Promise.all(tasks)
         return { dirty, digest: opts.digest === true ? combineRegionDigests(size, new Uint8Array(regionDigests, 0, regions * 32)) : undefined }
       }
+      waited = 0
       const dirty = await takeMarks(opts.paused === true, opts.signal)
       dirty.or(invalid)
       invalid.reset()
       opts.onSlice?.(dirty, 0, units)
       await rehash(dirty, opts.paused === true)
-      return { dirty, incomplete: unacked != null, digest: opts.digest === true ? combineRegionDigests(size, new Uint8Array(regionDigests, 0, regions * 32)) : undefined }
+      return { dirty, incomplete: unacked != null, waitMs: waited, digest: opts.digest === true ? combineRegionDigests(size, new Uint8Array(regionDigests, 0, regions * 32)) : undefined }
     },
     async load (runs: readonly Run[]) {
       for (const r of runs) {

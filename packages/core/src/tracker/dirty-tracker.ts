@@ -50,6 +50,11 @@ export interface ScanResult {
    * result does not mean "idle".
    */
   incomplete?: boolean
+  /**
+   * Milliseconds of the scan spent waiting for the workload (a cooperative writer acknowledging
+   * the new epoch): not work, and absent from the final scan, where the workload is paused.
+   */
+  waitMs?: number
   /** Verification digest of the area as read by this scan (only with `digest: true`). */
   digest?: Uint8Array
 }
