@@ -74,7 +74,7 @@ describe('round planner', () => {
   })
 
   it('switches over when the final scan alone exceeds the target and the dirty set is not what costs (scan-bound)', () => {
-    const rounds = [r(1, 1000 * MB, 10_000, 150), r(2, 2 * MB, 170, 160)]
+    const rounds = [r(1, 1000 * MB, 10_000, 150), r(2, 2 * MB, 160, 160)]
     expect(planNextRound(rounds, 0, { ...limits, downtimeTargetMs: 150, autoConverge: true, fixedPauseMs: 20 })).toMatchObject({ switchOver: true, reason: 'scan-bound' })
     // A dirty set that costs more than the scan is still worth throttling for.
     const heavy = [r(1, 1000 * MB, 10_000, 150), r(2, 50 * MB, 500, 160), r(3, 49 * MB, 490, 160), r(4, 50 * MB, 500, 160), r(5, 49 * MB, 490, 160)]

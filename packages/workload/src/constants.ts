@@ -37,12 +37,11 @@ export const DEFAULT_HOT_FRACTION = 0.1
 export const TICK_MS = 10
 
 /**
- * Most write debt the rate loop may carry: two ticks (enough for timer jitter). Time spent
- * stopped (SIGSTOP) is work not done, as for a stopped vCPU: catching it up would defeat
- * throttling (auto-converge, whose duty cycle stops the process for up to 99 ms in 100) and
- * write in bursts.
+ * Most write debt the rate loop may carry: one tick (covers timer jitter). Time spent stopped
+ * (SIGSTOP) is work not done, as for a stopped vCPU: catching it up would defeat throttling
+ * (auto-converge) and write in bursts.
  */
-export const MAX_CATCH_UP_MS = 20
+export const MAX_CATCH_UP_MS = 10
 
 /** How often the ops file is rewritten. */
 export const OPS_INTERVAL_MS = 1000

@@ -105,10 +105,11 @@ export function planNextRound (rounds: readonly RoundStats[], throttle: number, 
   if (predictedPauseMs <= limits.downtimeTargetMs) return decide(true, 'converged')
   if (rounds.length >= limits.maxRounds) return decide(true, 'max-rounds')
   // The scan tracker reads the whole image in the final round: when that alone exceeds the target
-  // and sending the dirty set costs no more than the scan, no throttle can shorten the pause.
+  // and sending the dirty set costs little next to it (a quarter), no throttle can shorten the
+  // pause much.
   const bw = achievedBandwidth(rounds)
   const scan = last != null ? last.scanMs - (last.scanWaitMs ?? 0) : 0
-  if (last != null && rounds.length >= 2 && scan + fixed > limits.downtimeTargetMs && bw > 0 && last.bytes / bw <= scan) {
+  if (last != null && rounds.length >= 2 && scan + fixed > limits.downtimeTargetMs && bw > 0 && last.bytes / bw <= scan / 4) {
     return decide(true, 'scan-bound')
   }
   const flat = last != null && prev != null && rounds.length >= 3 && last.bytes >= 0.9 * prev.bytes

@@ -52,8 +52,8 @@ class StandbyWorkload implements PreparedLaunch {
 /** Device state of a synthetic workload: its counters at pause, read from its header page. */
 interface SyntheticState { writes: number, records: number }
 
-/** Period of the auto-converge duty cycle. */
-const THROTTLE_PERIOD_MS = 100
+/** How long a throttled workload runs between two stops (two ticks of the synthetic workload). */
+const THROTTLE_RUN_MS = 20
 
 const READY_TIMEOUT_MS = 30_000
 
@@ -127,8 +127,9 @@ export function createSyntheticDriver (): Driver {
       const signal = (sig: NodeJS.Signals): void => {
         if (child.exitCode == null && child.signalCode == null) child.kill(sig)
       }
-      // Auto-converge: stop the process for `fraction` of every THROTTLE_PERIOD_MS. A migration
-      // pause (SIGSTOP) always wins over the duty cycle's SIGCONT.
+      // Auto-converge, as QEMU's cpu-throttle: let the process run THROTTLE_RUN_MS, then hold it
+      // stopped for THROTTLE_RUN_MS × f / (1 − f) (99%: ~2 s per 20 ms). A migration pause
+      // (SIGSTOP) always wins over the duty cycle's SIGCONT.
       let paused = false
       let fraction = 0
       let cycle: NodeJS.Timeout | undefined
@@ -138,21 +139,26 @@ export function createSyntheticDriver (): Driver {
         held = undefined
         if (!paused) signal('SIGCONT')
       }
+      const runThenStop = (): void => {
+        cycle = setTimeout(() => {
+          cycle = undefined
+          if (fraction === 0) return
+          if (!paused) signal('SIGSTOP')
+          held = setTimeout(() => { release(); if (fraction > 0) runThenStop() }, THROTTLE_RUN_MS * fraction / (1 - fraction))
+        }, THROTTLE_RUN_MS)
+      }
       const setThrottle = (f: number): void => {
+        const was = fraction
         fraction = Math.max(0, Math.min(0.99, f))
         if (fraction === 0) {
-          clearInterval(cycle)
+          clearTimeout(cycle)
           cycle = undefined
           if (held != null) release()
           return
         }
-        cycle ??= setInterval(() => {
-          if (paused || held != null || fraction === 0) return
-          signal('SIGSTOP')
-          held = setTimeout(release, fraction * THROTTLE_PERIOD_MS)
-        }, THROTTLE_PERIOD_MS)
+        if (was === 0 && cycle == null && held == null) runThenStop()
       }
-      void exited.then(() => { clearInterval(cycle); clearTimeout(held) })
+      void exited.then(() => { clearTimeout(cycle); clearTimeout(held) })
       const running: RunningWorkload = {
         pid: child.pid,
         exited,
