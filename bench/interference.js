@@ -2,8 +2,9 @@
 // network-namespace cluster (2 hosts x 4 NICs, each NIC's egress shaped to 200 Mbit/s; both
 // hosts, their nodes and the workload share this machine's cores), a 1 GiB memory image with the
 // cooperative tracker and a synthetic workload writing 2000 pages/s runs on host 1. Its ops file
-// (rewritten every second: page writes in the last second and the p99 latency of one page-write
-// syscall) is sampled every second:
+// (rewritten every second: page writes in the last second and the p99 latency of a page write —
+// its syscall plus how late its tick of the rate loop ran, so CPU contention shows) is sampled
+// every second:
 //   - baseline: ~5 s before the migration starts;
 //   - during: while the migration runs on the source (progress phase `precopy`, before the
 //     switchover), skipping the first second (a sample covers the second before it).
@@ -28,7 +29,7 @@ const size = Number(process.env.SHOAL_BENCH_BYTES ?? GiB)
 const rateMbit = Number(process.env.SHOAL_BENCH_RATE_MBIT ?? 200)
 const workloadRate = Number(process.env.SHOAL_BENCH_WORKLOAD_RATE ?? 2000)
 // A second, CPU-hungrier workload rate run the same way (0 = skip): at 2000 pages/s the write
-// loop needs little CPU and absorbs scheduling delays (it catches up to 50 ms of missed ticks).
+// loop needs little CPU and absorbs scheduling delays (it catches up one missed tick, 10 ms).
 const stressRate = Number(process.env.SHOAL_BENCH_STRESS_RATE ?? 40000)
 const budgets = (process.env.SHOAL_BENCH_BUDGETS ?? '50000000:0.5,25000000:0.25').split(',').map(s => {
   const [maxRate, scanCpuShare] = s.split(':').map(Number)
