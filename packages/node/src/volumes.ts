@@ -1,7 +1,6 @@
-import { createHash } from 'node:crypto'
 import { mkdirSync, readdirSync } from 'node:fs'
 import {
-  BlockClient, BlockStore, DEFAULT_BLOCK_SIZE, fetchFromSources, InvalidArgumentError, serveBlocks, TokenBucket, UnknownVolumeError
+  BlockClient, BlockStore, DEFAULT_BLOCK_SIZE, fetchFromSources, InvalidArgumentError, serveBlocks, TokenBucket, UnknownVolumeError, zeroHash
 } from '@shoal/core'
 import type { BlockSource, CacheSources, CacheSourcesRequest, FetchItem, Lane, LocalBlocks, VolumeSummary } from '@shoal/core'
 import { openLanes } from '@shoal/libp2p'
@@ -181,7 +180,7 @@ export class Volumes {
       const report: PullReport = { id, blockSize, blockCount, bytes: 0, ms: 0, sources: {}, dedupBytes: 0, leftover: 0, dropped: {} }
       // One fetch per distinct hash; zero blocks and blocks held locally are not fetched.
       const byHash = new Map<string, number[]>()
-      const zero = createHash('sha256').update(Buffer.alloc(blockSize)).digest()
+      const zero = zeroHash(blockSize)
       const local = this.local()
       const items: FetchItem[] = []
       for (let i = 0; i < blockCount; i++) {

@@ -2,7 +2,7 @@ import { closeSync, openSync, readSync } from 'node:fs'
 import { Bitmap } from '../bitmap.js'
 import { COOPERATIVE_ACK_TIMEOUT_MS, SCAN_READ_BYTES, VERIFY_REGION_BYTES } from '../constants.js'
 import { AbortedError } from '../errors.js'
-import { combineRegionDigests } from '../verify/digest.js'
+import { combineRegionDigests, digestRegions } from '../verify/digest.js'
 import type { Run } from '../wire/frames.js'
 import { DirtyMarks } from './dirty-marks.js'
 import type { DirtyTracker, ScanResult } from './dirty-tracker.js'
@@ -85,18 +85,7 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
       const to = Math.ceil((r.start + r.count) * unitSize / VERIFY_REGION_BYTES)
       for (let g = Math.max(from, last + 1); g < to; g++) { list.push(g); last = g }
     }
-    if (list.length === 0) return
-    const shared = new SharedArrayBuffer(list.length * 4)
-    new Uint32Array(shared).set(list)
-    const per = Math.ceil(list.length / pool.size)
-    const tasks: Array<Promise<unknown>> = []
-    for (let start = 0; start < list.length; start += per) {
-      tasks.push(pool.run({
-        op: 'digest', path, size, regionSize: VERIFY_REGION_BYTES, start, end: Math.min(list.length, start + per), out: regionDigests, list: shared,
-        ...(init.cpuShare != null && !paused ? { cpuShare: init.cpuShare } : {})
-      }))
-    }
-    await Promise.all(tasks)
+    await digestRegions(pool, { path, size, out: regionDigests }, list.length, { list, ...(init.cpuShare != null && !paused ? { cpuShare: init.cpuShare } : {}) })
   }
 
   return {

@@ -4,7 +4,7 @@ import { open } from 'node:fs/promises'
 import { Bitmap } from '../bitmap.js'
 import { SCAN_READ_BYTES, VERIFY_REGION_BYTES } from '../constants.js'
 import { AbortedError } from '../errors.js'
-import { combineRegionDigests } from '../verify/digest.js'
+import { combineRegionDigests, zeroHash } from '../verify/digest.js'
 import type { Run } from '../wire/frames.js'
 import type { WorkerPool } from './worker-pool.js'
 import type { TrackerMode } from './worker-protocol.js'
@@ -95,16 +95,6 @@ export interface DirtyTracker {
   close: () => Promise<void>
 }
 
-const ZERO_FP = new Map<number, Buffer>()
-function zeroFingerprint (unitSize: number): Buffer {
-  let fp = ZERO_FP.get(unitSize)
-  if (fp == null) {
-    fp = createHash('sha256').update(Buffer.alloc(unitSize)).digest()
-    ZERO_FP.set(unitSize, fp)
-  }
-  return fp
-}
-
 /** Largest gap (in bytes) between two runs that is read through rather than split (hash mode). */
 const COALESCE_GAP = 64 * 1024
 
@@ -116,7 +106,7 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
   const baseline = new SharedArrayBuffer(Math.max(1, mode === 'shadow' ? size : units * 32))
   const baseView = Buffer.from(baseline)
   if (mode === 'hash') {
-    const zfp = zeroFingerprint(unitSize)
+    const zfp = zeroHash(unitSize)
     for (let i = 0; i < units; i++) zfp.copy(baseView, i * 32)
   }
   // Slices: multiples of 8 units (workers never share a bitmap byte) and of whole verification
@@ -184,7 +174,7 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
         if (mode === 'shadow') {
           baseView.fill(0, r.start * unitSize, (r.start + r.count) * unitSize)
           if (assumed != null) { const bits = new Uint8Array(assumed.bitmap); for (let u = r.start; u < r.start + r.count; u++) bits[u >>> 3]! &= ~(1 << (u & 7)) }
-        } else for (let u = r.start; u < r.start + r.count; u++) zeroFingerprint(unitSize).copy(baseView, u * 32)
+        } else for (let u = r.start; u < r.start + r.count; u++) zeroHash(unitSize).copy(baseView, u * 32)
       }
     },
     async close () {

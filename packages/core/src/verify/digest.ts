@@ -3,21 +3,62 @@ import { VERIFY_REGION_BYTES } from '../constants.js'
 import type { WorkerPool } from '../tracker/worker-pool.js'
 
 /**
- * SHA-256 digest of a file's first `size` bytes, computed in parallel: one SHA-256 per 1 MiB
- * region on the worker pool, then a SHA-256 over the size and the region digests. Both sides of a
- * migration compute it the same way, so equal digests mean equal bytes.
+ * SHA-256 digest of a file's first `size` bytes, computed in parallel: one SHA-256 per
+ * VERIFY_REGION_BYTES region on the worker pool, then a SHA-256 over the size and the region
+ * digests. Both sides of a migration compute it the same way, so equal digests mean equal bytes.
  */
 export async function digestFile (pool: WorkerPool, path: string, size: number, signal?: AbortSignal): Promise<Uint8Array> {
   const regions = Math.ceil(size / VERIFY_REGION_BYTES)
   const out = new SharedArrayBuffer(Math.max(1, regions * 32))
-  const per = Math.max(1, Math.ceil(regions / (pool.size * 4)))
+  await digestRegions(pool, { path, size, out }, regions, { signal })
+  return combineRegionDigests(size, new Uint8Array(out, 0, regions * 32))
+}
+
+/** Where {@link digestRegions} hashes from and writes to. */
+export interface RegionDigestTarget {
+  path: string
+  /** File size (the last region may be short). */
+  size: number
+  /** Region digests, 32 bytes at each region's place. */
+  out: SharedArrayBuffer
+  /** Default VERIFY_REGION_BYTES. */
+  regionSize?: number
+}
+
+/**
+ * Hashes regions of a file on the worker pool, a few tasks per worker (so they balance): regions
+ * 0..count-1, or the `list` of region numbers. `cpuShare` caps each worker's share of a core.
+ */
+export async function digestRegions (pool: WorkerPool, target: RegionDigestTarget, count: number, opts: { list?: readonly number[], cpuShare?: number, signal?: AbortSignal } = {}): Promise<void> {
+  if (count === 0) return
+  let list: SharedArrayBuffer | undefined
+  if (opts.list != null) {
+    list = new SharedArrayBuffer(count * 4)
+    new Uint32Array(list).set(opts.list)
+  }
+  const per = Math.max(16, Math.ceil(count / (pool.size * 4)))
   const tasks: Array<Promise<unknown>> = []
-  for (let start = 0; start < regions; start += per) {
-    signal?.throwIfAborted()
-    tasks.push(pool.run({ op: 'digest', path, size, regionSize: VERIFY_REGION_BYTES, start, end: Math.min(regions, start + per), out }))
+  for (let start = 0; start < count; start += per) {
+    opts.signal?.throwIfAborted()
+    tasks.push(pool.run({
+      op: 'digest', path: target.path, size: target.size, out: target.out, regionSize: target.regionSize ?? VERIFY_REGION_BYTES, start, end: Math.min(count, start + per),
+      ...(list != null ? { list } : {}),
+      ...(opts.cpuShare != null ? { cpuShare: opts.cpuShare } : {})
+    }))
   }
   await Promise.all(tasks)
-  return combineRegionDigests(size, new Uint8Array(out, 0, regions * 32))
+}
+
+const ZERO_HASHES = new Map<number, Buffer>()
+
+/** SHA-256 of `size` zero bytes (what a fresh, zero-filled unit or region hashes to), cached. */
+export function zeroHash (size: number): Buffer {
+  let h = ZERO_HASHES.get(size)
+  if (h == null) {
+    h = createHash('sha256').update(Buffer.alloc(size)).digest()
+    ZERO_HASHES.set(size, h)
+  }
+  return h
 }
 
 /** The area digest from its region digests: SHA-256 over the size (u64 LE) and the list. */

@@ -1,7 +1,6 @@
-import { createHash } from 'node:crypto'
 import { VERIFY_REGION_BYTES } from '../constants.js'
 import type { WorkerPool } from '../tracker/worker-pool.js'
-import { combineRegionDigests } from './digest.js'
+import { combineRegionDigests, digestRegions, zeroHash } from './digest.js'
 
 /**
  * Background pass period. Short, so that each pass is small: verification must wait for a pass
@@ -31,10 +30,10 @@ export class RegionDigests {
     this.out = new SharedArrayBuffer(Math.max(1, this.regions * 32))
     this.stale = new Uint8Array(this.regions)
     const view = Buffer.from(this.out)
-    const zero = createHash('sha256').update(Buffer.alloc(regionSize)).digest()
+    const zero = zeroHash(regionSize)
     for (let r = 0; r < this.regions; r++) zero.copy(view, r * 32)
     const tail = size - (this.regions - 1) * regionSize
-    if (this.regions > 0 && tail !== regionSize) createHash('sha256').update(Buffer.alloc(tail)).digest().copy(view, (this.regions - 1) * 32)
+    if (this.regions > 0 && tail !== regionSize) zeroHash(tail).copy(view, (this.regions - 1) * 32)
   }
 
   /** Starts re-hashing stale regions in the background. */
@@ -68,24 +67,13 @@ export class RegionDigests {
 
   private async pass (signal?: AbortSignal): Promise<void> {
     // Stale regions are often scattered (a round's dirty pages): hand them out as lists, a few
-    // tasks in all, rather than one task per run (posting a task costs more than hashing 64 KiB).
+    // tasks in all, rather than one task per run (posting a task costs more than hashing a region).
     const list: number[] = []
     for (let r = 0; r < this.regions; r++) {
       if (this.stale[r] === 1) { this.stale[r] = 0; list.push(r) }
     }
-    signal?.throwIfAborted()
-    const tasks: Array<Promise<unknown>> = []
-    if (list.length > 0) {
-      const shared = new SharedArrayBuffer(list.length * 4)
-      new Uint32Array(shared).set(list)
-      const per = Math.max(16, Math.ceil(list.length / (this.pool.size * 4)))
-      for (let start = 0; start < list.length; start += per) {
-        const end = Math.min(list.length, start + per)
-        tasks.push(this.pool.run({ op: 'digest', path: this.path, size: this.size, regionSize: this.regionSize, start, end, out: this.out, list: shared })
-          .catch((err: unknown) => { for (let k = start; k < end; k++) this.stale[list[k]!] = 1; throw err }))
-      }
-    }
-    const run = Promise.all(tasks).then(() => {})
+    const run = digestRegions(this.pool, { path: this.path, size: this.size, out: this.out, regionSize: this.regionSize }, list.length, { list, signal })
+      .catch((err: unknown) => { for (const r of list) this.stale[r] = 1; throw err })
     run.catch(() => {})
     this.running = run
     try { await run } finally { if (this.running === run) this.running = undefined }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { FileHandle } from 'node:fs/promises'
 import { Bitmap } from '../bitmap.js'
+import { zeroHash } from '../verify/digest.js'
 import { fetchFromSources } from './multi-source-fetch.js'
 import type { BlockSource, FetchItem, MultiSourceFetchOptions } from './multi-source-fetch.js'
 
@@ -101,7 +102,7 @@ export class CacheFetch {
   /** Decides which blocks to take on and returns them (the CACHE_CLAIM bitmap). */
   claim (): Bitmap {
     const { blockSize, hashes, dirty, hot } = this.init
-    const zero = createHash('sha256').update(Buffer.alloc(blockSize)).digest()
+    const zero = zeroHash(blockSize)
     const byHash = new Map<string, Group>()
     for (let i = 0; i < this.blockCount; i++) {
       if (dirty.get(i) || hot.get(i)) continue
