@@ -1,8 +1,9 @@
 import { closeSync, openSync, readSync } from 'node:fs'
 import { Bitmap } from '../bitmap.js'
-import { COOPERATIVE_ACK_TIMEOUT_MS, SCAN_READ_BYTES, VERIFY_REGION_BYTES } from '../constants.js'
+import { COOPERATIVE_ACK_TIMEOUT_MS, VERIFY_REGION_BYTES } from '../constants.js'
 import { AbortedError } from '../errors.js'
-import { combineRegionDigests, digestRegions } from '../verify/digest.js'
+import { digestRegions } from '../verify/digest.js'
+import { AreaDigests, AssumedUnits, checkRuns, scanArea, sliceUnits } from './area-scan.js'
 import type { Run } from '../wire/frames.js'
 import { DirtyMarks } from './dirty-marks.js'
 import type { DirtyTracker, ScanResult } from './dirty-tracker.js'
@@ -34,11 +35,9 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
   if (size % unitSize !== 0) throw new RangeError(`size ${size} is not a multiple of ${unitSize}`)
   const units = size / unitSize
   const marks = DirtyMarks.open(init.marksPath, units)
-  const regions = Math.ceil(size / VERIFY_REGION_BYTES)
-  const regionDigests = new SharedArrayBuffer(Math.max(1, regions * 32))
-  const regionFresh = new SharedArrayBuffer(Math.max(1, Math.ceil(regions / 8)))
+  const digests = new AreaDigests(size)
   const invalid = new Bitmap(units)
-  let assumed: { bitmap: SharedArrayBuffer, hashes: SharedArrayBuffer } | undefined
+  const assumed = new AssumedUnits(units)
   let first = true
   let fd: number | undefined
 
@@ -85,7 +84,7 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
       const to = Math.ceil((r.start + r.count) * unitSize / VERIFY_REGION_BYTES)
       for (let g = Math.max(from, last + 1); g < to; g++) { list.push(g); last = g }
     }
-    await digestRegions(pool, { path, size, out: regionDigests }, list.length, { list, ...(init.cpuShare != null && !paused ? { cpuShare: init.cpuShare } : {}) })
+    await digestRegions(pool, { path, size, out: digests.out }, list.length, { list, ...(init.cpuShare != null && !paused ? { cpuShare: init.cpuShare } : {}) })
   }
 
   return {
@@ -97,20 +96,10 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
         // From here every write is marked; then read the whole area once (writes racing with
         // this read are marked, so the next round sends them again).
         await takeMarks(opts.paused === true, opts.signal)
-        const dirty = Bitmap.shared(units)
-        const align = Math.max(8, Math.ceil(Math.max(VERIFY_REGION_BYTES, SCAN_READ_BYTES) / unitSize))
-        const slice = Math.max(align, Math.floor(Math.ceil(64 * 1024 * 1024 / unitSize) / align) * align)
-        const tasks: Array<Promise<unknown>> = []
-        for (let start = 0; start < units; start += slice) {
-          const end = Math.min(units, start + slice)
-          tasks.push(pool.run({
-            op: 'scan', path, mode: 'zero', unitSize, start, end, baseline: new SharedArrayBuffer(1), bitmap: dirty.bits.buffer as SharedArrayBuffer, assumed,
-            digests: { out: regionDigests, fresh: regionFresh, regionSize: VERIFY_REGION_BYTES, size },
-            ...(init.cpuShare != null ? { cpuShare: init.cpuShare } : {})
-          }).then(() => { opts.onSlice?.(dirty, start, end) }))
-        }
-        await Promise.all(tasks)
-        return { dirty, digest: opts.digest === true ? combineRegionDigests(size, new Uint8Array(regionDigests, 0, regions * 32)) : undefined }
+        const dirty = await scanArea(pool, {
+          path, mode: 'zero', unitSize, units, slice: sliceUnits(unitSize), baseline: new SharedArrayBuffer(1), digests, assumed, cpuShare: init.cpuShare
+        }, opts)
+        return { dirty, digest: opts.digest === true ? digests.combine() : undefined }
       }
       waited = 0
       const dirty = await takeMarks(opts.paused === true, opts.signal)
@@ -118,29 +107,24 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
       invalid.reset()
       opts.onSlice?.(dirty, 0, units)
       await rehash(dirty, opts.paused === true)
-      return { dirty, incomplete: unacked != null, waitMs: waited, digest: opts.digest === true ? combineRegionDigests(size, new Uint8Array(regionDigests, 0, regions * 32)) : undefined }
+      return { dirty, incomplete: unacked != null, waitMs: waited, digest: opts.digest === true ? digests.combine() : undefined }
     },
     async load (runs: readonly Run[]) {
-      for (const r of runs) {
-        if (r.start < 0 || r.count < 1 || r.start + r.count > units) throw new RangeError('run out of range')
-      }
+      checkRuns(runs, units)
       // Memory lives on tmpfs: synchronous reads are memory copies.
       const handle = fd ??= openSync(path, 'r')
       return await readRuns((buf, off, len, pos) => readSync(handle, buf, off, len, pos), runs, unitSize)
     },
     assume (unit, hash) {
       // Checked by the first (full) scan only: from then on the marks say what changed.
-      if (!Number.isInteger(unit) || unit < 0 || unit >= units || hash.byteLength !== 32) throw new RangeError('assume(): bad unit or hash')
       if (!first) throw new RangeError('assume() must come before the first scan')
-      assumed ??= { bitmap: new SharedArrayBuffer(Math.ceil(units / 8)), hashes: new SharedArrayBuffer(units * 32) }
-      new Uint8Array(assumed.bitmap)[unit >>> 3]! |= 1 << (unit & 7)
-      new Uint8Array(assumed.hashes).set(hash, unit * 32)
+      assumed.set(unit, hash)
     },
     invalidate (runs) {
       for (const r of runs) {
         for (let u = r.start; u < r.start + r.count; u++) {
           invalid.set(u)
-          if (assumed != null) new Uint8Array(assumed.bitmap)[u >>> 3]! &= ~(1 << (u & 7))
+          assumed.clear(u)
         }
       }
     },

@@ -1,11 +1,10 @@
 import { createHash } from 'node:crypto'
 import type { FileHandle } from 'node:fs/promises'
 import { open } from 'node:fs/promises'
-import { Bitmap } from '../bitmap.js'
-import { SCAN_READ_BYTES, VERIFY_REGION_BYTES } from '../constants.js'
-import { AbortedError } from '../errors.js'
-import { combineRegionDigests, zeroHash } from '../verify/digest.js'
+import type { Bitmap } from '../bitmap.js'
+import { zeroHash } from '../verify/digest.js'
 import type { Run } from '../wire/frames.js'
+import { AreaDigests, AssumedUnits, checkRuns, scanArea, sliceUnits } from './area-scan.js'
 import type { WorkerPool } from './worker-pool.js'
 import type { TrackerMode } from './worker-protocol.js'
 
@@ -109,71 +108,47 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
     const zfp = zeroHash(unitSize)
     for (let i = 0; i < units; i++) zfp.copy(baseView, i * 32)
   }
-  // Slices: multiples of 8 units (workers never share a bitmap byte) and of whole verification
-  // regions and read buffers (so a fused digest sees every region within one task).
-  const align = Math.max(8, Math.ceil(Math.max(VERIFY_REGION_BYTES, SCAN_READ_BYTES) / unitSize))
-  const want = init.sliceUnits ?? Math.ceil(64 * 1024 * 1024 / unitSize)
-  const slice = Math.max(align, Math.floor(want / align) * align)
+  const slice = sliceUnits(unitSize, init.sliceUnits)
   // One handle for all loads: concurrent loads share the promise (two opens would leak one).
   let fh: Promise<FileHandle> | undefined
   // Verification digests, kept current by every scan: a final scan only rehashes changed regions.
-  const regions = Math.ceil(size / VERIFY_REGION_BYTES)
-  const regionDigests = new SharedArrayBuffer(Math.max(1, regions * 32))
-  const regionFresh = new SharedArrayBuffer(Math.max(1, Math.ceil(regions / 8)))
-  let assumed: { bitmap: SharedArrayBuffer, hashes: SharedArrayBuffer } | undefined
+  const digests = new AreaDigests(size)
+  const assumed = new AssumedUnits(units)
 
   return {
     units,
     mode,
     async scan (opts = {}) {
-      const dirty = Bitmap.shared(units)
-      const tasks: Array<Promise<unknown>> = []
-      for (let start = 0; start < units; start += slice) {
-        if (opts.signal?.aborted === true) throw new AbortedError()
-        const end = Math.min(units, start + slice)
-        tasks.push(pool.run({
-          op: 'scan', path, mode, unitSize, start, end,
-          baseline, bitmap: dirty.bits.buffer as SharedArrayBuffer, assumed,
-          digests: { out: regionDigests, fresh: regionFresh, regionSize: VERIFY_REGION_BYTES, size },
-          ...(init.cpuShare != null && !(opts.paused === true) ? { cpuShare: init.cpuShare } : {})
-        }).then(() => { opts.onSlice?.(dirty, start, end) }))
-      }
-      await Promise.all(tasks)
-      return { dirty, digest: opts.digest === true ? combineRegionDigests(size, new Uint8Array(regionDigests, 0, regions * 32)) : undefined }
+      const cpuShare = opts.paused === true ? undefined : init.cpuShare
+      const dirty = await scanArea(pool, { path, mode, unitSize, units, slice, baseline, digests, assumed, cpuShare }, opts)
+      return { dirty, digest: opts.digest === true ? digests.combine() : undefined }
     },
     async load (runs) {
-      for (const r of runs) {
-        if (r.start < 0 || r.count < 1 || r.start + r.count > units) throw new RangeError('run out of range')
-      }
+      checkRuns(runs, units)
       if (mode === 'shadow') return runs.map(r => baseView.subarray(r.start * unitSize, (r.start + r.count) * unitSize))
       fh ??= open(path, 'r')
       const parts = await readRuns(await fh, runs, unitSize)
-      const fresh = new Uint8Array(regionFresh)
       for (const [k, r] of runs.entries()) {
         const data = parts[k]!
         for (let u = 0; u < r.count; u++) {
           createHash('sha256').update(data.subarray(u * unitSize, (u + 1) * unitSize)).digest().copy(baseView, (r.start + u) * 32)
         }
         // The bytes sent may be newer than those the scan hashed: hash their regions again next scan.
-        for (let g = Math.floor(r.start * unitSize / VERIFY_REGION_BYTES); g < Math.ceil((r.start + r.count) * unitSize / VERIFY_REGION_BYTES); g++) {
-          Atomics.and(fresh, g >>> 3, ~(1 << (g & 7)) & 0xff)
-        }
+        digests.unfresh(r.start * unitSize, (r.start + r.count) * unitSize)
       }
       return parts
     },
     assume (unit, hash) {
+      if (mode !== 'hash') { assumed.set(unit, hash); return }
       if (!Number.isInteger(unit) || unit < 0 || unit >= units || hash.byteLength !== 32) throw new RangeError('assume(): bad unit or hash')
-      if (mode === 'hash') { baseView.set(hash, unit * 32); return }
-      assumed ??= { bitmap: new SharedArrayBuffer(Math.ceil(units / 8)), hashes: new SharedArrayBuffer(units * 32) }
-      new Uint8Array(assumed.bitmap)[unit >>> 3]! |= 1 << (unit & 7)
-      new Uint8Array(assumed.hashes).set(hash, unit * 32)
+      baseView.set(hash, unit * 32)
     },
     invalidate (runs) {
+      checkRuns(runs, units)
       for (const r of runs) {
-        if (r.start < 0 || r.count < 1 || r.start + r.count > units) throw new RangeError('run out of range')
         if (mode === 'shadow') {
           baseView.fill(0, r.start * unitSize, (r.start + r.count) * unitSize)
-          if (assumed != null) { const bits = new Uint8Array(assumed.bitmap); for (let u = r.start; u < r.start + r.count; u++) bits[u >>> 3]! &= ~(1 << (u & 7)) }
+          for (let u = r.start; u < r.start + r.count; u++) assumed.clear(u)
         } else for (let u = r.start; u < r.start + r.count; u++) zeroHash(unitSize).copy(baseView, u * 32)
       }
     },

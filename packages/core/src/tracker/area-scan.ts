@@ -1,0 +1,105 @@
+import { Bitmap } from '../bitmap.js'
+import { SCAN_READ_BYTES, VERIFY_REGION_BYTES } from '../constants.js'
+import { AbortedError } from '../errors.js'
+import { combineRegionDigests } from '../verify/digest.js'
+import type { Run } from '../wire/frames.js'
+import type { WorkerPool } from './worker-pool.js'
+import type { ScanMode, ScanTask } from './worker-protocol.js'
+
+/** An area's verification digests (one per region), kept current by the scans that read it. */
+export class AreaDigests {
+  readonly regions: number
+  readonly out: SharedArrayBuffer
+  /** Bit per region: hashed since its bytes last changed. */
+  readonly fresh: SharedArrayBuffer
+
+  constructor (readonly size: number) {
+    this.regions = Math.ceil(size / VERIFY_REGION_BYTES)
+    this.out = new SharedArrayBuffer(Math.max(1, this.regions * 32))
+    this.fresh = new SharedArrayBuffer(Math.max(1, Math.ceil(this.regions / 8)))
+  }
+
+  /** What a scan task needs to keep them current. */
+  get task (): ScanTask['digests'] { return { out: this.out, fresh: this.fresh, regionSize: VERIFY_REGION_BYTES, size: this.size } }
+
+  /** Bytes [from, to) may have changed since they were hashed: their regions are hashed again at the next scan. */
+  unfresh (from: number, to: number): void {
+    const fresh = new Uint8Array(this.fresh)
+    for (let g = Math.floor(from / VERIFY_REGION_BYTES); g < Math.ceil(to / VERIFY_REGION_BYTES); g++) Atomics.and(fresh, g >>> 3, ~(1 << (g & 7)) & 0xff)
+  }
+
+  /** The area's digest from the current region digests. */
+  combine (): Uint8Array { return combineRegionDigests(this.size, new Uint8Array(this.out, 0, this.regions * 32)) }
+}
+
+/**
+ * Units the destination gets elsewhere (e.g. from a replica), with the SHA-256 their bytes must
+ * have; the scan workers check each once (shadow and zero modes) and clear its bit.
+ */
+export class AssumedUnits {
+  private shared?: { bitmap: SharedArrayBuffer, hashes: SharedArrayBuffer }
+
+  constructor (readonly units: number) {}
+
+  set (unit: number, hash: Uint8Array): void {
+    if (!Number.isInteger(unit) || unit < 0 || unit >= this.units || hash.byteLength !== 32) throw new RangeError('assume(): bad unit or hash')
+    this.shared ??= { bitmap: new SharedArrayBuffer(Math.ceil(this.units / 8)), hashes: new SharedArrayBuffer(this.units * 32) }
+    new Uint8Array(this.shared.bitmap)[unit >>> 3]! |= 1 << (unit & 7)
+    new Uint8Array(this.shared.hashes).set(hash, unit * 32)
+  }
+
+  clear (unit: number): void {
+    if (this.shared != null) new Uint8Array(this.shared.bitmap)[unit >>> 3]! &= ~(1 << (unit & 7))
+  }
+
+  /** What a scan task needs (undefined while nothing is assumed). */
+  get task (): ScanTask['assumed'] { return this.shared }
+}
+
+/** What {@link scanArea} scans with. */
+export interface AreaScan {
+  path: string
+  mode: ScanMode
+  unitSize: number
+  units: number
+  /** Units per task (see {@link sliceUnits}). */
+  slice: number
+  baseline: SharedArrayBuffer
+  digests: AreaDigests
+  assumed: AssumedUnits
+  cpuShare?: number
+}
+
+/**
+ * Units per scan task: multiples of 8 units (workers never share a bitmap byte) and of whole
+ * verification regions and read buffers (a worker sees every region within one task); `want`
+ * defaults to 64 MiB worth (workers pull tasks, so smaller slices balance better).
+ */
+export function sliceUnits (unitSize: number, want = Math.ceil(64 * 1024 * 1024 / unitSize)): number {
+  const align = Math.max(8, Math.ceil(Math.max(VERIFY_REGION_BYTES, SCAN_READ_BYTES) / unitSize))
+  return Math.max(align, Math.floor(want / align) * align)
+}
+
+/** Scans a whole area on the pool, slice by slice; `onSlice` hears of each finished slice. */
+export async function scanArea (pool: WorkerPool, a: AreaScan, opts: { signal?: AbortSignal, onSlice?: (dirty: Bitmap, start: number, end: number) => void }): Promise<Bitmap> {
+  const dirty = Bitmap.shared(a.units)
+  const tasks: Array<Promise<unknown>> = []
+  for (let start = 0; start < a.units; start += a.slice) {
+    if (opts.signal?.aborted === true) throw new AbortedError()
+    const end = Math.min(a.units, start + a.slice)
+    tasks.push(pool.run({
+      op: 'scan', path: a.path, mode: a.mode, unitSize: a.unitSize, start, end,
+      baseline: a.baseline, bitmap: dirty.bits.buffer as SharedArrayBuffer, assumed: a.assumed.task, digests: a.digests.task,
+      ...(a.cpuShare != null ? { cpuShare: a.cpuShare } : {})
+    }).then(() => { opts.onSlice?.(dirty, start, end) }))
+  }
+  await Promise.all(tasks)
+  return dirty
+}
+
+/** Throws unless every run lies within `units` units. */
+export function checkRuns (runs: readonly Run[], units: number): void {
+  for (const r of runs) {
+    if (r.start < 0 || r.count < 1 || r.start + r.count > units) throw new RangeError('run out of range')
+  }
+}
