@@ -1,13 +1,15 @@
 // A Shoal node in its own process, driven over IPC by a benchmark (so CPU is measured per side).
 import '@shoal/libp2p'
 import { createShoalNode } from '@shoal/node'
+import { createSyntheticDriver } from '@shoal/driver-synthetic'
+import { createQemuDriver } from '@shoal/driver-qemu'
 
 let node
 let cpuMark = process.cpuUsage()
 
 const handlers = {
   async init ({ dataDir, shmDir, listen, workers }) {
-    node = await createShoalNode({ dataDir, shmDir, listen, workers, controlSocket: false })
+    node = await createShoalNode({ dataDir, shmDir, listen, workers, controlSocket: false, drivers: [createSyntheticDriver(), createQemuDriver()] })
     await node.start()
     return { peerId: node.peerId, addrs: node.addrs() }
   },

@@ -136,12 +136,18 @@ export class CacheMetaError extends ShoalError {
   constructor (message = 'bad cache metadata') { super(message) }
 }
 
+/** An image's driver configuration is invalid (names the field), or its driver is not on this node. */
+export class InvalidDriverConfigError extends ShoalError {
+  static override readonly code = 'ERR_INVALID_DRIVER_CONFIG'
+  constructor (message = 'invalid driver configuration') { super(message) }
+}
+
 /** Every stable error code, for docs and for mapping codes received on the wire. */
 export const ERROR_CODES: readonly string[] = [
   ShoalError, CacheMetaError, InvalidFrameError, UnsupportedVersionError, UnauthorizedPeerError, UnknownImageError,
   ImageExistsError, InvalidImageError, VerificationFailedError, LaneClosedError, NoLanesError,
   RemoteAbortError, AbortedError, TimeoutError, ProtocolError, CommitUnknownError, WorkloadError, InvalidArgumentError,
-  BlockHashMismatchError, UnknownVolumeError
+  BlockHashMismatchError, UnknownVolumeError, InvalidDriverConfigError
 ].map(e => e.code)
 
 /** Returns the stable code of any thrown value. */

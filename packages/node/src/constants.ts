@@ -12,9 +12,6 @@ export const DEFAULT_LANES = 4
 export const CONTROL_SOCKET = 'control.sock'
 /** Where memory files live (tmpfs, so workloads and Shoal share them without disk I/O). */
 export const DEFAULT_SHM_DIR = '/dev/shm'
-/** Synthetic workload defaults. */
-export const DEFAULT_WORKLOAD_RATE = 2000
-export const DEFAULT_RECORD_RATE = 200
 /** Block lanes (requests in flight) a node opens to each replica it fetches from. */
 export const DEFAULT_REPLICA_STREAMS = 2
 /** Peers asked at once whether they hold a volume. */

@@ -8,10 +8,12 @@ export interface ImageRecord {
   spec: ImageSpec
   /** `running`: its workload runs here; `stopped`: hosted, not running; `migrating`: leaving. */
   state: 'stopped' | 'running' | 'migrating'
-  /** Workload-level check run when the image arrived here (synthetic driver). */
+  /** The driver's check of the image when it arrived here. */
   arrivalCheck?: { ok: boolean, detail: string }
   /** Peer the image came from, if it was migrated in. */
   from?: string
+  /** What the driver said about the running workload (run directory, pid), for adoption after a restart. */
+  runtime?: Record<string, unknown>
 }
 
 /** Paths of a staging area for an incoming image. */

@@ -6,9 +6,11 @@
  * @example
  * ```ts
  * import { createShoalNode } from '@shoal/node'
+ * import { createSyntheticDriver } from '@shoal/driver-synthetic'
  *
- * const a = await createShoalNode({ dataDir: '/tmp/a', listen: ['/ip4/127.0.0.1/tcp/0'] })
- * const b = await createShoalNode({ dataDir: '/tmp/b', listen: ['/ip4/127.0.0.2/tcp/0'], allow: [a.peerId] })
+ * const drivers = [createSyntheticDriver()]
+ * const a = await createShoalNode({ dataDir: '/tmp/a', listen: ['/ip4/127.0.0.1/tcp/0'], drivers })
+ * const b = await createShoalNode({ dataDir: '/tmp/b', listen: ['/ip4/127.0.0.2/tcp/0'], allow: [a.peerId], drivers })
  * await a.start(); await b.start()
  * await a.createImage({ name: 'vm1', memorySize: 64 << 20, cacheSize: 256 << 20 })
  * await a.startImage('vm1')
@@ -20,8 +22,6 @@
 export * from './constants.js'
 export * from './logger.js'
 export * from './image-store.js'
-export * from './drivers/driver.js'
-export * from './drivers/synthetic-driver.js'
 export * from './shoal-node.js'
 export * from './control-server.js'
 export * from './volumes.js'

@@ -1,20 +1,19 @@
 import { createHash } from 'node:crypto'
-import { mkdirSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 import {
   createWorkerPool, DestinationSession, InvalidImageError, readLaneHello, runSourceSession, UnknownImageError, WorkloadError,
   DEFAULT_PAGE_SIZE, DEFAULT_BLOCK_SIZE, ShoalError, InvalidArgumentError, validateImageSpec, BlockClient, CacheMeta, CacheMetaError,
-  UnknownVolumeError
+  UnknownVolumeError, InvalidDriverConfigError
 } from '@shoal/core'
-import type { BlockStore, CacheManifest, ImageSpec, Lane, LaneStats, MigrationProgress, MigrationReport, WorkerPool, WorkloadController, SourceSessionOptions } from '@shoal/core'
+import type {
+  BlockStore, CacheManifest, Driver, DriverImage, ImageSpec, Lane, LaneStats, MigrationProgress, MigrationReport, PreparedLaunch, RunningWorkload,
+  WorkerPool, WorkloadController, SourceSessionOptions
+} from '@shoal/core'
 import { createShoalLibp2p, handleLanes, loadOrCreateIdentity, openLanes } from '@shoal/libp2p'
 import type { ShoalLibp2p } from '@shoal/libp2p'
-import { initImage } from '@shoal/workload'
 import { BLOCKS_PROTOCOL, CONTROL_SOCKET, DEFAULT_LANES, DEFAULT_SHM_DIR, LANE_PROTOCOL, MIGRATE_PROTOCOL } from './constants.js'
-import type { Driver, PreparedLaunch, RunningWorkload } from './drivers/driver.js'
-import { createSyntheticDriver } from './drivers/synthetic-driver.js'
-import type { SyntheticConfig } from './drivers/synthetic-driver.js'
 import { ImageStore } from './image-store.js'
 import { laneReplenisher, lanePaths, openDataLanes } from './lane-paths.js'
 import { startControlServer } from './control-server.js'
@@ -46,14 +45,20 @@ export interface ShoalNodeInit {
   controlSocket?: boolean
   /** Bytes per second this node spends serving replica blocks to other peers; default unlimited. */
   serveRate?: number
-  /** Drivers by name; the synthetic driver is always there. */
+  /**
+   * The drivers this node runs workloads with (e.g. `createQemuDriver()` from
+   * `@shoal/driver-qemu`, `createSyntheticDriver()` from `@shoal/driver-synthetic`). An image
+   * whose driver is not here can be neither created, started nor migrated in.
+   */
   drivers?: Driver[]
   logger?: Logger
 }
 
-/** Options of a synthetic image created on a node. */
+/** Options of an image created on a node. */
 export interface CreateImageOptions {
   name: string
+  /** The driver that runs its workload (`synthetic`, `qemu`, ...); default `synthetic`. */
+  driver?: string
   memorySize: number
   cacheSize: number
   /** Initial content: `zero` or `random` (real bytes). */
@@ -68,10 +73,12 @@ export interface CreateImageOptions {
   cacheVolume?: string
   /**
    * How migrations find changed memory pages: `scan` (compare on worker threads; any writer) or
-   * `cooperative` (the workload marks what it writes; rounds cost what changed). Default `scan`.
+   * `cooperative` (the workload marks what it writes; rounds cost what changed). Default: the
+   * driver's choice. Stored as the config's `tracker` field.
    */
   tracker?: 'scan' | 'cooperative'
-  config?: SyntheticConfig
+  /** Driver config (checked by the driver; it travels with the image). */
+  config?: Record<string, unknown>
 }
 
 /** Options of {@link ShoalNode.migrate}. */
@@ -142,8 +149,9 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
   const allow = new Set(init.allow ?? [])
   const shmDir = init.shmDir ?? join(DEFAULT_SHM_DIR, `shoal-${createHash('sha256').update(init.dataDir).digest('hex').slice(0, 12)}`)
   const store = new ImageStore(init.dataDir, shmDir)
-  const drivers = new Map<string, Driver>([['synthetic', createSyntheticDriver()]])
+  const drivers = new Map<string, Driver>()
   for (const d of init.drivers ?? []) drivers.set(d.name, d)
+  const runRoot = join(init.dataDir, 'run')
   const running = new Map<string, RunningWorkload>()
   const volumes = new Volumes(libp2p, join(init.dataDir, 'volumes'), log, init.serveRate)
   const incoming = new Map<string, { session: DestinationSession, peer: string }>()
@@ -151,60 +159,138 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
   let pool: WorkerPool | undefined
   let server: Server | undefined
 
-  const driverOf = (spec: ImageSpec): Driver => {
-    const d = drivers.get(spec.driver)
-    if (d == null) throw new InvalidImageError(`no driver named ${spec.driver} on this node`)
+  const driverOf = (name: string): Driver => {
+    const d = drivers.get(name)
+    if (d == null) throw new InvalidDriverConfigError(`no driver named ${JSON.stringify(name)} on this node (drivers here: ${[...drivers.keys()].join(', ') || 'none'})`)
     return d
   }
 
-  const launch = async (rec: ImageRecord, deviceState?: Uint8Array, prepared?: PreparedLaunch): Promise<void> => {
-    const w = await driverOf(rec.spec).launch(rec, deviceState, prepared)
+  /** The run directory of a hosted image's workload (sockets, logs), created on demand. */
+  const runDirOf = (name: string): string => {
+    const dir = join(runRoot, name)
+    mkdirSync(dir, { recursive: true })
+    return dir
+  }
+  const driverImage = (rec: ImageRecord): DriverImage => ({
+    spec: rec.spec, runDir: typeof rec.runtime?.runDir === 'string' ? rec.runtime.runDir : runDirOf(rec.spec.name), runtime: rec.runtime
+  })
+
+  const track = (rec: ImageRecord, w: RunningWorkload): void => {
     running.set(rec.spec.name, w)
     void w.exited.then((code) => {
       if (running.get(rec.spec.name) === w) {
         running.delete(rec.spec.name)
-        if (store.has(rec.spec.name)) store.put({ ...store.get(rec.spec.name), state: 'stopped' })
+        if (store.has(rec.spec.name)) store.put({ ...store.get(rec.spec.name), state: 'stopped', runtime: undefined })
         log.warn('workload exited', { image: rec.spec.name, code })
       }
     })
-    store.put({ ...rec, state: 'running' })
+    store.put({ ...rec, state: 'running', runtime: w.runtime })
+  }
+
+  const launch = async (rec: ImageRecord, deviceState?: Uint8Array, prepared?: PreparedLaunch, runDir?: string): Promise<void> => {
+    const image = runDir != null ? { spec: rec.spec, runDir } : driverImage({ ...rec, runtime: undefined })
+    track(rec, await driverOf(rec.spec.driver).launch(image, deviceState, prepared))
+  }
+
+  /**
+   * After a restart: workloads that kept running while the node was down are adopted by their
+   * driver (a VM keeps running across a node crash; the driver decides whether a workload the
+   * crash left paused may run again); the others are marked stopped. An image left `migrating`
+   * by a crash is no longer migrating.
+   */
+  const adoptRunning = async (): Promise<void> => {
+    for (const rec of store.list()) {
+      if (rec.state === 'stopped') continue
+      const driver = drivers.get(rec.spec.driver)
+      let w: RunningWorkload | undefined
+      try {
+        w = rec.runtime != null ? await driver?.adopt?.(driverImage(rec)) : undefined
+      } catch (err) {
+        log.warn('cannot adopt workload', { image: rec.spec.name, error: (err as Error).message })
+      }
+      if (w != null) {
+        track(rec, w)
+        log.info('adopted running workload', { image: rec.spec.name, pid: w.pid })
+      } else {
+        store.put({ ...rec, state: 'stopped', runtime: undefined })
+        log.warn('workload not running after restart: marked stopped', { image: rec.spec.name, was: rec.state })
+      }
+    }
+    // Run directories no image owns: left by incoming migrations a crash interrupted.
+    const owned = new Set(store.list().flatMap(r => typeof r.runtime?.runDir === 'string' ? [r.runtime.runDir] : []))
+    for (const d of existsSync(runRoot) ? readdirSync(runRoot) : []) {
+      const dir = join(runRoot, d)
+      if (owned.has(dir) || (!d.startsWith('in-') && store.has(d))) continue
+      for (const driver of drivers.values()) await driver.reap?.(dir).catch(() => {})
+      rmSync(dir, { recursive: true, force: true })
+      log.info('removed a stale run directory', { dir })
+    }
   }
 
   const onControlLane = (lane: Lane, info: { peerId: string }): void => {
     let staging: Staging | undefined
     let sessionKey: string | undefined
     let prepared: PreparedLaunch | undefined
+    let runDir: string | undefined
     const session = new DestinationSession(lane, {
       pool: pool!,
       hooks: {
         async prepare (hello) {
-          const driver = driverOf({ driver: hello.driver } as ImageSpec)
-          staging = store.stage(hello, Buffer.from(hello.sessionId).toString('hex'))
-          // Start the workload process now, so the switchover's pause does not include it.
-          prepared = await driver.prepareLaunch?.().catch(() => undefined)
+          // The driver checks the image's config before anything is staged.
+          const driver = driverOf(hello.driver)
+          let raw: unknown
+          try { raw = JSON.parse(hello.driverConfig) } catch { throw new InvalidDriverConfigError('driver config is not JSON') }
+          const driverConfig = driver.validateConfig(raw as Record<string, unknown>, {
+            memorySize: hello.memorySize, pageSize: hello.pageSize, cacheSize: hello.cacheSize, blockSize: hello.blockSize
+          })
+          const key = Buffer.from(hello.sessionId).toString('hex')
+          staging = store.stage(hello, key)
+          runDir = join(runRoot, `in-${key.slice(0, 16)}`)
+          mkdirSync(runDir, { recursive: true })
+          const spec: ImageSpec = {
+            name: hello.image, driver: hello.driver, driverConfig,
+            memory: { path: staging.memoryPath, size: hello.memorySize, pageSize: hello.pageSize },
+            cache: { path: staging.cachePath, size: hello.cacheSize, blockSize: hello.blockSize }
+          }
+          // Start the workload now (a VM waiting for its device state), so the pause does not include it.
+          prepared = await driver.prepareLaunch?.({ spec, runDir }).catch((err: Error) => {
+            log.warn('could not prepare the workload ahead of the switchover', { image: hello.image, error: err.message })
+            return undefined
+          })
           return staging
         },
         register (key) { sessionKey = key; incoming.set(key, { session, peer: info.peerId }) },
         async cacheSources (req) { return await volumes.cacheSources(req, [info.peerId]) },
         async commit (deviceState, cacheMeta) {
           const hello = session.helloFrame!
+          const driver = driverOf(hello.driver)
           const spec: ImageSpec = {
-            name: hello.image, driver: hello.driver, driverConfig: JSON.parse(hello.driverConfig) as Record<string, unknown>,
+            name: hello.image, driver: hello.driver, driverConfig: driver.validateConfig(JSON.parse(hello.driverConfig) as Record<string, unknown>, hello),
             memory: { path: staging!.memoryPath, size: hello.memorySize, pageSize: hello.pageSize },
             cache: { path: staging!.cachePath, size: hello.cacheSize, blockSize: hello.blockSize }
           }
-          const check = await driverOf(spec).check({ spec, state: 'stopped' }, deviceState)
+          const check = await driver.check({ spec, runDir: runDir! }, deviceState, prepared)
           log.info('arrival check', { image: spec.name, ...check })
           if (!check.ok) throw new WorkloadError(`arrival check failed: ${check.detail}`)
           store.adopt(staging!, { spec, state: 'stopped', arrivalCheck: check, from: info.peerId })
           staging = undefined
-          if (cacheMeta != null) CacheMeta.create(store.get(spec.name).spec.cache.path, cacheMeta)
-          await launch(store.get(spec.name), deviceState, prepared)
-          prepared = undefined
+          try {
+            if (cacheMeta != null) CacheMeta.create(store.get(spec.name).spec.cache.path, cacheMeta)
+            await launch(store.get(spec.name), deviceState, prepared, runDir)
+          } catch (err) {
+            // The workload did not come up here: the source resumes, so this copy must go.
+            await prepared?.cancel().catch(() => {})
+            running.delete(spec.name)
+            store.remove(spec.name)
+            throw err
+          } finally {
+            prepared = undefined
+          }
         },
         async discard () {
           await prepared?.cancel()
           if (staging != null) store.discard(staging)
+          if (runDir != null && !store.list().some(r => r.runtime?.runDir === runDir)) rmSync(runDir, { recursive: true, force: true })
         }
       }
     }, { signal: controllers.signal })
@@ -240,6 +326,7 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
         await handleLanes(libp2p, MIGRATE_PROTOCOL, onControlLane, { isAllowed })
         await handleLanes(libp2p, LANE_PROTOCOL, onDataLane, { isAllowed: p => allow.has(p) })
         await volumes.load()
+        await adoptRunning()
         await handleLanes(libp2p, BLOCKS_PROTOCOL, (lane) => { volumes.serve(lane) }, { isAllowed })
         await libp2p.start()
         if (init.controlSocket !== false) server = await startControlServer(node, join(init.dataDir, CONTROL_SOCKET))
@@ -268,6 +355,7 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
     async createImage (opts) {
       const paths = store.pathsFor(opts.name)
       if (store.has(opts.name)) throw new InvalidImageError(`image ${opts.name} already exists`)
+      const driver = driverOf(opts.driver ?? 'synthetic')
       const volume = opts.cacheVolume != null ? volumes.get(opts.cacheVolume) : undefined
       if (opts.cacheVolume != null) {
         if (volume == null) throw new UnknownVolumeError(`no volume ${opts.cacheVolume} on this node`)
@@ -275,15 +363,17 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
       }
       const cacheSize = volume != null ? volume.blockCount * volume.blockSize : opts.cacheSize
       if (opts.tracker != null && opts.tracker !== 'scan' && opts.tracker !== 'cooperative') throw new InvalidArgumentError('tracker must be scan or cooperative')
+      const geometry = { memorySize: opts.memorySize, pageSize: opts.pageSize ?? DEFAULT_PAGE_SIZE, cacheSize, blockSize: volume?.blockSize ?? opts.blockSize ?? DEFAULT_BLOCK_SIZE }
       const spec: ImageSpec = {
-        name: opts.name, driver: 'synthetic', driverConfig: { ...opts.config, ...(opts.tracker === 'cooperative' ? { tracker: 'cooperative' } : {}) },
-        memory: { path: paths.memoryPath, size: opts.memorySize, pageSize: opts.pageSize ?? DEFAULT_PAGE_SIZE },
-        cache: { path: paths.cachePath, size: cacheSize, blockSize: volume?.blockSize ?? opts.blockSize ?? DEFAULT_BLOCK_SIZE }
+        name: opts.name, driver: driver.name, driverConfig: { ...opts.config, ...(opts.tracker != null ? { tracker: opts.tracker } : {}) },
+        memory: { path: paths.memoryPath, size: geometry.memorySize, pageSize: geometry.pageSize },
+        cache: { path: paths.cachePath, size: geometry.cacheSize, blockSize: geometry.blockSize }
       }
       validateImageSpec(spec)
+      spec.driverConfig = driver.validateConfig(spec.driverConfig, geometry)
       mkdirSync(paths.dir, { recursive: true })
       try {
-        await initImage({ memoryPath: spec.memory.path, memorySize: spec.memory.size, cachePath: spec.cache.path, cacheSize: spec.cache.size, fill: opts.fill ?? 'zero' })
+        await driver.initImage(spec, { fill: opts.fill ?? 'zero' })
         if (volume != null) await seedCache(spec.cache.path, volume)
       } catch (err) {
         store.remove(opts.name)
@@ -300,6 +390,7 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
       running.delete(name)
       await w?.terminate()
       store.remove(name)
+      rmSync(join(runRoot, name), { recursive: true, force: true })
     },
     markHot (image, from, to) {
       const rec = store.get(image)
@@ -318,8 +409,8 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
       const target = resolvePeer(to, 'target')
       if (target.peerId.equals(libp2p.peerId)) throw new InvalidArgumentError(`cannot migrate ${name} to this node itself (${peerId})`)
       const w = running.get(name)
-      const driver = driverOf(rec.spec)
-      const controller: WorkloadController = w?.controller ?? { async pause () {}, async resume () {}, deviceState: async () => await driver.deviceState(rec), async stop () {} }
+      const driver = driverOf(rec.spec.driver)
+      const controller: WorkloadController = w?.controller ?? { async pause () {}, async resume () {}, deviceState: async () => await driver.deviceState(driverImage(rec)), async stop () {} }
       store.put({ ...rec, state: 'migrating' })
       try {
         const [control] = await openLanes(libp2p, target, MIGRATE_PROTOCOL, 1, { signal: opts.signal })
@@ -335,11 +426,12 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
         }
         const report = await runSourceSession({
           image: rec.spec, controller, control: control!, lanes: { count, open }, pool: pool!, cacheManifest: cacheManifestOf(rec.spec),
-          ...(rec.spec.driverConfig.tracker === 'cooperative' ? { memoryMarks: marksPathOf(rec.spec), cacheMarks: `${rec.spec.cache.path}.marks` } : {}),
+          ...(driver.tracker(rec.spec.driverConfig) === 'cooperative' ? { memoryMarks: marksPathOf(rec.spec), cacheMarks: `${rec.spec.cache.path}.marks` } : {}),
           replenish: async (active) => await (replenish?.(active) ?? Promise.resolve([]))
         }, opts)
         running.delete(name)
         store.remove(name)
+        rmSync(join(runRoot, name), { recursive: true, force: true })
         return report
       } catch (err) {
         if (store.has(name)) store.put({ ...store.get(name), state: running.has(name) ? 'running' : 'stopped' })

@@ -1,11 +1,14 @@
 import { resolve } from 'node:path'
 import type { PullReport } from '@shoal/node'
+import { InvalidArgumentError } from '@shoal/core'
+import { buildTestGuest, testGuestConfig } from '@shoal/driver-qemu'
 import { call, socketOf } from '../control-client.js'
 import { formatBytes, formatMs, formatRate } from '../format.js'
 
 /** Options of `shoal image create`. */
 export interface ImageCreateOptions {
   node: string
+  driver: 'synthetic' | 'qemu'
   memory: number
   cache: number
   fill: 'zero' | 'random'
@@ -14,13 +17,55 @@ export interface ImageCreateOptions {
   blockSize?: number
   cacheVolume?: string
   tracker?: 'scan' | 'cooperative'
+  /** qemu: guest kernel, initramfs, command line, vCPUs, accelerator, heartbeat string, binary. */
+  kernel?: string
+  initrd?: string
+  append?: string
+  cpus?: number
+  accel?: 'tcg' | 'kvm' | 'auto'
+  heartbeat?: string
+  qemuBinary?: string
+  /** qemu: run Shoal's test guest (built from Debian packages on first use). */
+  testGuest: boolean
+  /** Extra driver config as JSON (merged last). */
+  config?: string
 }
 
-/** `shoal image create <name>`: a synthetic image on a node. */
+/** The driver config the options describe (the driver checks it). */
+export async function driverConfigOf (o: ImageCreateOptions): Promise<Record<string, unknown>> {
+  let extra: Record<string, unknown> = {}
+  if (o.config != null) {
+    try { extra = JSON.parse(o.config) as Record<string, unknown> } catch { throw new InvalidArgumentError('--config must be a JSON object') }
+    if (typeof extra !== 'object' || extra == null || Array.isArray(extra)) throw new InvalidArgumentError('--config must be a JSON object')
+  }
+  if (o.driver === 'synthetic') {
+    const qemuOnly = (['kernel', 'initrd', 'append', 'cpus', 'accel', 'heartbeat', 'qemuBinary'] as const).filter(k => o[k] != null)
+    if (qemuOnly.length > 0 || o.testGuest) throw new InvalidArgumentError(`--${qemuOnly[0] ?? 'test-guest'} is a qemu driver option (add --driver qemu)`)
+    return { rate: o.rate, recordRate: o.recordRate, ...extra }
+  }
+  const cfg: Record<string, unknown> = {}
+  if (o.testGuest) {
+    if (o.kernel != null || o.initrd != null) throw new InvalidArgumentError('--test-guest brings its own kernel and initrd: drop --kernel/--initrd')
+    process.stderr.write('building the test guest (cached after the first time) ...\n')
+    const guest = await buildTestGuest()
+    Object.assign(cfg, testGuestConfig(guest, o.memory, { rate: o.rate, records: o.recordRate }))
+  }
+  if (o.kernel != null) cfg.kernel = resolve(o.kernel)
+  if (o.initrd != null) cfg.initrd = resolve(o.initrd)
+  if (o.append != null) cfg.append = o.append
+  if (o.cpus != null) cfg.cpus = o.cpus
+  if (o.accel != null) cfg.accel = o.accel
+  if (o.heartbeat != null) cfg.heartbeat = o.heartbeat
+  if (o.qemuBinary != null) cfg.binary = o.qemuBinary
+  if (cfg.kernel == null && extra.kernel == null) throw new InvalidArgumentError('a qemu image needs --kernel PATH (or --test-guest)')
+  return { ...cfg, ...extra }
+}
+
+/** `shoal image create <name>`: an image on a node (a synthetic workload or a QEMU VM). */
 export async function runImageCreate (name: string, o: ImageCreateOptions): Promise<void> {
-  if (o.fill !== 'zero' && o.fill !== 'random') throw new Error('--fill must be zero or random')
+  if (o.fill !== 'zero' && o.fill !== 'random') throw new InvalidArgumentError('--fill must be zero or random')
   const rec = await call(socketOf(o.node), 'POST', '/images', {
-    name, memorySize: o.memory, cacheSize: o.cache, fill: o.fill, blockSize: o.blockSize, cacheVolume: o.cacheVolume, tracker: o.tracker, config: { rate: o.rate, recordRate: o.recordRate }
+    name, driver: o.driver, memorySize: o.memory, cacheSize: o.cache, fill: o.fill, blockSize: o.blockSize, cacheVolume: o.cacheVolume, tracker: o.tracker, config: await driverConfigOf(o)
   })
   process.stdout.write(JSON.stringify(rec) + '\n')
 }

@@ -1,4 +1,6 @@
 import { createShoalNode, jsonLogger } from '@shoal/node'
+import { createQemuDriver } from '@shoal/driver-qemu'
+import { createSyntheticDriver } from '@shoal/driver-synthetic'
 
 /** Options of `shoal node`. */
 export interface NodeCommandOptions {
@@ -14,6 +16,7 @@ export interface NodeCommandOptions {
 
 /** `shoal node`: runs a peer daemon until SIGINT/SIGTERM. Prints `{peerId, addrs}` on stdout once listening. */
 export async function runNode (o: NodeCommandOptions): Promise<void> {
+  const logger = jsonLogger('shoal')
   const node = await createShoalNode({
     dataDir: o.dataDir,
     listen: o.listen.length > 0 ? o.listen : ['/ip4/127.0.0.1/tcp/0'],
@@ -23,7 +26,8 @@ export async function runNode (o: NodeCommandOptions): Promise<void> {
     shmDir: o.shmDir,
     workers: o.workers,
     serveRate: o.serveRate,
-    logger: jsonLogger('shoal')
+    drivers: [createSyntheticDriver(), createQemuDriver({ onWarning: (msg, fields) => { logger.warn(msg, fields) } })],
+    logger
   })
   await node.start()
   process.stdout.write(JSON.stringify({ event: 'listening', peerId: node.peerId, addrs: node.addrs() }) + '\n')

@@ -4,12 +4,11 @@ import { openSync, closeSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { join, dirname } from 'node:path'
 import { createInterface } from 'node:readline'
-import { CacheMeta, cacheMetaPaths, DirtyMarks, WorkloadError } from '@shoal/core'
-import { readHeader, verifyImage, workloadBinPath } from '@shoal/workload'
+import { CacheMeta, cacheMetaPaths, DirtyMarks, DutyCycle, InvalidDriverConfigError, WorkloadError } from '@shoal/core'
+import type { ArrivalCheck, Driver, DriverImage, PreparedLaunch, RunningWorkload } from '@shoal/core'
+import { initImage, readHeader, verifyImage, workloadBinPath } from '@shoal/workload'
 import type { OpsSnapshot } from '@shoal/workload'
-import { DEFAULT_RECORD_RATE, DEFAULT_WORKLOAD_RATE } from '../constants.js'
-import type { ImageRecord } from '../image-store.js'
-import type { ArrivalCheck, Driver, PreparedLaunch, RunningWorkload } from './driver.js'
+import { DEFAULT_RECORD_RATE, DEFAULT_WORKLOAD_RATE, READY_TIMEOUT_MS, THROTTLE_RUN_MS } from './constants.js'
 
 /** Driver settings of a synthetic image (they travel with the image). */
 export interface SyntheticConfig {
@@ -52,10 +51,25 @@ class StandbyWorkload implements PreparedLaunch {
 /** Device state of a synthetic workload: its counters at pause, read from its header page. */
 interface SyntheticState { writes: number, records: number }
 
-/** How long a throttled workload runs between two stops (two ticks of the synthetic workload). */
-const THROTTLE_RUN_MS = 20
+const CONFIG_KEYS = new Set(['rate', 'recordRate', 'tracker', 'arrivalCheck'])
 
-const READY_TIMEOUT_MS = 30_000
+/** Checks a synthetic image's config; throws {@link InvalidDriverConfigError} naming the field. */
+export function validateSyntheticConfig (config: Record<string, unknown>): SyntheticConfig {
+  if (typeof config !== 'object' || config == null || Array.isArray(config)) throw new InvalidDriverConfigError('synthetic driver config must be an object')
+  for (const k of Object.keys(config)) {
+    if (!CONFIG_KEYS.has(k)) throw new InvalidDriverConfigError(`synthetic driver: unknown config field ${JSON.stringify(k)} (known: ${[...CONFIG_KEYS].join(', ')})`)
+  }
+  const rate = (k: 'rate' | 'recordRate', dflt: number): number => {
+    const v = config[k] ?? dflt
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > 10_000_000) throw new InvalidDriverConfigError(`synthetic driver: ${k} must be a number of writes per second in 0..1e7, got ${JSON.stringify(config[k])}`)
+    return v
+  }
+  const tracker = config.tracker ?? 'scan'
+  if (tracker !== 'scan' && tracker !== 'cooperative') throw new InvalidDriverConfigError(`synthetic driver: tracker must be scan or cooperative, got ${JSON.stringify(tracker)}`)
+  const arrivalCheck = config.arrivalCheck ?? 'quick'
+  if (arrivalCheck !== 'quick' && arrivalCheck !== 'full') throw new InvalidDriverConfigError(`synthetic driver: arrivalCheck must be quick or full, got ${JSON.stringify(arrivalCheck)}`)
+  return { rate: rate('rate', DEFAULT_WORKLOAD_RATE), recordRate: rate('recordRate', DEFAULT_RECORD_RATE), tracker, arrivalCheck }
+}
 
 /**
  * Driver of the synthetic workload process (`@shoal/workload`): pause = SIGSTOP, resume =
@@ -63,14 +77,19 @@ const READY_TIMEOUT_MS = 30_000
  * verified against those counters before the workload resumes.
  */
 export function createSyntheticDriver (): Driver {
-  const deviceState = async (rec: ImageRecord): Promise<Uint8Array> => {
-    const h = await readHeader(rec.spec.memory.path)
+  const deviceState = async (image: DriverImage): Promise<Uint8Array> => {
+    const h = await readHeader(image.spec.memory.path)
     const state: SyntheticState = { writes: h.writes, records: h.records }
     return Buffer.from(JSON.stringify(state))
   }
   return {
     name: 'synthetic',
     deviceState,
+    validateConfig: (config) => ({ ...validateSyntheticConfig(config) }),
+    tracker: (config) => (config as SyntheticConfig).tracker ?? 'scan',
+    async initImage (spec, opts) {
+      await initImage({ memoryPath: spec.memory.path, memorySize: spec.memory.size, cachePath: spec.cache.path, cacheSize: spec.cache.size, fill: opts.fill ?? 'zero' })
+    },
     async prepareLaunch () {
       // A workload process that has booted and waits on stdin for its arguments.
       const child = spawn(process.execPath, [workloadBinPath, 'standby'], { stdio: ['pipe', 'pipe', 'ignore'] })
@@ -83,7 +102,8 @@ export function createSyntheticDriver (): Driver {
       try { await booted } finally { clearTimeout(timer) }
       return new StandbyWorkload(child)
     },
-    async launch (rec, resumeState, prepared) {
+    async launch (image, resumeState, prepared) {
+      const rec = image
       const cfg = rec.spec.driverConfig as SyntheticConfig
       const opsPath = join(dirname(rec.spec.cache.path), 'ops.json')
       const args = [workloadBinPath, 'run', '--memory-path', rec.spec.memory.path, '--cache-path', rec.spec.cache.path,
@@ -127,45 +147,16 @@ export function createSyntheticDriver (): Driver {
       const signal = (sig: NodeJS.Signals): void => {
         if (child.exitCode == null && child.signalCode == null) child.kill(sig)
       }
-      // Auto-converge, as QEMU's cpu-throttle: let the process run THROTTLE_RUN_MS, then hold it
-      // stopped for THROTTLE_RUN_MS × f / (1 − f) (99%: ~2 s per 20 ms). A migration pause
-      // (SIGSTOP) always wins over the duty cycle's SIGCONT.
-      let paused = false
-      let fraction = 0
-      let cycle: NodeJS.Timeout | undefined
-      let held: NodeJS.Timeout | undefined
-      const release = (): void => {
-        clearTimeout(held)
-        held = undefined
-        if (!paused) signal('SIGCONT')
-      }
-      const runThenStop = (): void => {
-        cycle = setTimeout(() => {
-          cycle = undefined
-          if (fraction === 0) return
-          if (!paused) signal('SIGSTOP')
-          held = setTimeout(() => { release(); if (fraction > 0) runThenStop() }, THROTTLE_RUN_MS * fraction / (1 - fraction))
-        }, THROTTLE_RUN_MS)
-      }
-      const setThrottle = (f: number): void => {
-        const was = fraction
-        fraction = Math.max(0, Math.min(0.99, f))
-        if (fraction === 0) {
-          clearTimeout(cycle)
-          cycle = undefined
-          if (held != null) release()
-          return
-        }
-        if (was === 0 && cycle == null && held == null) runThenStop()
-      }
-      void exited.then(() => { clearTimeout(cycle); clearTimeout(held) })
+      // Auto-converge: a SIGSTOP/SIGCONT duty cycle; a migration pause always wins over it.
+      const duty = new DutyCycle(async () => { signal('SIGSTOP') }, async () => { signal('SIGCONT') }, THROTTLE_RUN_MS)
+      void exited.then(() => { duty.stop() })
       const running: RunningWorkload = {
         pid: child.pid,
         exited,
         controller: {
-          async pause () { paused = true; signal('SIGSTOP') },
-          async resume () { paused = false; if (held == null) signal('SIGCONT') },
-          async throttle (f) { setThrottle(f) },
+          async pause () { await duty.pause() },
+          async resume () { await duty.resume() },
+          async throttle (f) { await duty.set(f) },
           async progress () {
             // The workload rewrites its ops file every second; an old one means it is not running.
             try {
@@ -178,7 +169,7 @@ export function createSyntheticDriver (): Driver {
           deviceState: async () => await deviceState(rec),
           async stop () {
             stopped = true
-            setThrottle(0)
+            duty.stop()
             signal('SIGKILL')
             await exited
           }
@@ -186,7 +177,7 @@ export function createSyntheticDriver (): Driver {
         async terminate () {
           if (stopped) return
           stopped = true
-          setThrottle(0)
+          duty.stop()
           signal('SIGCONT')
           signal('SIGTERM')
           const t = setTimeout(() => { signal('SIGKILL') }, 5000)
@@ -197,6 +188,7 @@ export function createSyntheticDriver (): Driver {
       return running
     },
     async check (rec, deviceState) {
+      if (deviceState.byteLength === 0) return { ok: true, detail: 'the source was not running: the workload starts from its image' }
       let state: SyntheticState
       try {
         state = JSON.parse(Buffer.from(deviceState).toString('utf8')) as SyntheticState

@@ -1,0 +1,95 @@
+import type { ImageSpec, WorkloadController } from '../image.js'
+
+/**
+ * An image as a driver sees it: its spec (memory and cache files, driver config) and a directory
+ * the driver may use for the workload's runtime files (sockets, logs, pid file). The node owns
+ * that directory's lifetime: it exists before `launch`/`prepareLaunch`/`adopt` is called.
+ */
+export interface DriverImage {
+  spec: ImageSpec
+  /** Runtime directory of this workload (e.g. a VM's QMP socket and serial log). */
+  runDir: string
+  /** What {@link RunningWorkload.runtime} said when the workload was started (for `adopt`). */
+  runtime?: Record<string, unknown>
+}
+
+/** A workload running on this node. */
+export interface RunningWorkload {
+  readonly pid?: number
+  readonly controller: WorkloadController
+  /** Resolves when the workload ends, with its exit code (null when killed or unknown). */
+  readonly exited: Promise<number | null>
+  /** Ends it gracefully (used when the node stops or the image is removed). */
+  terminate: () => Promise<void>
+  /**
+   * JSON the node keeps in the image record while the workload runs, handed back to
+   * {@link Driver.adopt} after a node restart (e.g. the run directory and pid of a VM).
+   */
+  readonly runtime?: Record<string, unknown>
+}
+
+/** The outcome of a driver's own check of an image that just arrived. */
+export interface ArrivalCheck { ok: boolean, detail: string }
+
+/** A workload started ahead of an incoming migration's switchover, waiting for its image. */
+export interface PreparedLaunch {
+  /** Ends it when the migration it was prepared for fails. */
+  cancel: () => Promise<void>
+}
+
+/** How migrations find changed pages and blocks of an image by default. */
+export type TrackerKind = 'scan' | 'cooperative'
+
+/** Sizes of an image, for a driver's config checks. */
+export interface ImageGeometry { memorySize: number, pageSize: number, cacheSize: number, blockSize: number }
+
+/** Options of {@link Driver.initImage}. */
+export interface InitImageOptions {
+  /** Initial content of memory and cache: zeros (sparse) or random bytes. */
+  fill?: 'zero' | 'random'
+}
+
+/**
+ * Runs one kind of workload (a synthetic process, a QEMU VM, ...). The node holds no
+ * driver-specific code: everything a kind of workload needs goes through this seam.
+ */
+export interface Driver {
+  readonly name: string
+  /**
+   * Checks an image's driver config and returns it normalised (defaults filled in). Called at
+   * `image create` and on a destination when a HELLO arrives, before anything is staged.
+   * Throws {@link InvalidDriverConfigError} naming the bad field.
+   */
+  validateConfig: (config: Record<string, unknown>, image: ImageGeometry) => Record<string, unknown>
+  /** The dirty tracker migrations of an image with this (validated) config use. */
+  tracker: (config: Record<string, unknown>) => TrackerKind
+  /** Lays out a new image's memory and cache files (the node created their directories). */
+  initImage: (spec: ImageSpec, opts: InitImageOptions) => Promise<void>
+  /**
+   * Starts the image's workload. `deviceState` is set when it resumes after a migration (empty:
+   * the source was not running, start fresh); `prepared` is what {@link Driver.prepareLaunch}
+   * returned, if anything. When it resolves the workload runs (the driver's arrival check passed).
+   */
+  launch: (image: DriverImage, deviceState?: Uint8Array, prepared?: PreparedLaunch) => Promise<RunningWorkload>
+  /**
+   * Optional: starts what can be started before an incoming migration's switchover, given the
+   * incoming image's spec (its paths are the staging files) and a run directory, so that the
+   * pause does not include it (e.g. a VM started with `-incoming defer`).
+   */
+  prepareLaunch?: (image: DriverImage) => Promise<PreparedLaunch>
+  /**
+   * Optional: takes over a workload that kept running while the node was down (after a crash).
+   * Resolves undefined when it is not running any more.
+   */
+  adopt?: (image: DriverImage) => Promise<RunningWorkload | undefined>
+  /**
+   * Optional: ends whatever this driver may have left running in a run directory no image owns
+   * any more (a VM prepared for an incoming migration when the node crashed). The node deletes
+   * the directory afterwards.
+   */
+  reap?: (runDir: string) => Promise<void>
+  /** Device state of an image whose workload is not running (nothing to pause). */
+  deviceState: (image: DriverImage) => Promise<Uint8Array>
+  /** Checks a just-migrated image against the device state captured at pause, before it runs. */
+  check: (image: DriverImage, deviceState: Uint8Array, prepared?: PreparedLaunch) => Promise<ArrivalCheck>
+}

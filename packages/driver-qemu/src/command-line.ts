@@ -1,0 +1,73 @@
+import { join } from 'node:path'
+import type { ImageSpec } from '@shoal/core'
+import { InvalidArgumentError } from '@shoal/core'
+import { MAX_SOCKET_PATH } from './constants.js'
+import type { QemuConfig } from './qemu-config.js'
+
+/** Files of a VM inside its run directory. */
+export interface VmPaths {
+  qmp: string
+  serial: string
+  serialLog: string
+  pidFile: string
+  qemuLog: string
+}
+
+/** Where a VM keeps its sockets and logs in `runDir`; throws when a socket path would be too long. */
+export function vmPaths (runDir: string): VmPaths {
+  const p = {
+    qmp: join(runDir, 'qmp.sock'),
+    serial: join(runDir, 'serial.sock'),
+    serialLog: join(runDir, 'serial.log'),
+    pidFile: join(runDir, 'qemu.pid'),
+    qemuLog: join(runDir, 'qemu.log')
+  }
+  if (Buffer.byteLength(p.serial) > MAX_SOCKET_PATH) throw new InvalidArgumentError(`run directory ${runDir} is too long for a unix socket path (max ${MAX_SOCKET_PATH} bytes): use a shorter data dir`)
+  return p
+}
+
+/** Options of {@link qemuArgs}. */
+export interface QemuArgsOptions {
+  /** The accelerator actually used (`auto` resolved). */
+  accel: 'tcg' | 'kvm'
+  /** Start paused, waiting for the device state (`-incoming defer`). */
+  incoming: boolean
+}
+
+/** Escapes a value for QEMU's comma-separated option syntax (a comma is written twice). */
+function optValue (v: string): string { return v.replaceAll(',', ',,') }
+
+/**
+ * The QEMU command line of an image's VM. Its RAM is the image's memory file, mapped shared, so
+ * Shoal tracks and moves it itself; its cache disk is the image's cache file, raw, on virtio;
+ * the serial console goes to a socket (for commands) and a log file (for the heartbeat); QMP on
+ * a unix socket. Source and destination derive the same device model from the same spec, as
+ * QEMU's migration requires.
+ */
+export function qemuArgs (spec: ImageSpec, cfg: QemuConfig, runDir: string, opts: QemuArgsOptions): string[] {
+  const p = vmPaths(runDir)
+  const memMiB = spec.memory.size / (1024 * 1024)
+  const args = [
+    '-name', optValue(`shoal-${spec.name}`),
+    '-machine', `${cfg.machine},accel=${opts.accel},memory-backend=ram0`,
+    '-m', `${memMiB}M`,
+    '-smp', String(cfg.cpus),
+    '-object', `memory-backend-file,id=ram0,size=${memMiB}M,mem-path=${optValue(spec.memory.path)},share=on`,
+    '-nodefaults', '-no-user-config', '-display', 'none',
+    '-kernel', cfg.kernel,
+    ...(cfg.initrd != null ? ['-initrd', cfg.initrd] : []),
+    '-append', cfg.append
+  ]
+  if (spec.cache.size > 0) {
+    args.push('-drive', `file=${optValue(spec.cache.path)},format=raw,if=none,id=cache0,cache=writeback,aio=threads,discard=unmap`,
+      '-device', 'virtio-blk-pci,drive=cache0,id=cachedisk')
+  }
+  args.push(
+    '-chardev', `socket,id=ser0,path=${optValue(p.serial)},server=on,wait=off,logfile=${optValue(p.serialLog)},logappend=on`,
+    '-serial', 'chardev:ser0',
+    '-qmp', `unix:${optValue(p.qmp)},server=on,wait=off`,
+    '-pidfile', p.pidFile
+  )
+  if (opts.incoming) args.push('-S', '-incoming', 'defer')
+  return args
+}

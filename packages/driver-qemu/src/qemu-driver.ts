@@ -1,0 +1,168 @@
+import { openSync, closeSync, ftruncateSync, readFileSync, writeSync } from 'node:fs'
+import { randomFillSync } from 'node:crypto'
+import { DutyCycle, WorkloadError } from '@shoal/core'
+import type { ArrivalCheck, Driver, DriverImage, ImageSpec, PreparedLaunch, RunningWorkload } from '@shoal/core'
+import { THROTTLE_RUN_MS } from './constants.js'
+import { isQemuStream } from './device-state.js'
+import { kvmWorks } from './kvm-probe.js'
+import { validateQemuConfig } from './qemu-config.js'
+import type { QemuConfig } from './qemu-config.js'
+import { isQemuProcess, QemuVm } from './qemu-vm.js'
+import { vmPaths } from './command-line.js'
+
+/** Options of {@link createQemuDriver}. */
+export interface QemuDriverInit {
+  /** Decides whether KVM works for `accel: 'auto'` (default: boot the guest's kernel under KVM, see `kvmWorks`). */
+  probeKvm?: (binary: string, kernel: string) => Promise<boolean>
+  /** Called with what the driver wants an operator to know (e.g. a VM adopted in a state it will not resume). */
+  onWarning?: (message: string, fields: Record<string, unknown>) => void
+}
+
+/** A VM started with `-incoming defer` ahead of the switchover, waiting for its device state. */
+class PreparedVm implements PreparedLaunch {
+  private taken = false
+  constructor (readonly vm: QemuVm) {}
+  take (): boolean {
+    if (this.taken) return false
+    this.taken = true
+    return true
+  }
+
+  async cancel (): Promise<void> {
+    if (this.taken) return
+    this.taken = true
+    await this.vm.kill()
+  }
+}
+
+function geometry (spec: ImageSpec): { memorySize: number, pageSize: number, cacheSize: number, blockSize: number } {
+  return { memorySize: spec.memory.size, pageSize: spec.memory.pageSize, cacheSize: spec.cache.size, blockSize: spec.cache.blockSize }
+}
+
+/**
+ * The QEMU driver: an image is a VM whose RAM is the image's memory file (a shared
+ * `memory-backend-file` in the node's shm dir) and whose local cache disk is the image's cache
+ * file (raw, virtio-blk). Pause = QMP `stop` (QEMU drains and flushes its disks before it
+ * answers); device state = QEMU's own migration stream with `x-ignore-shared` (no RAM);
+ * resume = `cont`. On a destination the VM is started with `-incoming defer` when the HELLO
+ * arrives, loads the device state inside the pause, continues, and counts as arrived when QMP
+ * says `running` and the guest prints its heartbeat on the serial console. Auto-converge is a
+ * stop/cont duty cycle (QEMU's own cpu-throttle only acts inside QEMU's migration).
+ */
+export function createQemuDriver (init: QemuDriverInit = {}): Driver {
+  const probe = init.probeKvm ?? kvmWorks
+  const configOf = (spec: ImageSpec): QemuConfig => validateQemuConfig(spec.driverConfig, geometry(spec))
+  const accelOf = async (cfg: QemuConfig): Promise<'tcg' | 'kvm'> => cfg.accel === 'auto' ? ((await probe(cfg.binary, cfg.kernel)) ? 'kvm' : 'tcg') : cfg.accel
+
+  /** The arrival check of a VM that was just continued: QMP says running, the guest's heartbeat appears. */
+  const arrived = async (vm: QemuVm, cfg: QemuConfig, from: number, timeoutMs: number): Promise<void> => {
+    const status = await vm.status()
+    if (status !== 'running') throw new WorkloadError(`VM is ${status}, not running`)
+    if (cfg.heartbeat != null) await vm.waitConsole(cfg.heartbeat, from, timeoutMs)
+  }
+
+  const workload = (vm: QemuVm): RunningWorkload => {
+    const duty = new DutyCycle(async () => { await vm.pause() }, async () => { await vm.cont() }, THROTTLE_RUN_MS)
+    let ended = false
+    void vm.exited.then(() => { duty.stop() })
+    const end = async (): Promise<void> => {
+      if (ended) return
+      ended = true
+      duty.stop()
+      await vm.quit()
+    }
+    return {
+      pid: vm.pid,
+      exited: vm.exited,
+      runtime: { runDir: vm.runDir, pid: vm.pid },
+      terminate: end,
+      controller: {
+        pause: async () => { await duty.pause() },
+        resume: async () => { await duty.resume() },
+        throttle: async (f) => { await duty.set(f) },
+        deviceState: async () => await vm.saveState(),
+        stop: end
+      }
+    }
+  }
+
+  return {
+    name: 'qemu',
+    validateConfig: (config, image) => ({ ...validateQemuConfig(config, image) }),
+    tracker: () => 'scan',
+    async initImage (spec, opts) {
+      // RAM: a sparse file of zeros (the guest boots into it); cache disk: a raw file.
+      for (const [path, size, fill] of [[spec.memory.path, spec.memory.size, false], [spec.cache.path, spec.cache.size, opts.fill === 'random']] as const) {
+        const fd = openSync(path, 'wx')
+        try {
+          ftruncateSync(fd, size)
+          if (fill) {
+            const buf = Buffer.alloc(1024 * 1024)
+            for (let off = 0; off < size; off += buf.length) writeSync(fd, randomFillSync(buf), 0, Math.min(buf.length, size - off), off)
+          }
+        } finally {
+          closeSync(fd)
+        }
+      }
+    },
+    async prepareLaunch (image) {
+      const cfg = configOf(image.spec)
+      return new PreparedVm(await QemuVm.start(image.spec, cfg, image.runDir, { accel: await accelOf(cfg), incoming: true }))
+    },
+    async launch (image, deviceState, prepared) {
+      const cfg = configOf(image.spec)
+      if (deviceState == null || deviceState.byteLength === 0) {
+        // A fresh boot (or a migrated image whose source VM was not running).
+        await prepared?.cancel()
+        const vm = await QemuVm.start(image.spec, cfg, image.runDir, { accel: await accelOf(cfg), incoming: false })
+        try {
+          await arrived(vm, cfg, 0, cfg.bootTimeoutMs)
+        } catch (err) {
+          await vm.kill()
+          throw new WorkloadError(`VM did not boot: ${(err as Error).message}`)
+        }
+        return workload(vm)
+      }
+      const vm = prepared instanceof PreparedVm && prepared.take()
+        ? prepared.vm
+        : await QemuVm.start(image.spec, cfg, image.runDir, { accel: await accelOf(cfg), incoming: true })
+      try {
+        await vm.loadState(deviceState)
+        const from = vm.serialOffset()
+        await vm.cont()
+        await arrived(vm, cfg, from, cfg.heartbeatTimeoutMs)
+      } catch (err) {
+        await vm.kill()
+        throw new WorkloadError(`migrated VM did not resume: ${(err as Error).message}`)
+      }
+      return workload(vm)
+    },
+    async adopt (image: DriverImage) {
+      const pid = image.runtime?.pid
+      if (typeof pid !== 'number') return undefined
+      const vm = await QemuVm.attach(image.runDir, pid)
+      if (vm == null) return undefined
+      const status = await vm.status()
+      // A Shoal VM is never paused without its node holding it: a node that died inside a pause
+      // or a throttle cycle left it so. A VM whose device state was taken (`postmigrate`) may be
+      // running on the destination now: it stays paused until an operator decides.
+      if (status === 'paused') await vm.cont()
+      if (status === 'postmigrate') init.onWarning?.('adopted a VM whose device state was taken for a switchover: left paused (the destination may run it)', { image: image.spec.name, pid })
+      return workload(vm)
+    },
+    async reap (runDir) {
+      const pid = Number(readFileSync(vmPaths(runDir).pidFile, 'utf8').trim())
+      if (Number.isInteger(pid) && pid > 0 && isQemuProcess(pid)) process.kill(pid, 'SIGKILL')
+    },
+    async deviceState () { return new Uint8Array(0) },
+    async check (image, deviceState, prepared): Promise<ArrivalCheck> {
+      if (deviceState.byteLength === 0) return { ok: true, detail: 'the source VM was not running: the VM boots here' }
+      if (!isQemuStream(deviceState)) return { ok: false, detail: 'device state is not a QEMU migration stream' }
+      if (prepared instanceof PreparedVm) {
+        const status = await prepared.vm.status().catch((err: Error) => `unreachable (${err.message})`)
+        if (status !== 'inmigrate') return { ok: false, detail: `the VM prepared for this image is ${status}, not waiting for its device state` }
+      }
+      return { ok: true, detail: `QEMU device state of ${deviceState.byteLength} bytes; VM ${prepared != null ? 'prepared' : 'to be started'} with -incoming defer` }
+    }
+  }
+}
