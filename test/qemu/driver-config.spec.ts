@@ -69,19 +69,19 @@ describe('qemuArgs', () => {
   }
   const cfg = { kernel: '/k/vmlinuz', initrd: '/k/initrd.img', append: 'console=ttyS0 quiet', cpus: 2, machine: 'pc', accel: 'auto' as const, binary: 'qemu-system-x86_64', heartbeat: 'HB', heartbeatTimeoutMs: 5000, bootTimeoutMs: 1000, tracker: 'scan' as const }
 
-  it('puts RAM in the shared memory file and the cache file on virtio, and escapes commas', () => {
-    const args = qemuArgs(spec, cfg, '/run/vm1', { accel: 'tcg', incoming: false })
+  it('puts RAM in the shared memory file and the cache file on virtio (through links in the run dir), and escapes commas', () => {
+    const args = qemuArgs(spec, cfg, '/run/vm1,odd', { accel: 'tcg', incoming: false })
     const joined = args.join(' ')
     expect(joined).toContain('-machine pc,accel=tcg,memory-backend=ram0')
     expect(joined).toContain('-m 128M')
     expect(joined).toContain('-smp 2')
-    expect(joined).toContain('memory-backend-file,id=ram0,size=128M,mem-path=/dev/shm/x/vm1.mem,share=on')
-    expect(joined).toContain('file=/data/images/vm1,,odd/cache.img,format=raw')
+    expect(joined).toContain('memory-backend-file,id=ram0,size=128M,mem-path=/run/vm1,,odd/ram,share=on')
+    expect(joined).toContain('file=/run/vm1,,odd/disk,format=raw')
     expect(joined).toContain('virtio-blk-pci,drive=cache0')
     expect(joined).toContain('-initrd /k/initrd.img')
     expect(args[args.indexOf('-append') + 1]).toBe('console=ttyS0 quiet')
-    expect(joined).toContain('logfile=/run/vm1/serial.log')
-    expect(joined).toContain('-qmp unix:/run/vm1/qmp.sock,server=on,wait=off')
+    expect(joined).toContain('logfile=/run/vm1,,odd/serial.log')
+    expect(joined).toContain('-qmp unix:/run/vm1,,odd/qmp.sock,server=on,wait=off')
     expect(args).not.toContain('-incoming')
   })
 

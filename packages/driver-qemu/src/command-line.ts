@@ -1,3 +1,4 @@
+import { renameSync, rmSync, symlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ImageSpec } from '@shoal/core'
 import { InvalidArgumentError } from '@shoal/core'
@@ -6,6 +7,12 @@ import type { QemuConfig } from './qemu-config.js'
 
 /** Files of a VM inside its run directory. */
 export interface VmPaths {
+  /** Symlink to the image's memory file (QEMU's RAM). */
+  ram: string
+  /** Symlink to the image's cache file (QEMU's disk). QEMU reopens its disk by name when it
+   * takes it over after a migration, and the node renames staged files into place at commit:
+   * the link is repointed, the name QEMU knows stays. */
+  disk: string
   qmp: string
   serial: string
   serialLog: string
@@ -16,6 +23,8 @@ export interface VmPaths {
 /** Where a VM keeps its sockets and logs in `runDir`; throws when a socket path would be too long. */
 export function vmPaths (runDir: string): VmPaths {
   const p = {
+    ram: join(runDir, 'ram'),
+    disk: join(runDir, 'disk'),
     qmp: join(runDir, 'qmp.sock'),
     serial: join(runDir, 'serial.sock'),
     serialLog: join(runDir, 'serial.log'),
@@ -24,6 +33,17 @@ export function vmPaths (runDir: string): VmPaths {
   }
   if (Buffer.byteLength(p.serial) > MAX_SOCKET_PATH) throw new InvalidArgumentError(`run directory ${runDir} is too long for a unix socket path (max ${MAX_SOCKET_PATH} bytes): use a shorter data dir`)
   return p
+}
+
+/** Points the VM's `ram` and `disk` links in `runDir` at the image's files (atomically). */
+export function linkImageFiles (spec: ImageSpec, runDir: string): void {
+  const p = vmPaths(runDir)
+  for (const [link, target] of [[p.ram, spec.memory.path], [p.disk, spec.cache.path]] as const) {
+    const tmp = `${link}.new`
+    rmSync(tmp, { force: true })
+    symlinkSync(target, tmp)
+    renameSync(tmp, link)
+  }
 }
 
 /** Options of {@link qemuArgs}. */
@@ -52,14 +72,14 @@ export function qemuArgs (spec: ImageSpec, cfg: QemuConfig, runDir: string, opts
     '-machine', `${cfg.machine},accel=${opts.accel},memory-backend=ram0`,
     '-m', `${memMiB}M`,
     '-smp', String(cfg.cpus),
-    '-object', `memory-backend-file,id=ram0,size=${memMiB}M,mem-path=${optValue(spec.memory.path)},share=on`,
+    '-object', `memory-backend-file,id=ram0,size=${memMiB}M,mem-path=${optValue(p.ram)},share=on`,
     '-nodefaults', '-no-user-config', '-display', 'none',
     '-kernel', cfg.kernel,
     ...(cfg.initrd != null ? ['-initrd', cfg.initrd] : []),
     '-append', cfg.append
   ]
   if (spec.cache.size > 0) {
-    args.push('-drive', `file=${optValue(spec.cache.path)},format=raw,if=none,id=cache0,cache=writeback,aio=threads,discard=unmap`,
+    args.push('-drive', `file=${optValue(p.disk)},format=raw,if=none,id=cache0,cache=writeback,aio=threads,discard=unmap`,
       '-device', 'virtio-blk-pci,drive=cache0,id=cachedisk')
   }
   args.push(

@@ -8,7 +8,7 @@ import { kvmWorks } from './kvm-probe.js'
 import { validateQemuConfig } from './qemu-config.js'
 import type { QemuConfig } from './qemu-config.js'
 import { isQemuProcess, QemuVm } from './qemu-vm.js'
-import { vmPaths } from './command-line.js'
+import { linkImageFiles, vmPaths } from './command-line.js'
 
 /** Options of {@link createQemuDriver}. */
 export interface QemuDriverInit {
@@ -127,6 +127,8 @@ export function createQemuDriver (init: QemuDriverInit = {}): Driver {
         ? prepared.vm
         : await QemuVm.start(image.spec, cfg, image.runDir, { accel: await accelOf(cfg), incoming: true })
       try {
+        // The staged files were renamed into place: QEMU takes its disk over by the link's name.
+        linkImageFiles(image.spec, vm.runDir)
         await vm.loadState(deviceState)
         const from = vm.serialOffset()
         await vm.cont()

@@ -3,7 +3,7 @@ import { closeSync, openSync, readFileSync, rmSync } from 'node:fs'
 import type { ImageSpec } from '@shoal/core'
 import { WorkloadError } from '@shoal/core'
 import { QUIT_TIMEOUT_MS } from './constants.js'
-import { qemuArgs, vmPaths } from './command-line.js'
+import { linkImageFiles, qemuArgs, vmPaths } from './command-line.js'
 import type { VmPaths } from './command-line.js'
 import { loadDeviceState, saveDeviceState, setMigrationCaps } from './device-state.js'
 import { QmpClient } from './qmp-client.js'
@@ -40,6 +40,7 @@ export class QemuVm {
   static async start (spec: ImageSpec, cfg: QemuConfig, runDir: string, opts: { accel: 'tcg' | 'kvm', incoming: boolean }): Promise<QemuVm> {
     const paths = vmPaths(runDir)
     for (const f of [paths.qmp, paths.serial, paths.pidFile]) rmSync(f, { force: true })
+    linkImageFiles(spec, runDir)
     const logFd = openSync(paths.qemuLog, 'a')
     const child = spawn(cfg.binary, qemuArgs(spec, cfg, runDir, opts), { detached: true, stdio: ['ignore', 'ignore', logFd] })
     closeSync(logFd)

@@ -82,12 +82,20 @@ export async function checkTestGuest (runDir: string, timeoutMs = 60_000): Promi
   const p = vmPaths(runDir)
   const nonce = Math.random().toString(36).slice(2, 10)
   const from = logSize(p.serialLog)
-  await new Promise<void>((resolve, reject) => {
-    const sock = connect(p.serial)
-    sock.once('error', reject)
-    sock.once('connect', () => { sock.end(`check ${nonce}\n`, () => { resolve() }) })
-  })
-  const line = await waitForLine(p.serialLog, from, `SHOAL-VERDICT nonce=${nonce}`, timeoutMs)
+  // QEMU's console stalls when a connected client does not read: read (and drop) everything
+  // while connected, and hang up once the verdict is in the log.
+  const sock = connect(p.serial)
+  sock.resume()
+  let line: string
+  try {
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject)
+      sock.once('connect', () => { sock.write(`check ${nonce}\n`, () => { resolve() }) })
+    })
+    line = await waitForLine(p.serialLog, from, `SHOAL-VERDICT nonce=${nonce}`, timeoutMs)
+  } finally {
+    sock.destroy()
+  }
   const field = (k: string): string => new RegExp(`${k}=(\\S+)`).exec(line)?.[1] ?? ''
   return {
     ok: field('ok') === '1',
