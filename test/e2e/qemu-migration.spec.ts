@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { buildTestGuest, checkTestGuest, isQemuProcess, testGuestConfig } from '@shoal/driver-qemu'
+import { buildTestGuest, checkTestGuest, createQemuDriver, isQemuProcess, testGuestConfig } from '@shoal/driver-qemu'
 import type { TestGuest } from '@shoal/driver-qemu'
 import { InvalidDriverConfigError } from '@shoal/core'
 import type { ShoalNode } from '@shoal/node'
@@ -61,7 +61,9 @@ describe('live migration of a QEMU VM between two Shoal nodes', () => {
     const data = tempDir('qnode')
     dirs.push(data.path)
     cleanups.push(data.cleanup, () => { killVmsUnder(data.path) })
-    return await startNode(ip, cleanups, { dataDir: data.path })
+    const log = (level: string) => (msg: string, fields?: Record<string, unknown>) => { if (process.env.SHOAL_TEST_LOG != null) console.log(level, ip, msg, JSON.stringify(fields)) }
+    const logger = { info: log('info'), warn: log('warn'), error: log('error') }
+    return await startNode(ip, cleanups, { dataDir: data.path, logger, drivers: [createQemuDriver({ logger })] })
   }
 
   it('moves a dirtying VM live; the guest keeps running and its own check of RAM stamps and disk records passes', async () => {

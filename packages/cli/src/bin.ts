@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander'
 import { collect, parseBlock, parsePositiveInt, parseRate, parseShare, parseSize } from './args.js'
 import { runDemo } from './commands/demo.js'
-import { runImageCreate, runImageHot, runImageRemove, runImageStart, runVolumeImport, runVolumePull, runVolumeRemove } from './commands/image.js'
+import { runImageCheck, runImageCreate, runImageHot, runImageRemove, runImageStart, runVolumeImport, runVolumePull, runVolumeRemove } from './commands/image.js'
 import { runMigrate } from './commands/migrate.js'
 import { runNode } from './commands/node.js'
 import { runStatus } from './commands/status.js'
@@ -69,6 +69,11 @@ image.command('create <name>')
   .option('--test-guest', "qemu: run Shoal's test guest (built from Debian packages on first use)", false)
   .option('--config <json>', 'extra driver config as a JSON object')
   .action(async (name: string, o) => { await runImageCreate(name, o) })
+image.command('check <name>')
+  .description("ask the test guest of a running QEMU image to check every RAM stamp and disk record it wrote")
+  .addOption(nodeOpt())
+  .option('--json', 'print JSON', false)
+  .action(async (name: string, o) => { await runImageCheck(name, o) })
 image.command('start <name>')
   .description("start an image's workload")
   .addOption(nodeOpt())
@@ -107,6 +112,7 @@ program.command('demo')
   .option('--record-rate <records/s>', 'cache records per second', parseRate, 200)
   .option('--lanes <n>', 'data lanes', parsePositiveInt, 4)
   .option('--keep', 'keep the temporary data directories', false)
+  .option('--vm', "a QEMU VM (Shoal's test guest) instead of the synthetic workload; installs QEMU and builds the guest on first use", false)
   .action(async (o) => { await runDemo(o) })
 
 program.parseAsync().catch((err: Error & { code?: string }) => {

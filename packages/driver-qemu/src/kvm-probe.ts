@@ -24,7 +24,7 @@ export async function kvmWorks (binary: string, kernel: string, timeoutMs = KVM_
 
 async function probe (binary: string, kernel: string, timeoutMs: number): Promise<boolean> {
   try { accessSync('/dev/kvm', constants.R_OK | constants.W_OK) } catch { return false }
-  const child = spawn(binary, ['-machine', 'pc,accel=kvm', '-m', '64M', '-nodefaults', '-no-user-config', '-display', 'none',
+  const child = spawn(binary, ['-machine', 'pc,accel=kvm', '-m', '128M', '-nodefaults', '-no-user-config', '-display', 'none',
     '-kernel', kernel, '-append', 'console=ttyS0 panic=-1', '-serial', 'stdio', '-no-reboot'], { stdio: ['ignore', 'pipe', 'ignore'] })
   return await new Promise<boolean>((resolve) => {
     const done = (ok: boolean): void => {

@@ -14,8 +14,8 @@ import { linkImageFiles, vmPaths } from './command-line.js'
 export interface QemuDriverInit {
   /** Decides whether KVM works for `accel: 'auto'` (default: boot the guest's kernel under KVM, see `kvmWorks`). */
   probeKvm?: (binary: string, kernel: string) => Promise<boolean>
-  /** Called with what the driver wants an operator to know (e.g. a VM adopted in a state it will not resume). */
-  onWarning?: (message: string, fields: Record<string, unknown>) => void
+  /** Where the driver says what it did (resume timings) and what an operator must know (a VM adopted in a state it will not resume). */
+  logger?: { info: (msg: string, fields?: Record<string, unknown>) => void, warn: (msg: string, fields?: Record<string, unknown>) => void }
 }
 
 /** A VM started with `-incoming defer` ahead of the switchover, waiting for its device state. */
@@ -129,10 +129,15 @@ export function createQemuDriver (init: QemuDriverInit = {}): Driver {
       try {
         // The staged files were renamed into place: QEMU takes its disk over by the link's name.
         linkImageFiles(image.spec, vm.runDir)
+        const t0 = performance.now()
         await vm.loadState(deviceState)
+        const t1 = performance.now()
         const from = vm.serialOffset()
         await vm.cont()
+        const t2 = performance.now()
         await arrived(vm, cfg, from, cfg.heartbeatTimeoutMs)
+        const t3 = performance.now()
+        init.logger?.info('VM resumed', { image: image.spec.name, pid: vm.pid, prepared: prepared != null, loadStateMs: +(t1 - t0).toFixed(1), contMs: +(t2 - t1).toFixed(1), heartbeatMs: +(t3 - t2).toFixed(1) })
       } catch (err) {
         await vm.kill()
         throw new WorkloadError(`migrated VM did not resume: ${(err as Error).message}`)
@@ -149,7 +154,7 @@ export function createQemuDriver (init: QemuDriverInit = {}): Driver {
       // or a throttle cycle left it so. A VM whose device state was taken (`postmigrate`) may be
       // running on the destination now: it stays paused until an operator decides.
       if (status === 'paused') await vm.cont()
-      if (status === 'postmigrate') init.onWarning?.('adopted a VM whose device state was taken for a switchover: left paused (the destination may run it)', { image: image.spec.name, pid })
+      if (status === 'postmigrate') init.logger?.warn('adopted a VM whose device state was taken for a switchover: left paused (the destination may run it)', { image: image.spec.name, pid })
       return workload(vm)
     },
     async reap (runDir) {

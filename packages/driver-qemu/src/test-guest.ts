@@ -57,7 +57,7 @@ export const TEST_GUEST_HEARTBEAT = 'SHOAL-HB'
 /** A QEMU driver config that runs the test guest in a VM of `memorySize` bytes. */
 export function testGuestConfig (guest: TestGuest, memorySize: number, s: TestGuestSettings = {}): Record<string, unknown> {
   const memMiB = s.memMiB ?? Math.max(4, Math.floor(memorySize / (2 * 1024 * 1024)))
-  const append = ['console=ttyS0', 'quiet', `shoal.mem=${memMiB}`, `shoal.rate=${s.rate ?? 1000}`, `shoal.records=${s.records ?? 20}`, `shoal.hb=${s.heartbeatMs ?? 50}`].join(' ')
+  const append = ['console=ttyS0', 'quiet', `shoal.mem=${memMiB}`, `shoal.rate=${s.rate ?? 1000}`, `shoal.records=${s.records ?? 20}`, `shoal.hb=${s.heartbeatMs ?? 20}`].join(' ')
   return { kernel: guest.kernel, initrd: guest.initrd, append, heartbeat: TEST_GUEST_HEARTBEAT }
 }
 

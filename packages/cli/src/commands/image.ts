@@ -1,7 +1,7 @@
 import { resolve } from 'node:path'
-import type { PullReport } from '@shoal/node'
-import { InvalidArgumentError } from '@shoal/core'
-import { buildTestGuest, testGuestConfig } from '@shoal/driver-qemu'
+import type { NodeStatus, PullReport } from '@shoal/node'
+import { InvalidArgumentError, UnknownImageError } from '@shoal/core'
+import { buildTestGuest, checkTestGuest, testGuestConfig } from '@shoal/driver-qemu'
 import { call, socketOf } from '../control-client.js'
 import { formatBytes, formatMs, formatRate } from '../format.js'
 
@@ -68,6 +68,18 @@ export async function runImageCreate (name: string, o: ImageCreateOptions): Prom
     name, driver: o.driver, memorySize: o.memory, cacheSize: o.cache, fill: o.fill, blockSize: o.blockSize, cacheVolume: o.cacheVolume, tracker: o.tracker, config: await driverConfigOf(o)
   })
   process.stdout.write(JSON.stringify(rec) + '\n')
+}
+
+/** `shoal image check <name>`: the test guest's own check of its RAM and disk (QEMU images running it). */
+export async function runImageCheck (name: string, o: { node: string, json: boolean }): Promise<void> {
+  const s = await call(socketOf(o.node), 'GET', '/status') as NodeStatus
+  const img = s.images.find(i => i.spec.name === name)
+  if (img == null) throw new UnknownImageError(`no image named ${JSON.stringify(name)} on this node`)
+  const runDir = img.runtime?.runDir
+  if (img.spec.driver !== 'qemu' || img.state !== 'running' || typeof runDir !== 'string') throw new InvalidArgumentError(`${name} is not a running QEMU image`)
+  const v = await checkTestGuest(runDir, 120_000)
+  process.stdout.write(o.json ? JSON.stringify(v) + '\n' : `${name}: ${v.ok ? 'OK' : 'FAILED'} - ${v.line}\n`)
+  if (!v.ok) process.exitCode = 1
 }
 
 /** `shoal image start <name>`: starts its workload. */

@@ -26,7 +26,7 @@ export async function runNode (o: NodeCommandOptions): Promise<void> {
     shmDir: o.shmDir,
     workers: o.workers,
     serveRate: o.serveRate,
-    drivers: [createSyntheticDriver(), createQemuDriver({ onWarning: (msg, fields) => { logger.warn(msg, fields) } })],
+    drivers: [createSyntheticDriver(), createQemuDriver({ logger })],
     logger
   })
   await node.start()
