@@ -4,6 +4,7 @@ import {
 } from '@shoal/core'
 import type { BlockSource, CacheSources, CacheSourcesRequest, FetchItem, Lane, LocalBlocks, VolumeSummary } from '@shoal/core'
 import { openLanes } from '@shoal/libp2p'
+import { lanePaths } from './lane-paths.js'
 import type { LanePeer, ShoalLibp2p } from '@shoal/libp2p'
 import { BLOCKS_PROTOCOL, DEFAULT_REPLICA_STREAMS, DISCOVERY_CONCURRENCY, DISCOVERY_TIMEOUT_MS } from './constants.js'
 import type { Logger } from './logger.js'
@@ -246,6 +247,13 @@ export class Volumes {
       if (opts.hashesDigest != null && !Buffer.from(summary.hashesDigest).equals(opts.hashesDigest)) return undefined
       if ((opts.blockSize != null && summary.blockSize !== opts.blockSize) || (opts.blockCount != null && summary.blockCount !== opts.blockCount)) return undefined
       keep = true
+      // A replica with several NICs on our networks serves over all of them: one more block lane
+      // per path, each on a connection of its own (bound to our NIC on that network).
+      const paths = await lanePaths(this.libp2p, { peerId: peer.peerId, addrs: [] }, this.libp2p.getConnections(peer.peerId)[0]).catch(() => [])
+      if (paths.length > 1) {
+        const more = await openLanes(this.libp2p, { peerId: peer.peerId, addrs: paths }, BLOCKS_PROTOCOL, paths.length, { signal, fresh: true }).catch(() => [])
+        clients.push(...more.map(l => new BlockClient(l)))
+      }
       return { peerId: peer.peerId.toString(), summary, clients }
     } finally {
       if (!keep) for (const c of clients) c.lane.abort()
