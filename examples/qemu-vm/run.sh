@@ -41,8 +41,9 @@ trap 'exit 130' INT TERM
 
 echo "== cluster: 2 hosts x 4 NICs at 200 Mbit/s, a shoal node on each"
 bash "$CLUSTER" up --prefix "$PREFIX" --hosts 2 --nics 4 --rate 200mbit
-PEER1=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).peerId)' "$STATE/h1/info")
-PEER2=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).peerId)' "$STATE/h2/info")
+# Each host's address on NIC 1 (the migration learns the others through identify).
+addr() { node -e 'const i=JSON.parse(require("fs").readFileSync(process.argv[1]));console.log(i.addrs.find(a=>a.includes(`/198.18.1.${process.argv[2]}/`)))' "$STATE/h$1/info" "$1"; }
+PEER1=$(addr 1) PEER2=$(addr 2)
 
 echo "== VM vm1 on host 1: $MEMORY RAM, a $CACHE cache disk, the test guest dirtying $RATE pages/s and writing $RECORDS records/s"
 shoal image create vm1 --node "$H1" --driver qemu --test-guest --memory "$MEMORY" --cache "$CACHE" --rate "$RATE" --record-rate "$RECORDS" --accel tcg >/dev/null
