@@ -28,7 +28,7 @@ describe('validateQemuConfig', () => {
     const kernel = kernelFile()
     expect(validateQemuConfig({ kernel, binary }, geometry)).toEqual({
       kernel, append: 'console=ttyS0', cpus: 1, machine: 'pc', accel: 'auto', binary, heartbeat: null,
-      heartbeatTimeoutMs: 5000, bootTimeoutMs: 120000, tracker: 'scan'
+      heartbeatTimeoutMs: 5000, bootTimeoutMs: 120000, tracker: 'scan', diskTracker: 'dirty-bitmap'
     })
   })
 

@@ -35,9 +35,15 @@ export interface QemuConfig {
   bootTimeoutMs: number
   /** Always `scan`: a VM cannot mark the pages it writes. */
   tracker: 'scan'
+  /**
+   * How migrations find the cache disk's written blocks: `dirty-bitmap` (default: QEMU's block
+   * dirty bitmaps, read over NBD; a round costs what changed) or `scan` (compare the whole disk
+   * each round).
+   */
+  diskTracker: 'dirty-bitmap' | 'scan'
 }
 
-const KEYS = new Set(['kernel', 'initrd', 'append', 'cpus', 'machine', 'accel', 'binary', 'heartbeat', 'heartbeatTimeoutMs', 'bootTimeoutMs', 'tracker'])
+const KEYS = new Set(['kernel', 'initrd', 'append', 'cpus', 'machine', 'accel', 'binary', 'heartbeat', 'heartbeatTimeoutMs', 'bootTimeoutMs', 'tracker', 'diskTracker'])
 const MiB = 1024 * 1024
 
 function bad (msg: string): never { throw new InvalidDriverConfigError(`qemu driver: ${msg}`) }
@@ -95,6 +101,8 @@ export function validateQemuConfig (config: Record<string, unknown>, image: Imag
   if (heartbeat !== null && (typeof heartbeat !== 'string' || heartbeat === '' || heartbeat.length > 256 || /[\n\r]/.test(heartbeat))) bad('heartbeat must be a non-empty one-line string or null')
   const tracker = config.tracker ?? 'scan'
   if (tracker !== 'scan') bad(`tracker must be scan (a VM cannot mark the pages it writes), got ${JSON.stringify(tracker)}`)
+  const diskTracker = config.diskTracker ?? 'dirty-bitmap'
+  if (diskTracker !== 'dirty-bitmap' && diskTracker !== 'scan') bad(`diskTracker must be dirty-bitmap or scan, got ${JSON.stringify(diskTracker)}`)
   return {
     kernel,
     ...(initrd != null ? { initrd } : {}),
@@ -106,6 +114,7 @@ export function validateQemuConfig (config: Record<string, unknown>, image: Imag
     heartbeat,
     heartbeatTimeoutMs: positiveInt('heartbeatTimeoutMs', config.heartbeatTimeoutMs, DEFAULT_HEARTBEAT_TIMEOUT_MS, 600_000),
     bootTimeoutMs: positiveInt('bootTimeoutMs', config.bootTimeoutMs, DEFAULT_BOOT_TIMEOUT_MS, 3_600_000),
-    tracker
+    tracker,
+    diskTracker
   }
 }

@@ -4,6 +4,7 @@ import { DutyCycle, WorkloadError } from '@shoal/core'
 import type { ArrivalCheck, Driver, DriverImage, ImageSpec, PreparedLaunch, RunningWorkload } from '@shoal/core'
 import { THROTTLE_RUN_MS } from './constants.js'
 import { isQemuStream } from './device-state.js'
+import { qemuDiskDirtySource } from './disk-dirty-bitmap.js'
 import { kvmWorks } from './kvm-probe.js'
 import { validateQemuConfig } from './qemu-config.js'
 import type { QemuConfig } from './qemu-config.js'
@@ -61,7 +62,7 @@ export function createQemuDriver (init: QemuDriverInit = {}): Driver {
     if (cfg.heartbeat != null) await vm.waitConsole(cfg.heartbeat, from, timeoutMs)
   }
 
-  const workload = (vm: QemuVm): RunningWorkload => {
+  const workload = (vm: QemuVm, cfg: QemuConfig): RunningWorkload => {
     const duty = new DutyCycle(async () => { await vm.pause() }, async () => { await vm.cont() }, THROTTLE_RUN_MS)
     let ended = false
     void vm.exited.then(() => { duty.stop() })
@@ -76,6 +77,7 @@ export function createQemuDriver (init: QemuDriverInit = {}): Driver {
       exited: vm.exited,
       runtime: { runDir: vm.runDir, pid: vm.pid },
       terminate: end,
+      cacheDirtySource: cfg.diskTracker === 'dirty-bitmap' ? (units, unitSize) => qemuDiskDirtySource(vm.qmp, vm.runDir, units, unitSize) : undefined,
       controller: {
         pause: async () => { await duty.pause() },
         resume: async () => { await duty.resume() },
@@ -121,7 +123,7 @@ export function createQemuDriver (init: QemuDriverInit = {}): Driver {
           await vm.kill()
           throw new WorkloadError(`VM did not boot: ${(err as Error).message}`)
         }
-        return workload(vm)
+        return workload(vm, cfg)
       }
       const vm = prepared instanceof PreparedVm && prepared.take()
         ? prepared.vm
@@ -142,11 +144,12 @@ export function createQemuDriver (init: QemuDriverInit = {}): Driver {
         await vm.kill()
         throw new WorkloadError(`migrated VM did not resume: ${(err as Error).message}`)
       }
-      return workload(vm)
+      return workload(vm, cfg)
     },
     async adopt (image: DriverImage) {
       const pid = image.runtime?.pid
       if (typeof pid !== 'number') return undefined
+      const cfg = configOf(image.spec)
       const vm = await QemuVm.attach(image.runDir, pid)
       if (vm == null) return undefined
       const status = await vm.status()
@@ -155,7 +158,7 @@ export function createQemuDriver (init: QemuDriverInit = {}): Driver {
       // running on the destination now: it stays paused until an operator decides.
       if (status === 'paused') await vm.cont()
       if (status === 'postmigrate') init.logger?.warn('adopted a VM whose device state was taken for a switchover: left paused (the destination may run it)', { image: image.spec.name, pid })
-      return workload(vm)
+      return workload(vm, cfg)
     },
     async reap (runDir) {
       const pid = Number(readFileSync(vmPaths(runDir).pidFile, 'utf8').trim())

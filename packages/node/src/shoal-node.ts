@@ -8,7 +8,7 @@ import {
   UnknownVolumeError, InvalidDriverConfigError
 } from '@shoal/core'
 import type {
-  BlockStore, CacheManifest, Driver, DriverImage, ImageSpec, Lane, LaneStats, MigrationProgress, MigrationReport, PreparedLaunch, RunningWorkload,
+  BlockStore, CacheManifest, DirtySource, Driver, DriverImage, ImageSpec, Lane, LaneStats, MigrationProgress, MigrationReport, PreparedLaunch, RunningWorkload,
   WorkerPool, WorkloadController, SourceSessionOptions
 } from '@shoal/core'
 import { createShoalLibp2p, handleLanes, loadOrCreateIdentity, openLanes } from '@shoal/libp2p'
@@ -412,6 +412,7 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
       const driver = driverOf(rec.spec.driver)
       const controller: WorkloadController = w?.controller ?? { async pause () {}, async resume () {}, deviceState: async () => await driver.deviceState(driverImage(rec)), async stop () {} }
       store.put({ ...rec, state: 'migrating' })
+      let cacheDirtySource: DirtySource | undefined
       try {
         const [control] = await openLanes(libp2p, target, MIGRATE_PROTOCOL, 1, { signal: opts.signal })
         const paths = await lanePaths(libp2p, target, libp2p.getConnections(target.peerId)[0])
@@ -424,9 +425,13 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
           log.info('migration out', { image: name, to: target.peerId.toString(), lanes: lanes.map(l => l.id) })
           return lanes
         }
+        const cooperative = driver.tracker(rec.spec.driverConfig) === 'cooperative'
+        // A workload that knows which cache blocks it wrote (a VM's dirty bitmaps) spares the scans.
+        cacheDirtySource = cooperative || rec.spec.cache.size === 0 ? undefined : w?.cacheDirtySource?.(rec.spec.cache.size / rec.spec.cache.blockSize, rec.spec.cache.blockSize)
         const report = await runSourceSession({
           image: rec.spec, controller, control: control!, lanes: { count, open }, pool: pool!, cacheManifest: cacheManifestOf(rec.spec),
-          ...(driver.tracker(rec.spec.driverConfig) === 'cooperative' ? { memoryMarks: marksPathOf(rec.spec), cacheMarks: `${rec.spec.cache.path}.marks` } : {}),
+          ...(cooperative ? { memoryMarks: marksPathOf(rec.spec), cacheMarks: `${rec.spec.cache.path}.marks` } : {}),
+          ...(cacheDirtySource != null ? { cacheDirtySource } : {}),
           replenish: async (active) => await (replenish?.(active) ?? Promise.resolve([]))
         }, opts)
         running.delete(name)
@@ -436,6 +441,8 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
       } catch (err) {
         if (store.has(name)) store.put({ ...store.get(name), state: running.has(name) ? 'running' : 'stopped' })
         throw err
+      } finally {
+        await cacheDirtySource?.close()
       }
     },
     async status () {

@@ -1,4 +1,5 @@
 import type { ImageSpec, WorkloadController } from '../image.js'
+import type { DirtySource } from '../tracker/cooperative-tracker.js'
 
 /**
  * An image as a driver sees it: its spec (memory and cache files, driver config) and a directory
@@ -26,6 +27,11 @@ export interface RunningWorkload {
    * {@link Driver.adopt} after a node restart (e.g. the run directory and pid of a VM).
    */
   readonly runtime?: Record<string, unknown>
+  /**
+   * Optional: where a migration learns which cache blocks the workload wrote, instead of
+   * scanning the cache each round (e.g. a VM's block dirty bitmaps). Undefined: scan.
+   */
+  cacheDirtySource?: (units: number, unitSize: number) => DirtySource | undefined
 }
 
 /** The outcome of a driver's own check of an image that just arrived. */

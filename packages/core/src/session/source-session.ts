@@ -11,6 +11,7 @@ import { ChunkScheduler } from '../scheduler/chunk-scheduler.js'
 import { createDirtyTracker } from '../tracker/dirty-tracker.js'
 import { createCooperativeTracker } from '../tracker/cooperative-tracker.js'
 import type { DirtyTracker } from '../tracker/dirty-tracker.js'
+import type { DirtySource } from '../tracker/cooperative-tracker.js'
 import type { WorkerPool } from '../tracker/worker-pool.js'
 import type { Lane } from '../transport/lane.js'
 import { encodeFrame } from '../wire/codec.js'
@@ -109,6 +110,11 @@ export interface SourceSessionDeps {
   memoryMarks?: string
   /** The cache's dirty-marks file when the workload marks the blocks it writes (one mark per block). */
   cacheMarks?: string
+  /**
+   * Where the cache's written blocks come from when neither the workload's marks nor a scan
+   * (e.g. a hypervisor's dirty bitmaps of the disk): rounds then cost what changed.
+   */
+  cacheDirtySource?: DirtySource
 }
 
 interface AreaState { area: Area, unitSize: number, tracker: DirtyTracker }
@@ -175,8 +181,9 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
       const mode = size <= shadowLimit ? 'shadow' : 'hash'
       const cpuShare = options.scanCpuShare
       const marksPath = area === Area.Memory ? deps.memoryMarks : deps.cacheMarks
-      const tracker = marksPath != null
-        ? createCooperativeTracker({ path, size, unitSize, marksPath, cpuShare }, pool)
+      const source = area === Area.Cache && size > 0 ? deps.cacheDirtySource : undefined
+      const tracker = marksPath != null || source != null
+        ? createCooperativeTracker({ path, size, unitSize, marksPath, source, cpuShare }, pool)
         : createDirtyTracker({ path, size, unitSize, mode, cpuShare }, pool)
       areas.push({ area, unitSize, tracker })
     }
