@@ -131,7 +131,7 @@ try {
       const r = {
         tool: 'shoal', run, total_s: +(report.totalMs / 1000).toFixed(2), downtime_ms: +report.downtimeMs.toFixed(1), wire_bytes: wire.reduce((a, b) => a + b, 0),
         wire_bytes_by_host: { source: wire[0], replica3: wire[1], replica4: wire[2] }, guest_ok: guestOk, guest_verdict: v1.line,
-        downtime_parts_ms: report.downtime, resume_on_destination_ms: resumeLog(2), rounds: report.rounds.length, bytes_sent_by_source: report.bytes,
+        downtime_parts_ms: report.downtime, resume_on_destination_ms: resumeLog(2), rounds: report.rounds.length, round_detail: report.rounds.map(r => ({ pages: r.pages, blocks: r.blocks, MiB: +(r.bytes / MiB).toFixed(1), scanMs: Math.round(r.scanMs), sendMs: Math.round(r.sendMs), predictedPauseMs: r.predictedPauseMs != null ? Math.round(r.predictedPauseMs) : null })), bytes_sent_by_source: report.bytes,
         cache_fetch: report.cache ?? null, convergence: report.convergence,
         node_cpu_s: +cpu.toFixed(1), node_cpu_s_per_GiB: +(cpu / ((memorySize + cacheSize) / 2 ** 30)).toFixed(2)
       }

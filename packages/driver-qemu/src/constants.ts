@@ -26,3 +26,5 @@ export const KVM_PROBE_TIMEOUT_MS = 10_000
 export const MAX_SOCKET_PATH = 107
 /** How often a log or a status is polled while waiting. */
 export const POLL_MS = 5
+/** What a VM adds to every pause, for the planner: device state out and in, cont, the heartbeat (measured 60–120 ms here). */
+export const VM_FIXED_PAUSE_MS = 100

@@ -57,7 +57,9 @@ export function qemuDiskDirtySource (qmp: QmpClient, runDir: string, units: numb
     if (!serving) {
       rmSync(socket, { force: true })
       // nbd-server-start takes the legacy socket address form ({ type, data }).
-      await qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: socket } } })
+      const start = async (): Promise<unknown> => await qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: socket } } })
+      // A server left by a node that died mid-migration (the VM was adopted): replace it.
+      await start().catch(async () => { await qmp.execute('nbd-server-stop').catch(() => {}); await start() })
       serving = true
     }
     const id = `${bitmap}-x`

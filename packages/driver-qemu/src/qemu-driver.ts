@@ -2,7 +2,7 @@ import { openSync, closeSync, ftruncateSync, readFileSync, writeSync } from 'nod
 import { randomFillSync } from 'node:crypto'
 import { DutyCycle, WorkloadError } from '@shoal/core'
 import type { ArrivalCheck, Driver, DriverImage, ImageSpec, PreparedLaunch, RunningWorkload } from '@shoal/core'
-import { THROTTLE_RUN_MS } from './constants.js'
+import { THROTTLE_RUN_MS, VM_FIXED_PAUSE_MS } from './constants.js'
 import { isQemuStream } from './device-state.js'
 import { qemuDiskDirtySource } from './disk-dirty-bitmap.js'
 import { kvmWorks } from './kvm-probe.js'
@@ -77,6 +77,8 @@ export function createQemuDriver (init: QemuDriverInit = {}): Driver {
       exited: vm.exited,
       runtime: { runDir: vm.runDir, pid: vm.pid },
       terminate: end,
+      // Device state out and in (~10 + ~15 ms), cont, and waiting for the guest's heartbeat.
+      fixedPauseMs: VM_FIXED_PAUSE_MS,
       cacheDirtySource: cfg.diskTracker === 'dirty-bitmap' ? (units, unitSize) => qemuDiskDirtySource(vm.qmp, vm.runDir, units, unitSize) : undefined,
       controller: {
         pause: async () => { await duty.pause() },

@@ -433,7 +433,7 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
           ...(cooperative ? { memoryMarks: marksPathOf(rec.spec), cacheMarks: `${rec.spec.cache.path}.marks` } : {}),
           ...(cacheDirtySource != null ? { cacheDirtySource } : {}),
           replenish: async (active) => await (replenish?.(active) ?? Promise.resolve([]))
-        }, opts)
+        }, { ...opts, fixedPauseMs: opts.fixedPauseMs ?? w?.fixedPauseMs })
         running.delete(name)
         store.remove(name)
         rmSync(join(runRoot, name), { recursive: true, force: true })

@@ -32,6 +32,11 @@ export interface RunningWorkload {
    * scanning the cache each round (e.g. a VM's block dirty bitmaps). Undefined: scan.
    */
   cacheDirtySource?: (units: number, unitSize: number) => DirtySource | undefined
+  /**
+   * Optional: what the workload adds to every pause whatever the dirty set (capturing and
+   * loading its device state, resuming, its arrival check), for the round planner's prediction.
+   */
+  readonly fixedPauseMs?: number
 }
 
 /** The outcome of a driver's own check of an image that just arrived. */
