@@ -188,6 +188,23 @@ const PANIC_RE = /Kernel panic|BUG:|Oops|general protection fault|stack-protecto
  * @param {number} [o.maxBandwidth] `max-bandwidth`, bytes/s (default libvirt's unlimited)
  * @param {boolean} [o.tcgDirtyWorkaround] 8 KiB more RAM in both VMs, against QEMU 7.2's TCG dirty-tracking bug (see the file's header)
  * @param {(line:string) => void} [o.log]
+ * @returns {Promise<object>} `tool` ('qemu' | 'qemu-multifd'); `total_s` mirror start -> destination
+ *   running (its RESUME event); `downtime_ms` QEMU's own figure (source `query-migrate` after
+ *   completion: CPUs stopped -> migration completed, which includes the mirror's completion at
+ *   pre-switchover); `downtime_measured_ms` source STOP -> destination RESUME (QMP event
+ *   timestamps, one host clock), i.e. with the destination's load and libvirt's Finish
+ *   (`nbd-server-stop`, `cont`); `expected_downtime_ms` QEMU's last estimate before the switchover;
+ *   `wire_bytes` / `wire_bytes_back` tx bytes of the source's / destination's NICs from the mirror's
+ *   start to the destination running (all traffic: NBD, migration, TCP/IP overhead); `guest_ok`
+ *   the destination guest's own check passed and its writes/records continued past the baseline's
+ *   (a counter whose rate is 0 is not required to grow); `guest_verdict_line`; `guest_panic`;
+ *   `setup_s` destination start -> NBD export and incoming listener ready (not in total_s);
+ *   `mirror_s` mirror start -> ready; `ram_s` migrate -> completed (with the switchover);
+ *   `switchover_ms` pre-switchover -> completed (mirror completion + device state); `finish_ms`
+ *   source completed -> destination running; `ram_bytes`; `tcg_dirty_workaround`; `params`
+ *   (max-bandwidth, downtime-limit, channels, capabilities of both sides); `migrate_stats`;
+ *   `mirror_bytes` (the mirror job's final offset); `cpu_s` CPU seconds of both QEMUs over
+ *   total_s; `baseline` (the source guest's check before the move); `error` when anything failed.
  */
 export async function runQemuNative ({ srcNs, dstNs, dstAddr, guest, memorySize, cacheSize, cacheInit, guestSettings = {}, multifd = false, workDir, settleMs = 2000, maxBandwidth = LIBVIRT_MAX_BANDWIDTH, tcgDirtyWorkaround = false, log = () => {} }) {
   const tool = multifd ? 'qemu-multifd' : 'qemu'
@@ -207,6 +224,7 @@ export async function runQemuNative ({ srcNs, dstNs, dstAddr, guest, memorySize,
     expected_downtime_ms: null,
     downtime_measured_ms: null,
     switchover_ms: null,
+    finish_ms: null,
     ram_bytes: ramBytes,
     tcg_dirty_workaround: tcgDirtyWorkaround,
     params: null,
@@ -385,6 +403,7 @@ export async function runQemuNative ({ srcNs, dstNs, dstAddr, guest, memorySize,
     const resumed = await dstEv.wait('the destination to resume', 30_000, e => e.event === 'RESUME')
     if ((await dst.qmp.execute('query-status')).status !== 'running') throw new Error('the destination does not run after cont')
     result.total_s = (resumed.at - t0) / 1000
+    result.finish_ms = Math.round(resumed.at - tCompleted)
     const after = { src: nicBytes(srcNs), dst: nicBytes(dstNs) }
     result.wire_bytes = after.src.tx - before.src.tx
     result.wire_bytes_back = after.dst.tx - before.dst.tx
