@@ -433,7 +433,11 @@ export async function runQemuNative ({ srcNs, dstNs, dstAddr, guest, memorySize,
       if (vm == null) continue
       const t = tail(vmPaths(dir).qemuLog, 4)
       if (t !== '') issues.push(`${name} QEMU log: ${t}`)
-      if (vm.child.exitCode != null || vm.child.signalCode != null) issues.push(`${name} QEMU exited (${vm.child.exitCode ?? vm.child.signalCode})`)
+      if (vm.child.exitCode != null || vm.child.signalCode != null) {
+        issues.push(`${name} QEMU exited (${vm.child.exitCode ?? vm.child.signalCode})`)
+        const lines = tail(vmPaths(dir).serialLog, 3)
+        if (lines !== '') issues.push(`${name} guest console: ${lines}`)
+      }
     }
   } finally {
     // a panicking or crashed guest on the destination: recorded, not hidden
