@@ -249,11 +249,18 @@ export class Volumes {
       keep = true
       // A replica with several NICs on our networks serves over all of them: one more block lane
       // per path, each on a connection of its own (bound to our NIC on that network).
-      const paths = await lanePaths(this.libp2p, { peerId: peer.peerId, addrs: [] }, this.libp2p.getConnections(peer.peerId)[0]).catch(() => [])
+      const paths = await lanePaths(this.libp2p, { peerId: peer.peerId, addrs: [] }, this.libp2p.getConnections(peer.peerId)[0]).catch((err: Error) => {
+        this.log.warn('replica paths unknown', { peer: peer.peerId.toString(), error: err.message })
+        return []
+      })
       if (paths.length > 1) {
-        const more = await openLanes(this.libp2p, { peerId: peer.peerId, addrs: paths }, BLOCKS_PROTOCOL, paths.length, { signal, fresh: true }).catch(() => [])
+        const more = await openLanes(this.libp2p, { peerId: peer.peerId, addrs: paths }, BLOCKS_PROTOCOL, paths.length, { signal: AbortSignal.timeout(DISCOVERY_TIMEOUT_MS), fresh: true }).catch((err: Error) => {
+          this.log.warn('could not open block lanes over every path to a replica', { peer: peer.peerId.toString(), error: err.message })
+          return []
+        })
         clients.push(...more.map(l => new BlockClient(l)))
       }
+      this.log.info('replica found', { peer: peer.peerId.toString(), volume, paths: paths.map(p => p.toString()), lanes: clients.length })
       return { peerId: peer.peerId.toString(), summary, clients }
     } finally {
       if (!keep) for (const c of clients) c.lane.abort()
