@@ -338,6 +338,12 @@ export async function runSourceSession (deps: SourceSessionDeps, options: Source
       report.rounds[report.rounds.length - 1]!.predictedPauseMs = decision.predictedPauseMs
       if (decision.switchOver && cacheReady()) break
       if (decision.switchOver && fetchDoneAfterRound < 0) await waitFor(fetchFinished, CACHE_WAIT_MS, signal)
+      else if (fetchDoneAfterRound < 0 && cache != null && report.rounds.length >= 2) {
+        // The switchover waits for the destination's fetch from the replicas anyway: until it
+        // ends, a round every CACHE_ROUND_GAP_MS keeps the dirty set small without rescanning
+        // the image back to back (the scans' CPU is what the fetch needs on a small host).
+        await waitFor(fetchFinished, CACHE_ROUND_GAP_MS, signal)
+      }
       if (decision.throttle !== throttle) {
         throttle = decision.throttle
         maxThrottle = Math.max(maxThrottle, throttle)
@@ -433,6 +439,8 @@ const FINAL_CHUNK_BYTES = 256 * 1024
 
 /** How long the source idles between rounds while the destination still fetches cache blocks. */
 const CACHE_WAIT_MS = 1000
+/** Pause between pre-copy rounds while the destination still fetches cache blocks from replicas. */
+const CACHE_ROUND_GAP_MS = 1000
 
 /**
  * Sends the cache manifest and reads the destination's claim: the clean cold blocks it will get
