@@ -18,7 +18,7 @@
 // is a multiple of 64 pages (upstream fix: QEMU 9.0): its cases run as found, then once each with
 // 8 KiB more RAM for reference (`qemu+8k`, `qemu-multifd+8k`; SHOAL_BENCH_WA_RUNS, default 1).
 // Env: SHOAL_BENCH_REPS (3), SHOAL_BENCH_CONSECUTIVE (10), SHOAL_BENCH_CASES (qemu,qemu-multifd,shoal),
-// SHOAL_BENCH_MEM (512) and SHOAL_BENCH_CACHE (2048) in MiB, SHOAL_BENCH_RATE (2000), SHOAL_BENCH_RECORDS (20).
+// SHOAL_BENCH_OUT (results name, default qemu), SHOAL_BENCH_MEM (512) and SHOAL_BENCH_CACHE (2048) in MiB, SHOAL_BENCH_RATE (2000), SHOAL_BENCH_RECORDS (20).
 import { closeSync, copyFileSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { randomFillSync } from 'node:crypto'
 import { join } from 'node:path'
@@ -34,6 +34,7 @@ const MiB = 2 ** 20
 const reps = Number(process.env.SHOAL_BENCH_REPS ?? 3)
 const consecutive = Number(process.env.SHOAL_BENCH_CONSECUTIVE ?? 10)
 const waRuns = Number(process.env.SHOAL_BENCH_WA_RUNS ?? 1)
+const outName = process.env.SHOAL_BENCH_OUT ?? 'qemu'
 const cases = (process.env.SHOAL_BENCH_CASES ?? 'qemu,qemu-multifd,shoal').split(',')
 const memorySize = Number(process.env.SHOAL_BENCH_MEM ?? 512) * MiB
 const cacheSize = Number(process.env.SHOAL_BENCH_CACHE ?? 2048) * MiB
@@ -257,7 +258,7 @@ const targets = {
 }
 if (consecutiveResult != null) console.log(`\nconsecutive: ${consecutiveResult.verified}/${consecutiveResult.runs} verified, ${consecutiveResult.guest_failures} guest failures`)
 console.log(`targets: ${JSON.stringify(targets)}`)
-writeResults('qemu', { setup, cases: results, summary, qemu_best: qemuBest?.tool, targets, consecutive: consecutiveResult, elapsed_s: +((performance.now() - started) / 1000).toFixed(0), date: new Date().toISOString() })
+writeResults(outName, { setup, cases: results, summary, qemu_best: qemuBest?.tool, targets, consecutive: consecutiveResult, elapsed_s: +((performance.now() - started) / 1000).toFixed(0), date: new Date().toISOString() })
 
 // Chart: total time and downtime per run, per tool.
 const points = results.filter(r => r.total_s != null).flatMap(r => [
@@ -280,7 +281,7 @@ if (points.length > 0) {
       ]
     }
   })
-  writeFileSync(join(resultsDir, 'qemu.svg'), svg)
-  console.log(`wrote ${join(resultsDir, 'qemu.svg')}`)
+  writeFileSync(join(resultsDir, `${outName}.svg`), svg)
+  console.log(`wrote ${join(resultsDir, `${outName}.svg`)}`)
 }
 rmSync(work, { recursive: true, force: true })

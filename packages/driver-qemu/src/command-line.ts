@@ -79,7 +79,10 @@ export function qemuArgs (spec: ImageSpec, cfg: QemuConfig, runDir: string, opts
     '-append', cfg.append
   ]
   if (spec.cache.size > 0) {
-    args.push('-drive', `file=${optValue(p.disk)},format=raw,if=none,id=cache0,cache=writeback,aio=threads,discard=unmap`,
+    // drop-cache=off: when QEMU takes its disk over after an incoming migration it would otherwise
+    // fdatasync and drop the page cache of the whole file (for shared storage): with the cache
+    // just written by Shoal that flush cost 250-450 ms inside the pause (measured).
+    args.push('-drive', `file=${optValue(p.disk)},format=raw,if=none,id=cache0,cache=writeback,aio=threads,discard=unmap,file.drop-cache=off`,
       '-device', 'virtio-blk-pci,drive=cache0,id=cachedisk')
   }
   args.push(
