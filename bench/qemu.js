@@ -242,7 +242,7 @@ const qemuBest = summary.filter(s => s.tool !== 'shoal' && s.total_s != null && 
 const qemuBestDowntime = summary.filter(s => s.tool !== 'shoal' && s.downtime_ms != null && !s.tool.endsWith('+8k')).sort((a, b) => a.downtime_ms.median - b.downtime_ms.median)[0]
 const shoal = summary.find(s => s.tool === 'shoal')
 const fmt = (x, d = 1) => x == null ? '-' : `${x.median.toFixed(d)} (${x.min.toFixed(d)}–${x.max.toFixed(d)})`
-printTable(summary.map(s => ({
+if (summary.length > 0) printTable(summary.map(s => ({
   tool: s.tool,
   'total s': fmt(s.total_s),
   'downtime ms': fmt(s.downtime_ms, 0),
