@@ -22,7 +22,8 @@ const spec = { name: 'thr', driver: 'qemu', driverConfig: {}, memory: { path: jo
 for (const [p, s] of [[spec.memory.path, memorySize], [spec.cache.path, 16 * MiB]]) { const fd = openSync(p, 'w'); ftruncateSync(fd, s); closeSync(fd) }
 spec.driverConfig = validateQemuConfig({ ...testGuestConfig(guest, memorySize, { memMiB: 64, rate, records: 0 }), accel: 'tcg' }, { memorySize, pageSize: 4096, cacheSize: 16 * MiB, blockSize: 262144 })
 const driver = createQemuDriver()
-const w = await driver.launch({ spec, runDir: dir })
+const removeFiles = () => { rmSync(dir, { recursive: true, force: true }); rmSync(shm, { recursive: true, force: true }) }
+const w = await driver.launch({ spec, runDir: dir }).catch((err) => { removeFiles(); throw err })
 const log = join(dir, 'serial.log')
 const lastWrites = () => {
   const lines = readFileSync(log, 'latin1').split('\n').filter(l => l.includes('SHOAL-HB'))
@@ -48,8 +49,7 @@ try {
 } finally {
   await w.controller.throttle(0)
   await w.terminate()
-  rmSync(dir, { recursive: true, force: true })
-  rmSync(shm, { recursive: true, force: true })
+  removeFiles()
 }
 printTable(rows)
 writeResults('qemu-throttle', { setup: { memory_bytes: memorySize, accel: 'tcg', guest_pages_per_s: rate, window_ms: WINDOW_MS, duty_cycle: 'QMP stop/cont, run 20 ms, stop 20·f/(1−f) ms' }, rows })
