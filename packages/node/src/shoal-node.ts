@@ -232,6 +232,8 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
     let sessionKey: string | undefined
     let prepared: PreparedLaunch | undefined
     let runDir: string | undefined
+    // The incoming image as the driver validated it when the HELLO arrived (paths: staging files).
+    let incomingSpec: ImageSpec | undefined
     const session = new DestinationSession(lane, {
       pool: pool!,
       hooks: {
@@ -247,7 +249,7 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
           staging = store.stage(hello, key)
           runDir = join(runRoot, `in-${key.slice(0, 16)}`)
           mkdirSync(runDir, { recursive: true })
-          const spec: ImageSpec = {
+          const spec: ImageSpec = incomingSpec = {
             name: hello.image, driver: hello.driver, driverConfig,
             memory: { path: staging.memoryPath, size: hello.memorySize, pageSize: hello.pageSize },
             cache: { path: staging.cachePath, size: hello.cacheSize, blockSize: hello.blockSize }
@@ -262,13 +264,8 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
         register (key) { sessionKey = key; incoming.set(key, { session, peer: info.peerId }) },
         async cacheSources (req) { return await volumes.cacheSources(req, [info.peerId]) },
         async commit (deviceState, cacheMeta) {
-          const hello = session.helloFrame!
-          const driver = driverOf(hello.driver)
-          const spec: ImageSpec = {
-            name: hello.image, driver: hello.driver, driverConfig: driver.validateConfig(JSON.parse(hello.driverConfig) as Record<string, unknown>, hello),
-            memory: { path: staging!.memoryPath, size: hello.memorySize, pageSize: hello.pageSize },
-            cache: { path: staging!.cachePath, size: hello.cacheSize, blockSize: hello.blockSize }
-          }
+          const spec = incomingSpec!
+          const driver = driverOf(spec.driver)
           const check = await driver.check({ spec, runDir: runDir! }, deviceState, prepared)
           log.info('arrival check', { image: spec.name, ...check })
           if (!check.ok) throw new WorkloadError(`arrival check failed: ${check.detail}`)
