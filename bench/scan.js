@@ -7,7 +7,7 @@
 // The second scan is timed: median of SHOAL_BENCH_REPS (default 5) fresh trackers, the
 // configurations interleaved rep by rep. Reports GB/s in total and per worker and the scaling
 // from 1 to 2 workers, so the comparison method can be chosen by measurement.
-import { openSync, writeSync, closeSync } from 'node:fs'
+import { openSync, writeSync, closeSync, truncateSync } from 'node:fs'
 import { randomFillSync } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
@@ -101,3 +101,54 @@ writeResults('scan', {
   cases,
   fastest: { mode: best.mode, workers: best.workers, GBps: best.GBps }
 })
+
+// Sparse case (SHOAL_BENCH_SPARSE_BYTES, default 4 GiB; 0 skips it): a mostly-empty cache file on
+// the temp dir's disk filesystem, 1% of its 256 KiB blocks written at random, hash mode (as for
+// caches over the shadow limit), 2 workers, final-round scans of an unchanged file. Timed: a scan
+// that takes the hole map with lseek(SEEK_DATA) and skips holes (median of reps) against one
+// that reads every byte (one run: it reads the whole file; the second of two, page cache warm).
+const sparseBytes = Number(process.env.SHOAL_BENCH_SPARSE_BYTES ?? 4 * GiB)
+if (sparseBytes > 0) {
+  const block = 256 * 1024
+  const sdir = tempDir('scan-sparse')
+  const spath = join(sdir, 'cache.img')
+  closeSync(openSync(spath, 'w'))
+  truncateSync(spath, sparseBytes)
+  const blocks = sparseBytes / block
+  const fd = openSync(spath, 'r+')
+  const buf = Buffer.allocUnsafe(block)
+  for (let i = 0; i < blocks / 100; i++) { randomFillSync(buf); writeSync(fd, buf, 0, block, Math.floor(Math.random() * blocks) * block) }
+  closeSync(fd)
+  const pool = createWorkerPool({ workers: 2 })
+  const timeScan = async (dataExtents) => {
+    const tracker = createDirtyTracker({ path: spath, size: sparseBytes, unitSize: block, mode: 'hash', ...(dataExtents === false ? { dataExtents } : {}) }, pool)
+    try {
+      const a = await tracker.scan({ digest: true, paused: true })
+      const runs = [...a.dirty.runs(16)]
+      for (let i = 0; i < runs.length; i += 64) await tracker.load(runs.slice(i, i + 64))
+      const t0 = t()
+      const b = await tracker.scan({ digest: true, paused: true })
+      return { ms: t() - t0, bytesRead: b.bytesRead }
+    } finally {
+      await tracker.close()
+    }
+  }
+  try {
+    const skip = []
+    let read = 0
+    for (let r = 0; r < reps; r++) { const x = await timeScan(undefined); skip.push(x.ms); read = x.bytesRead }
+    const full = await timeScan(false)
+    const row = {
+      file_GiB: +(sparseBytes / GiB).toFixed(1),
+      written: '1%',
+      skip_holes_ms_median: +stats(skip).median.toFixed(1),
+      skip_holes_bytes_read: read,
+      read_all_ms: +full.ms.toFixed(1),
+      ratio: +(full.ms / stats(skip).median).toFixed(1)
+    }
+    printTable([row])
+    writeResults('scan-sparse', { setup: { bytes: sparseBytes, unit_size: block, mode: 'hash', workers: 2, file: 'temp dir (disk filesystem), sparse, 1% of blocks written', reps }, cases: [row], samples_ms: skip })
+  } finally {
+    await pool.stop()
+  }
+}

@@ -67,7 +67,7 @@ describe('shoal CLI', () => {
     expect(again.err).toMatch(/already exists/)
     const bad = shoal('migrate', 'vm1', '--node', dir.path, '--to', 'not-a-peer')
     expect(bad.code).not.toBe(0)
-    expect(bad.err).toMatch(/bad target "not-a-peer".*\(ERR_INVALID_ARGUMENT\)/)
+    expect(bad.err).toMatch(/bad --to "not-a-peer".*\(ERR_INVALID_ARGUMENT\)/)
     const unknown = shoal('migrate', 'nope', '--node', dir.path, '--to', listening.peerId)
     expect(unknown.err).toMatch(/no image named "nope".*ERR_UNKNOWN_IMAGE/)
     // Replica volumes and cache metadata: clear errors, nothing changed.
@@ -77,7 +77,7 @@ describe('shoal CLI', () => {
     expect(shoal('volume', 'rm', 'nope', '--node', dir.path).err).toMatch(/no volume nope.*ERR_UNKNOWN_VOLUME/)
     expect(shoal('volume', 'pull', 'base', '--node', dir.path, '--from', 'garbage').err).toMatch(/bad peer "garbage".*ERR_INVALID_ARGUMENT/)
     expect(shoal('volume', 'pull', 'base', '--node', dir.path, '--from', listening.peerId).err).toMatch(/no reachable peer holds volume base.*ERR_UNKNOWN_VOLUME/)
-    expect(shoal('volume', 'import', 'bad/id', '/etc/hostname', '--node', dir.path).err).toMatch(/volume id must be/)
+    expect(shoal('volume', 'import', 'bad/id', '/etc/hostname', '--node', dir.path).err).toMatch(/invalid volume id "bad\/id": it must be 1-128 characters.*ERR_INVALID_ARGUMENT/)
     // Nothing changed: the image still runs here.
     const after = JSON.parse(shoal('status', '--node', dir.path, '--json').out) as { images: Array<{ state: string }> }
     expect(after.images.map(i => i.state)).toEqual(['running'])

@@ -88,7 +88,12 @@ describe('wire codec', () => {
       [{ ...samples[0], memorySize: 4097 } as Frame, /memory size/],
       [{ ...samples[0], image: '../etc' } as Frame, /image name/],
       [{ ...samples[0], driverConfig: '{' } as Frame, /JSON/],
-      [{ ...samples[0], lanes: 0 } as Frame, /lanes/]
+      [{ ...samples[0], lanes: 0 } as Frame, /lanes/],
+      // The rules of limits.ts, the same image validation applies.
+      [{ ...samples[0], blockSize: 8 * 2 ** 20, cacheSize: 8 * 2 ** 20 } as Frame, /block size must be a power of two from 4 KiB to 4 MiB \(got 8 MiB\)/],
+      [{ ...samples[0], image: '.hidden' } as Frame, /invalid image name "\.hidden"/],
+      [{ ...samples[0], lanes: 257 } as Frame, /lanes must be an integer from 1 to 256/],
+      [{ ...samples[0], driverConfig: JSON.stringify({ x: 'y'.repeat(70_000) }) } as Frame, /driver config too large/]
     ]
     for (const [f, re] of bad) expect(() => encodeFrameBytes(f)).toThrow(re)
     // The decoder applies the same checks to bytes from the wire: patch a valid hello's page size.
@@ -105,6 +110,13 @@ describe('wire codec', () => {
     expect(() => decodeFrame(empty)).toThrow(/empty run/)
     const area = Buffer.from(data); area[6 + 8] = 5
     expect(() => decodeFrame(area)).toThrow(/unknown area/)
+  })
+
+  it('refuses volume ids that break the name rule, in both directions', () => {
+    expect(() => encodeFrameBytes({ type: FrameType.VolumeQuery, volume: '..' })).toThrow(/invalid volume id "\.\."/)
+    const q = Buffer.from(encodeFrameBytes({ type: FrameType.VolumeQuery, volume: 'xx' }))
+    q.write('..', q.byteLength - 2)
+    expect(() => decodeFrame(q)).toThrow(InvalidFrameError)
   })
 
   it('rejects oversized frames before buffering their body', () => {

@@ -80,4 +80,22 @@ describe('round planner', () => {
     const heavy = [r(1, 1000 * MB, 10_000, 150), r(2, 50 * MB, 500, 160), r(3, 49 * MB, 490, 160), r(4, 50 * MB, 500, 160), r(5, 49 * MB, 490, 160)]
     expect(planNextRound(heavy, 0, { ...limits, downtimeTargetMs: 150, autoConverge: true, fixedPauseMs: 20 })).toMatchObject({ switchOver: false, reason: 'throttle' })
   })
+
+  it('decides scan-bound at round 1, before throttling anything, when the final scan alone exceeds the target', () => {
+    // Issue 10: a 16 GiB cache, 1% written, read in full by every scan: 11.3 s scans, the data
+    // found sent while the scan ran. Before, this was throttled up to 90% over 18 rounds.
+    const lim = { ...limits, autoConverge: true, fixedPauseMs: 20 }
+    const round1 = r(1, 164 * MB, 11_600, 11_300)
+    expect(planNextRound([round1], 0, lim)).toMatchObject({ switchOver: true, reason: 'scan-bound', throttle: 0 })
+    const flat = [round1, ...Array.from({ length: 6 }, (_, i) => r(i + 2, 30 * MB, 11_500, 11_400))]
+    for (let n = 1; n <= flat.length; n++) {
+      expect(planNextRound(flat.slice(0, n), 0, lim)).toMatchObject({ switchOver: true, reason: 'scan-bound', throttle: 0 })
+    }
+    // Without auto-converge too: no flat rounds are needed to see it.
+    expect(planNextRound([round1], 0, { ...lim, autoConverge: false })).toMatchObject({ switchOver: true, reason: 'scan-bound' })
+    // A bulk copy that outlasts its scan is not cut short: the next round carries less.
+    expect(planNextRound([r(1, 1000 * MB, 10_000, 500)], 0, lim)).toMatchObject({ switchOver: false, reason: 'continue', throttle: 0 })
+    // A scan that fits the target leaves the usual rules in charge.
+    expect(planNextRound([r(1, 1000 * MB, 10_000, 200), r(2, 50 * MB, 500, 200)], 0, lim).reason).toBe('continue')
+  })
 })

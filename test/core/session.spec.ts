@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import {
   Bitmap, createMemoryLanePair, createWorkerPool, DestinationSession, ImageExistsError, readLaneHello, runSourceSession
 } from '@shoal/core'
-import type { BlockResult, BlockSource, CacheMetaInit, DestinationHooks, ImageSpec, Lane, MigrationReport, WorkerPool } from '@shoal/core'
+import type { BlockResult, BlockSource, CacheMetaInit, DestinationHooks, ImageSpec, Lane, MigrationProgress, MigrationReport, WorkerPool } from '@shoal/core'
 import { processController } from '../fixtures/process-controller.js'
 import { tempDir } from '../fixtures/temp.js'
 
@@ -100,6 +100,33 @@ describe('source and destination sessions over in-memory lanes', () => {
     expect(report.rounds.at(-1)!.final).toBe(true)
     expect(report.lanes.filter(l => l.bytes > 0).length).toBe(3)
     expect(report.downtimeMs).toBeGreaterThan(0)
+  })
+
+  it('says up front when the scan tracker cannot meet the target, and after the pause which part missed it', async () => {
+    const { image, pool, writer, hooks } = await setup()
+    const controller = processController(writer)
+    const net = connect(2)
+    // A destination whose commit (its check and start of the workload) takes 150 ms.
+    const slow = { ...hooks, async commit (state: Uint8Array) { await new Promise(resolve => setTimeout(resolve, 150)); await hooks.commit(state) } }
+    const dest = new DestinationSession(net.destControl, { pool, hooks: slow })
+    net.attach(dest)
+    const progress: MigrationProgress[] = []
+    const [report] = await Promise.all([
+      runSourceSession({ image, controller, control: net.control, lanes: net.data, pool }, {
+        // Hash mode for both areas: 8.5 MB of data at 0.5 GB/s per worker is ~8.5 ms of final scan.
+        shadowLimitBytes: 0, downtimeTargetMs: 8, fixedPauseMs: 2, onProgress: (p) => { progress.push(p) }
+      }),
+      dest.run()
+    ])
+    expect(report.ok).toBe(true)
+    const slowTracker = report.warnings?.find(w => w.code === 'WARN_TRACKER_TOO_SLOW')
+    expect(slowTracker).toMatchObject({ area: 'memory', basis: 'estimate', downtimeTargetMs: 8, suggested: ['cooperative'] })
+    // Up front: the first progress snapshot of pre-copy already carries it.
+    expect(progress.find(p => p.phase === 'precopy')?.warnings?.map(w => w.code)).toContain('WARN_TRACKER_TOO_SLOW')
+    expect(report.pause).toMatchObject({ met: false, culprit: 'commit', targetMs: 8 })
+    expect(report.pause!.missedBy).toBeGreaterThan(0)
+    expect(report.pause!.parts.commit).toBeGreaterThanOrEqual(150)
+    expect(report.warnings?.find(w => w.code === 'WARN_DOWNTIME_MISSED')).toMatchObject({ part: 'commit' })
   })
 
   it('leaves clean cold cache blocks to a replica; what it cannot serve, and a block mislabelled clean, come from the source', async () => {

@@ -51,9 +51,9 @@ describe('live migration between two real libp2p peers on loopback', () => {
     const dst = await startNode('127.0.0.2', cleanups)
     await src.createImage({ name: 'vm2', memorySize: 4 * MiB, cacheSize: 4 * MiB })
     await src.startImage('vm2')
-    const err = await src.migrate('vm2', dst.addrs()[0]!).then(() => undefined, (e: Error & { remoteCode?: string }) => e)
+    const err = await src.migrate('vm2', dst.addrs()[0]!).then(() => undefined, (e: Error & { code?: string }) => e)
     expect(err).toBeDefined()
-    expect(err!.remoteCode).toBe('ERR_UNAUTHORIZED_PEER')
+    expect(err!.code).toBe('ERR_UNAUTHORIZED_PEER') // the destination's own code, not a generic ERR_REMOTE_ABORT
     expect(err!.message).toMatch(/allow-list|not allowed|unauthori/i)
     expect((await src.status()).images[0]?.state).toBe('running')
     expect((await dst.status()).images).toEqual([])

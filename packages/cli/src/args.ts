@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from 'commander'
+import { checkBlockSize, checkLanes, checkName, InvalidArgumentError as ShoalInvalidArgumentError, ShoalError } from '@shoal/core'
 
 const SIZE_RE = /^(\d+)\s*(k|kb|kib|m|mb|mib|g|gb|gib|t|tb|tib)?$/i
 const MULT: Record<string, number> = { k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }
@@ -31,10 +32,13 @@ export function collect (value: string, previous: string[] = []): string[] {
   return [...previous, value]
 }
 
-/** Parses a block number (a non-negative integer). */
+/**
+ * Parses a block number (a non-negative integer) given as a command argument: the action calls
+ * it, so it throws Shoal's error (commander only reports its own errors from option parsers).
+ */
 export function parseBlock (value: string): number {
   const n = Number(value)
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n)) throw new InvalidArgumentError(`"${value}" is not a block number`)
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n)) throw new ShoalInvalidArgumentError(`"${value}" is not a block number`)
   return n
 }
 
@@ -43,4 +47,39 @@ export function parseShare (value: string): number {
   const n = Number(value)
   if (value.trim() === '' || !(n > 0 && n <= 1)) throw new InvalidArgumentError(`"${value}" is not a share in (0, 1]`)
   return n
+}
+
+/**
+ * Runs a rule of `@shoal/core`'s limits for a commander option: a broken rule becomes commander's
+ * error, which prints one line naming the option, the rule and the value.
+ */
+function byRule<T> (check: () => T): T {
+  try {
+    return check()
+  } catch (err) {
+    if (err instanceof ShoalError) throw new InvalidArgumentError(err.message)
+    throw err
+  }
+}
+
+/** Parses a cache or volume block size ("256k") and checks it against the block size rule. */
+export function parseBlockSize (value: string): number {
+  const n = parseSize(value)
+  return byRule(() => checkBlockSize(n, 'the block size'))
+}
+
+/** Parses a lane count and checks it against the lane rule. */
+export function parseLanes (value: string): number {
+  const n = parsePositiveInt(value)
+  return byRule(() => checkLanes(n, 'the lane count'))
+}
+
+/** Checks an image name argument (throws `@shoal/core`'s InvalidArgumentError naming the rule). */
+export function checkImageName (name: string): string {
+  return checkName(name, 'image name')
+}
+
+/** Checks a volume id argument. */
+export function checkVolumeId (id: string): string {
+  return checkName(id, 'volume id')
 }

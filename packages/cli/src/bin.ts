@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-import { Command, Option } from 'commander'
-import { collect, parseBlock, parsePositiveInt, parseRate, parseShare, parseSize } from './args.js'
+import { Command, CommanderError, Option } from 'commander'
+import { errorCode, exitCodeOf, InvalidArgumentError } from '@shoal/core'
+import { collect, parseBlock, parseBlockSize, parseLanes, parsePositiveInt, parseRate, parseShare, parseSize } from './args.js'
 import { runDemo } from './commands/demo.js'
 import { runImageCheck, runImageCreate, runImageHot, runImageRemove, runImageStart, runVolumeImport, runVolumePull, runVolumeRemove } from './commands/image.js'
 import { runMigrate } from './commands/migrate.js'
@@ -9,7 +10,10 @@ import { runStatus } from './commands/status.js'
 
 const program = new Command('shoal')
   .description('Shoal: peer-to-peer live migration of workloads with big local state')
-  .showHelpAfterError()
+  // A bad option value gets one line naming the option and its rule, not the whole help; and
+  // commander's errors come back here, to leave with the exit code of ERR_INVALID_ARGUMENT.
+  .showHelpAfterError(false)
+  .exitOverride()
 
 const nodeOpt = (): Option => new Option('--node <dir>', 'data directory (or control socket) of the local node').default(process.env.SHOAL_NODE ?? '.shoal')
 
@@ -29,7 +33,7 @@ program.command('migrate <image>')
   .description('migrate an image live to another peer')
   .requiredOption('--to <peer>', 'peer ID or multiaddr ending in /p2p/<peer id>')
   .addOption(nodeOpt())
-  .option('--lanes <n>', 'data lanes', parsePositiveInt, 4)
+  .option('--lanes <n>', 'data lanes (1..256)', parseLanes, 4)
   .option('--max-rounds <n>', 'pre-copy rounds before switching over anyway', parsePositiveInt)
   .option('--downtime-target <ms>', 'pause the planner aims for', parsePositiveInt)
   .option('--no-auto-converge', 'never throttle the workload, even if its dirty set stops shrinking')
@@ -53,7 +57,7 @@ image.command('create <name>')
   .addOption(new Option('--driver <name>', 'what runs the workload').choices(['synthetic', 'qemu']).default('synthetic'))
   .option('--memory <size>', 'memory size (e.g. 256M)', parseSize, 64 * 2 ** 20)
   .option('--cache <size>', 'cache size (e.g. 1G)', parseSize, 256 * 2 ** 20)
-  .option('--block-size <size>', 'cache block size', parseSize)
+  .option('--block-size <size>', 'cache block size (power of two, 4k..4M)', parseBlockSize)
   .option('--cache-volume <id>', 'the cache caches this volume (held by the node): it starts as a copy, with per-block metadata')
   .addOption(new Option('--tracker <kind>', "how migrations find changed pages: scan (any writer) or cooperative (the workload marks its writes); default: the driver's choice").choices(['scan', 'cooperative']))
   .addOption(new Option('--fill <kind>', 'initial content (qemu: of the cache disk)').choices(['zero', 'random']).default('zero'))
@@ -83,7 +87,7 @@ const volume = program.command('volume').description('replica volumes a node ser
 volume.command('import <id> <file>')
   .description('hash a volume file block by block and serve it as a replica')
   .addOption(nodeOpt())
-  .option('--block-size <size>', 'block size (power of two, 4k..4M)', parseSize)
+  .option('--block-size <size>', 'block size (power of two, 4k..4M)', parseBlockSize)
   .action(async (id: string, file: string, o) => { await runVolumeImport(id, file, o) })
 volume.command('pull <id>')
   .description('become a replica: pull every block from the peers holding the volume, all at once')
@@ -110,12 +114,19 @@ program.command('demo')
   .option('--cache <size>', 'cache size', parseSize, 2 ** 30)
   .option('--rate <pages/s>', 'page writes per second while migrating', parseRate, 5000)
   .option('--record-rate <records/s>', 'cache records per second', parseRate, 200)
-  .option('--lanes <n>', 'data lanes', parsePositiveInt, 4)
+  .option('--lanes <n>', 'data lanes (1..256)', parseLanes, 4)
   .option('--keep', 'keep the temporary data directories', false)
   .option('--vm', "a QEMU VM (Shoal's test guest) instead of the synthetic workload; installs QEMU and builds the guest on first use", false)
   .action(async (o) => { await runDemo(o) })
 
-program.parseAsync().catch((err: Error & { code?: string }) => {
-  process.stderr.write(`shoal: ${err.message}${err.code != null && err.code.startsWith('ERR_') ? ` (${err.code})` : ''}\n`)
-  process.exitCode = 1
+program.parseAsync().catch((err: unknown) => {
+  if (err instanceof CommanderError) {
+    // Commander printed its one line already; help and --version are not failures.
+    process.exitCode = err.exitCode === 0 ? 0 : exitCodeOf(InvalidArgumentError.code)
+    return
+  }
+  // One line: the message and the stable code (docs/ERRORS.md says what to do about each).
+  const code = errorCode(err)
+  process.stderr.write(`shoal: ${err instanceof Error ? err.message : String(err)} (${code})\n`)
+  process.exitCode = exitCodeOf(code)
 })

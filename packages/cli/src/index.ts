@@ -12,3 +12,4 @@
 export * from './format.js'
 export * from './control-client.js'
 export * from './args.js'
+export { checkCreateOptions } from './commands/image.js'

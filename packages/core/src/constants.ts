@@ -38,3 +38,11 @@ export const DEFAULT_CONTROL_ATTEMPT_MS = 5000
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000
 /** How long the cooperative tracker waits for the workload to acknowledge a new marks epoch. */
 export const COOPERATIVE_ACK_TIMEOUT_MS = 1000
+/**
+ * Scan rate per worker assumed before a migration's first round measures it, bytes per second
+ * (2 vCPU EPYC, `pnpm bench scan`, bench/results/scan.json: shadow compare 3.3–3.6 GB/s per
+ * worker from tmpfs, SHA-256 per 4 KiB page 0.49–0.55 GB/s per worker). Only used to warn early
+ * that a tracker is too slow; the first round's measured scan replaces it.
+ */
+export const SCAN_ESTIMATE_SHADOW_BPS = 3e9
+export const SCAN_ESTIMATE_HASH_BPS = 0.5e9

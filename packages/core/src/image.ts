@@ -1,4 +1,5 @@
 import { InvalidImageError } from './errors.js'
+import { checkDriverConfigText, checkGeometry, checkName } from './limits.js'
 import type { WorkloadProgress } from './pacing/pacer.js'
 
 /** The memory of an image: pages in a file another process writes (tmpfs, e.g. /dev/shm). */
@@ -23,7 +24,7 @@ export interface CacheSpec {
 
 /** One migratable unit: memory + cache + the driver that controls its workload. */
 export interface ImageSpec {
-  /** 1–128 chars of [A-Za-z0-9._-]. */
+  /** An image name: see `NAME_RULE` in limits.ts. */
   name: string
   memory: MemorySpec
   cache: CacheSpec
@@ -55,24 +56,22 @@ export interface WorkloadController {
   progress?: () => Promise<WorkloadProgress | undefined>
 }
 
-const NAME_RE = /^[A-Za-z0-9._-]{1,128}$/
+/** How {@link validateImageSpec} names the sizes of a spec in its messages. */
+const SPEC_LABELS = { memorySize: 'memory.size', pageSize: 'memory.pageSize', cacheSize: 'cache.size', blockSize: 'cache.blockSize' }
 
-function isPow2 (n: number): boolean { return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0 }
-
-/** Checks an image description; throws {@link InvalidImageError} naming the bad field. */
+/**
+ * Checks an image description; throws {@link InvalidImageError} naming the bad field. The rules
+ * are those of `limits.ts`, the same the codec applies to a HELLO, so a valid image can migrate.
+ */
 export function validateImageSpec (spec: ImageSpec): void {
   if (typeof spec !== 'object' || spec == null) throw new InvalidImageError('image spec must be an object')
-  if (typeof spec.name !== 'string' || !NAME_RE.test(spec.name) || spec.name.startsWith('.')) {
-    throw new InvalidImageError('image name must be 1-128 chars of [A-Za-z0-9._-], not starting with a dot')
-  }
+  checkName(spec.name, 'image name', InvalidImageError)
   const m = spec.memory
   if (m == null || typeof m.path !== 'string' || m.path === '') throw new InvalidImageError('memory.path is required')
-  if (!isPow2(m.pageSize) || m.pageSize < 512) throw new InvalidImageError('memory.pageSize must be a power of two ≥ 512')
-  if (!Number.isSafeInteger(m.size) || m.size < 0 || m.size % m.pageSize !== 0) throw new InvalidImageError(`memory.size (${m.size}) must be a multiple of memory.pageSize (${m.pageSize})`)
   const c = spec.cache
   if (c == null || typeof c.path !== 'string' || c.path === '') throw new InvalidImageError('cache.path is required')
-  if (!isPow2(c.blockSize) || c.blockSize < 4096) throw new InvalidImageError('cache.blockSize must be a power of two ≥ 4096')
-  if (!Number.isSafeInteger(c.size) || c.size < 0 || c.size % c.blockSize !== 0) throw new InvalidImageError(`cache.size (${c.size}) must be a multiple of cache.blockSize (${c.blockSize})`)
-  if (typeof spec.driver !== 'string' || !NAME_RE.test(spec.driver)) throw new InvalidImageError('driver must be a name')
-  if (typeof spec.driverConfig !== 'object' || spec.driverConfig == null) throw new InvalidImageError('driverConfig must be an object')
+  checkGeometry({ memorySize: m.size, pageSize: m.pageSize, cacheSize: c.size, blockSize: c.blockSize }, InvalidImageError, SPEC_LABELS)
+  checkName(spec.driver, 'driver name', InvalidImageError)
+  if (typeof spec.driverConfig !== 'object' || spec.driverConfig == null || Array.isArray(spec.driverConfig)) throw new InvalidImageError('driverConfig must be an object')
+  checkDriverConfigText(JSON.stringify(spec.driverConfig), 'driverConfig', InvalidImageError)
 }

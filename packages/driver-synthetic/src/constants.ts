@@ -1,4 +1,5 @@
-/** Defaults of the synthetic driver, in one place. */
+/** Defaults and limits of the synthetic driver, in one place. */
+import { PAGE_SIZE } from '@shoal/workload'
 
 /** Page writes per second of a synthetic workload. */
 export const DEFAULT_WORKLOAD_RATE = 2000
@@ -8,3 +9,8 @@ export const DEFAULT_RECORD_RATE = 200
 export const THROTTLE_RUN_MS = 20
 /** How long a workload process may take to boot and report ready. */
 export const READY_TIMEOUT_MS = 30_000
+/**
+ * Smallest memory of a synthetic image: the workload keeps its header in the first page and
+ * writes at least one data page. Checked by the driver (node, incoming HELLO) and by the CLI.
+ */
+export const SYNTHETIC_MIN_MEMORY_SIZE = 2 * PAGE_SIZE

@@ -4,11 +4,12 @@ import { openSync, closeSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { join, dirname } from 'node:path'
 import { createInterface } from 'node:readline'
-import { CacheMeta, cacheMetaPaths, DirtyMarks, DutyCycle, InvalidDriverConfigError, WorkloadError } from '@shoal/core'
+import { CacheMeta, cacheMetaPaths, DirtyMarks, DutyCycle, formatSize, InvalidDriverConfigError, InvalidImageError, WorkloadError } from '@shoal/core'
 import type { ArrivalCheck, Driver, DriverImage, PreparedLaunch, RunningWorkload } from '@shoal/core'
 import { initImage, readHeader, verifyImage, workloadBinPath } from '@shoal/workload'
 import type { OpsSnapshot } from '@shoal/workload'
-import { DEFAULT_RECORD_RATE, DEFAULT_WORKLOAD_RATE, READY_TIMEOUT_MS, THROTTLE_RUN_MS } from './constants.js'
+import { processArgs, processStartTime, waitForExit } from './process-info.js'
+import { DEFAULT_RECORD_RATE, DEFAULT_WORKLOAD_RATE, READY_TIMEOUT_MS, SYNTHETIC_MIN_MEMORY_SIZE, THROTTLE_RUN_MS } from './constants.js'
 
 /** Driver settings of a synthetic image (they travel with the image). */
 export interface SyntheticConfig {
@@ -85,7 +86,14 @@ export function createSyntheticDriver (): Driver {
   return {
     name: 'synthetic',
     deviceState,
-    validateConfig: (config) => ({ ...validateSyntheticConfig(config) }),
+    validateConfig: (config, geometry) => {
+      // The workload's own rule, reported as an image error naming the size (not as the
+      // workload's internal flag, which the user never typed).
+      if (geometry.memorySize < SYNTHETIC_MIN_MEMORY_SIZE) {
+        throw new InvalidImageError(`memory size must be at least ${formatSize(SYNTHETIC_MIN_MEMORY_SIZE)} for the synthetic workload (a header page and one data page), got ${formatSize(geometry.memorySize)} (--memory, memorySize)`)
+      }
+      return { ...validateSyntheticConfig(config) }
+    },
     tracker: (config) => (config as SyntheticConfig).tracker ?? 'scan',
     async initImage (spec, opts) {
       await initImage({ memoryPath: spec.memory.path, memorySize: spec.memory.size, cachePath: spec.cache.path, cacheSize: spec.cache.size, fill: opts.fill ?? 'zero' })
@@ -143,49 +151,23 @@ export function createSyntheticDriver (): Driver {
         void exited.then((code) => { clearTimeout(timer); reject(new WorkloadError(`workload exited with ${code} before it was ready (see workload.log)`)) })
       })
       child.stdout?.resume()
-      let stopped = false
       const signal = (sig: NodeJS.Signals): void => {
         if (child.exitCode == null && child.signalCode == null) child.kill(sig)
       }
-      // Auto-converge: a SIGSTOP/SIGCONT duty cycle; a migration pause always wins over it.
-      const duty = new DutyCycle(async () => { signal('SIGSTOP') }, async () => { signal('SIGCONT') }, THROTTLE_RUN_MS)
-      void exited.then(() => { duty.stop() })
-      const running: RunningWorkload = {
-        pid: child.pid,
-        exited,
-        controller: {
-          async pause () { await duty.pause() },
-          async resume () { await duty.resume() },
-          async throttle (f) { await duty.set(f) },
-          async progress () {
-            // The workload rewrites its ops file every second; an old one means it is not running.
-            try {
-              const v = JSON.parse(await readFile(opsPath, 'utf8')) as OpsSnapshot
-              return Date.now() - v.t < 3000 ? { opsPerSec: v.opsPerSec } : undefined
-            } catch {
-              return undefined
-            }
-          },
-          deviceState: async () => await deviceState(rec),
-          async stop () {
-            stopped = true
-            duty.stop()
-            signal('SIGKILL')
-            await exited
-          }
-        },
-        async terminate () {
-          if (stopped) return
-          stopped = true
-          duty.stop()
-          signal('SIGCONT')
-          signal('SIGTERM')
-          const t = setTimeout(() => { signal('SIGKILL') }, 5000)
-          await exited
-          clearTimeout(t)
-        }
+      return controlled(rec, child.pid!, exited, signal, deviceState)
+    },
+    async adopt (image) {
+      // A workload that kept running while its node was down: the same process (pid and start
+      // time), running this image. It is taken back as it is; the node decides whether to resume it.
+      const pid = image.runtime?.pid
+      const startTime = image.runtime?.startTime
+      if (typeof pid !== 'number' || typeof startTime !== 'number' || processStartTime(pid) !== startTime) return undefined
+      const args = processArgs(pid) ?? []
+      if (!args.includes(image.spec.memory.path)) return undefined
+      const signal = (sig: NodeJS.Signals): void => {
+        if (processStartTime(pid) === startTime) process.kill(pid, sig)
       }
-      return running
+      return controlled(image, pid, waitForExit(pid, startTime), signal, deviceState)
     },
     async check (rec, deviceState) {
       if (deviceState.byteLength === 0) return { ok: true, detail: 'the source was not running: the workload starts from its image' }
@@ -211,4 +193,54 @@ export function createSyntheticDriver (): Driver {
       return { ok: r.ok, detail } satisfies ArrivalCheck
     }
   }
+}
+
+/**
+ * The running workload of a synthetic image whose process is `pid`: pause = SIGSTOP, resume =
+ * SIGCONT (throttle: a duty cycle of both), progress from its ops file, stop = SIGKILL,
+ * terminate = SIGTERM then SIGKILL.
+ */
+function controlled (rec: DriverImage, pid: number, exited: Promise<number | null>, signal: (sig: NodeJS.Signals) => void, deviceState: (image: DriverImage) => Promise<Uint8Array>): RunningWorkload {
+  const opsPath = join(dirname(rec.spec.cache.path), 'ops.json')
+  let stopped = false
+  // Auto-converge: a SIGSTOP/SIGCONT duty cycle; a migration pause always wins over it.
+  const duty = new DutyCycle(async () => { signal('SIGSTOP') }, async () => { signal('SIGCONT') }, THROTTLE_RUN_MS)
+  void exited.then(() => { duty.stop() })
+  const running: RunningWorkload = {
+    pid,
+    runtime: { pid, startTime: processStartTime(pid) },
+    exited,
+    controller: {
+      async pause () { await duty.pause() },
+      async resume () { await duty.resume() },
+      async throttle (f) { await duty.set(f) },
+      async progress () {
+        // The workload rewrites its ops file every second; an old one means it is not running.
+        try {
+          const v = JSON.parse(await readFile(opsPath, 'utf8')) as OpsSnapshot
+          return Date.now() - v.t < 3000 ? { opsPerSec: v.opsPerSec } : undefined
+        } catch {
+          return undefined
+        }
+      },
+      deviceState: async () => await deviceState(rec),
+      async stop () {
+        stopped = true
+        duty.stop()
+        signal('SIGKILL')
+        await exited
+      }
+    },
+    async terminate () {
+      if (stopped) return
+      stopped = true
+      duty.stop()
+      signal('SIGCONT')
+      signal('SIGTERM')
+      const t = setTimeout(() => { signal('SIGKILL') }, 5000)
+      await exited
+      clearTimeout(t)
+    }
+  }
+  return running
 }

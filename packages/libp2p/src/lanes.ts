@@ -1,9 +1,9 @@
-import { encodeFrameBytes, FrameType, UnauthorizedPeerError } from '@shoal/core'
+import { encodeFrameBytes, FrameType, PeerUnreachableError, UnauthorizedPeerError } from '@shoal/core'
 import { DEFAULT_STREAMS_PER_CONNECTION, MAX_LANE_STREAMS_PER_CONNECTION, REFUSED_STREAM_LINGER_MS } from './constants.js'
 import { localAddressFor } from './interfaces.js'
-import { ipOf, listenIps } from './multiaddr-ip.js'
+import { ipOf, listenIps, transportAddress } from './multiaddr-ip.js'
 import { streamToLane } from './stream-lane.js'
-import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
+import type { Connection, Libp2p, Peer, PeerId, Stream } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { Lane } from '@shoal/core'
 
@@ -77,7 +77,15 @@ export async function openLanes (node: Libp2p, peer: LanePeer, protocol: string,
   })
 }
 
-/** Returns `wanted` open connections to the peer, dialling what is missing one at a time. */
+/**
+ * Returns `wanted` open connections to the peer, dialling what is missing one at a time.
+ *
+ * Addresses the caller gave are dialled, not assumed: an open connection is reused for one of
+ * them only if it runs to that very address (so a wrong or dead `--to` address fails even while
+ * the peer is connected some other way). A failed dial throws {@link PeerUnreachableError}
+ * naming the peer and the addresses tried, and takes back from the peer store what the dial
+ * added to it (a peer nobody reached is not a "known peer").
+ */
 async function connect (node: Libp2p, peer: LanePeer, wanted: number, signal: AbortSignal | undefined, fresh: boolean): Promise<Connection[]> {
   const suffix = `/p2p/${peer.peerId.toString()}`
   const targets = peer.addrs.map(a => a.toString().endsWith(suffix) ? a : a.encapsulate(suffix))
@@ -86,13 +94,14 @@ async function connect (node: Libp2p, peer: LanePeer, wanted: number, signal: Ab
   const chosen: Connection[] = []
   const dialOpts = { force: true, ...(signal != null ? { signal } : {}) }
 
-  const take = (ip: string | undefined): Connection | undefined => {
-    const i = spare.findIndex(c => ip == null || ipOf(c.remoteAddr) === ip)
+  const take = (ip: string | undefined, exact?: Multiaddr): Connection | undefined => {
+    const i = spare.findIndex(c => exact != null ? transportAddress(c.remoteAddr) === transportAddress(exact) : ip == null || ipOf(c.remoteAddr) === ip)
     return i === -1 ? undefined : spare.splice(i, 1)[0]
   }
+  const targetOf = (ip: string | undefined): Multiaddr | undefined => ip == null ? undefined : targets.find(a => (ipOf(a) ?? a.toString()) === ip)
   const dial = async (ip: string | undefined): Promise<Connection> => {
-    const target = ip == null ? undefined : targets.find(a => (ipOf(a) ?? a.toString()) === ip)
-    const conn = await node.dial(target ?? peer.peerId, dialOpts)
+    const target = targetOf(ip)
+    const conn = await dialOrExplain(node, peer, target, dialOpts)
     if (!conn.remotePeer.equals(peer.peerId)) {
       conn.abort(new Error('unexpected peer'))
       throw new UnauthorizedPeerError(`dialled ${peer.peerId.toString()} but reached ${conn.remotePeer.toString()}`)
@@ -100,12 +109,43 @@ async function connect (node: Libp2p, peer: LanePeer, wanted: number, signal: Ab
     return conn
   }
 
-  // One connection per remote interface first, then round robin over them.
+  // One connection per remote interface first (to the address given), then round robin over them.
   for (let i = 0; chosen.length < wanted; i++) {
     const ip = ips.length > 0 ? ips[i % ips.length] : undefined
-    chosen.push(take(ip) ?? (i < ips.length ? await dial(ip) : take(undefined) ?? await dial(ip)))
+    chosen.push(i < ips.length ? take(ip, targetOf(ip)) ?? await dial(ip) : take(ip) ?? take(undefined) ?? await dial(ip))
   }
   return chosen
+}
+
+/**
+ * Dials the peer (at `target`, or wherever the peer store says). A failure becomes
+ * {@link PeerUnreachableError} with the peer, the addresses tried and libp2p's error as its
+ * cause; the peer store is put back as it was before the dial.
+ */
+async function dialOrExplain (node: Libp2p, peer: LanePeer, target: Multiaddr | undefined, opts: { force: boolean, signal?: AbortSignal }): Promise<Connection> {
+  const before = await node.peerStore.get(peer.peerId).catch(() => undefined)
+  try {
+    return await node.dial(target ?? peer.peerId, opts)
+  } catch (err) {
+    // A cancelled dial is the caller's abort, not an unreachable peer.
+    if (opts.signal?.aborted === true) throw err
+    const known = before?.addresses.map(a => a.multiaddr) ?? []
+    const tried = target != null ? [target] : known
+    await restorePeerStore(node, peer.peerId, before).catch(() => {})
+    const id = peer.peerId.toString()
+    throw new PeerUnreachableError(tried.length === 0
+      ? `peer ${id} is unreachable: no address is known for it (give one: --to /ip4/<address>/tcp/<port>/p2p/${id}, or start the nodes with --bootstrap)`
+      : `peer ${id} is unreachable at ${tried.map(a => transportAddress(a)).join(', ')} (is its node running and listening there?)`, { cause: err })
+  }
+}
+
+/** Puts a peer's peer store entry back as it was (deleting it if it did not exist). */
+async function restorePeerStore (node: Libp2p, peerId: PeerId, before: Peer | undefined): Promise<void> {
+  if (before == null) {
+    if (await node.peerStore.has(peerId)) await node.peerStore.delete(peerId)
+    return
+  }
+  await node.peerStore.patch(peerId, { multiaddrs: before.addresses.map(a => a.multiaddr) })
 }
 
 /** Like `Promise.all`, but on failure waits for every task and undoes the successful ones. */

@@ -1,8 +1,11 @@
+import { InvalidArgumentError } from '@shoal/core'
+import { randomBytes } from 'node:crypto'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { bootstrap } from '@libp2p/bootstrap'
 import { identify } from '@libp2p/identify'
 import { mdns } from '@libp2p/mdns'
+import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 import { isIP } from 'node:net'
@@ -29,6 +32,12 @@ export interface ShoalLibp2pInit {
   bootstrap?: string[]
   /** Find peers on the LAN by mDNS. Off by default: it multicasts. */
   mdns?: boolean
+  /**
+   * A private network: the swarm key file's bytes (`/key/swarm/psk/1.0.0/`, `/base16/`, 64 hex
+   * digits; see {@link generateSwarmKey}). Every connection is then encrypted with it below Noise,
+   * and peers without the same key cannot connect at all. Costs an XSalsa20 pass per byte.
+   */
+  privateNetworkKey?: Uint8Array
   /**
    * Source address for outgoing TCP connections (binds the socket to one interface). Applied
    * only to targets of the same address family.
@@ -79,6 +88,7 @@ export async function createShoalLibp2p (init: ShoalLibp2pInit): Promise<ShoalLi
       }
     })],
     peerDiscovery,
+    ...(init.privateNetworkKey != null ? { connectionProtector: preSharedKey({ psk: checkSwarmKey(init.privateNetworkKey) }) } : {}),
     connectionManager: {
       maxConnections: MAX_CONNECTIONS,
       inboundConnectionThreshold: INBOUND_CONNECTION_THRESHOLD,
@@ -87,6 +97,20 @@ export async function createShoalLibp2p (init: ShoalLibp2pInit): Promise<ShoalLi
     connectionMonitor: { abortConnectionOnPingFailure: false },
     services: { identify: identify() }
   })
+}
+
+/** Checks a swarm key file's format, so a bad key is refused at start, not at the first dial. */
+function checkSwarmKey (key: Uint8Array): Uint8Array {
+  const lines = new TextDecoder().decode(key).split(/\r?\n/).map(l => l.trim())
+  if (lines[0] !== '/key/swarm/psk/1.0.0/' || lines[1] !== '/base16/' || !/^[0-9a-fA-F]{64}$/.test(lines[2] ?? '')) {
+    throw new InvalidArgumentError('bad private network key: expected a swarm key file (/key/swarm/psk/1.0.0/, /base16/, 64 hex digits); make one with `shoal swarm-key`')
+  }
+  return key
+}
+
+/** A new random swarm key file's bytes for a private network (give every node of the cluster the same one). */
+export function generateSwarmKey (): Uint8Array {
+  return new TextEncoder().encode(`/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString('hex')}`)
 }
 
 type TransportFactory = ReturnType<typeof tcp>

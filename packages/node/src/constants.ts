@@ -18,3 +18,17 @@ export const DEFAULT_REPLICA_STREAMS = 2
 export const DISCOVERY_CONCURRENCY = 16
 /** How long one peer may take to answer whether it holds a volume. */
 export const DISCOVERY_TIMEOUT_MS = 3000
+/** Largest cache an incoming image may have unless the node is told otherwise (16 TiB). */
+export const DEFAULT_MAX_CACHE_BYTES = 16 * 2 ** 40
+/** Incoming migrations at once on one node. */
+export const DEFAULT_MAX_INCOMING = 4
+/** Incoming migrations at once from one peer. */
+export const DEFAULT_MAX_INCOMING_PER_PEER = 2
+/** Free space always kept in the shm and data dirs and in host memory: at least this ... */
+export const DEFAULT_SPACE_MARGIN_BYTES = 128 * 2 ** 20
+/** ... or this share of the file system (or of host memory), whichever is larger. */
+export const SPACE_MARGIN_FRACTION = 0.02
+/** Data lanes one incoming migration may attach (each holds a few frames in flight). */
+export const MAX_LANES_PER_SESSION = 16
+/** Block requests per second a node answers to one peer (replica serving). */
+export const DEFAULT_BLOCK_REQUESTS_PER_SEC = 4000

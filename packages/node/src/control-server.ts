@@ -1,7 +1,10 @@
 import { createServer } from 'node:http'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { rmSync } from 'node:fs'
-import { errorCode, InvalidArgumentError } from '@shoal/core'
+import {
+  checkBlockSize, checkChunkBytes, checkGeometry, checkLanes, checkName, DEFAULT_BLOCK_SIZE, DEFAULT_PAGE_SIZE, errorCode, httpStatusOf,
+  InvalidArgumentError, toErrorInfo
+} from '@shoal/core'
 import type { MigrationReport } from '@shoal/core'
 import type { CreateImageOptions, MigrateOptions, ShoalNode } from './shoal-node.js'
 import type { PullReport } from './volumes.js'
@@ -59,9 +62,29 @@ function send (res: ServerResponse, status: number, body: unknown): void {
 }
 
 function fail (res: ServerResponse, err: unknown): void {
-  const code = errorCode(err)
-  const status = code === 'ERR_INVALID_ARGUMENT' || code === 'ERR_INVALID_IMAGE' || code === 'ERR_CACHE_META' ? 400 : code === 'ERR_UNKNOWN_IMAGE' || code === 'ERR_UNKNOWN_VOLUME' ? 404 : 500
-  send(res, status, { error: { code, name: err instanceof Error ? err.name : 'Error', message: err instanceof Error ? err.message : String(err) } })
+  // The status comes from the one table of codes (errors.ts), like the CLI's exit code.
+  send(res, httpStatusOf(errorCode(err)), { error: toErrorInfo(err) })
+}
+
+/** An image name from a URL path, checked by the one name rule. */
+function imageName (part: string | undefined): string {
+  return checkName(decodeURIComponent(part ?? ''), 'image name')
+}
+
+/** Checks the body of `POST /images` with the limits every other entry point uses; names its fields. */
+function checkCreateImage (body: Record<string, unknown>): void {
+  checkName(body.name, 'image name')
+  for (const k of ['memorySize', 'cacheSize', 'pageSize', 'blockSize'] as const) {
+    if (body[k] !== undefined && typeof body[k] !== 'number') throw new InvalidArgumentError(`${k} must be a number of bytes`)
+  }
+  if (body.cacheVolume !== undefined) checkName(body.cacheVolume, 'volume id')
+  // With a cache volume, the cache's sizes come from the volume (checked when it was imported).
+  checkGeometry({
+    memorySize: body.memorySize as number,
+    pageSize: (body.pageSize as number | undefined) ?? DEFAULT_PAGE_SIZE,
+    cacheSize: body.cacheVolume !== undefined ? 0 : body.cacheSize as number,
+    blockSize: (body.blockSize as number | undefined) ?? DEFAULT_BLOCK_SIZE
+  }, InvalidArgumentError, { memorySize: 'memorySize', pageSize: 'pageSize', cacheSize: 'cacheSize', blockSize: 'blockSize' })
 }
 
 async function route (node: ShoalNode, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -69,8 +92,13 @@ async function route (node: ShoalNode, req: IncomingMessage, res: ServerResponse
     const url = new URL(req.url ?? '/', 'http://node')
     const parts = url.pathname.split('/').filter(p => p !== '')
     if (req.method === 'GET' && url.pathname === '/status') { send(res, 200, await node.status()); return }
-    if (req.method === 'POST' && url.pathname === '/images') { send(res, 200, await node.createImage(await readJson(req) as unknown as CreateImageOptions)); return }
-    if (req.method === 'POST' && parts[0] === 'images' && parts[2] === 'start' && parts.length === 3) { send(res, 200, await node.startImage(decodeURIComponent(parts[1]!))); return }
+    if (req.method === 'POST' && url.pathname === '/images') {
+      const body = await readJson(req)
+      checkCreateImage(body)
+      send(res, 200, await node.createImage(body as unknown as CreateImageOptions))
+      return
+    }
+    if (req.method === 'POST' && parts[0] === 'images' && parts[2] === 'start' && parts.length === 3) { send(res, 200, await node.startImage(imageName(parts[1]))); return }
     if (req.method === 'POST' && url.pathname === '/allow') {
       const body = await readJson(req)
       if (typeof body.peerId !== 'string') throw new InvalidArgumentError('peerId must be a string')
@@ -80,34 +108,35 @@ async function route (node: ShoalNode, req: IncomingMessage, res: ServerResponse
     }
     if (req.method === 'POST' && url.pathname === '/volumes') {
       const body = await readJson(req)
-      if (typeof body.id !== 'string' || typeof body.path !== 'string') throw new InvalidArgumentError('id and path must be strings')
-      if (body.blockSize !== undefined && (typeof body.blockSize !== 'number' || !Number.isInteger(body.blockSize))) throw new InvalidArgumentError('blockSize must be an integer')
-      send(res, 200, await node.importVolume(body.id, body.path, body.blockSize as number | undefined))
+      const id = checkName(body.id, 'volume id')
+      if (typeof body.path !== 'string') throw new InvalidArgumentError('path must be a string')
+      if (body.blockSize !== undefined) checkBlockSize(body.blockSize, 'blockSize')
+      send(res, 200, await node.importVolume(id, body.path, body.blockSize as number | undefined))
       return
     }
     if (req.method === 'POST' && url.pathname === '/volumes/pull') {
       const body = await readJson(req)
-      if (typeof body.id !== 'string') throw new InvalidArgumentError('id must be a string')
+      const id = checkName(body.id, 'volume id')
       if (body.from !== undefined && (!Array.isArray(body.from) || !body.from.every(p => typeof p === 'string'))) throw new InvalidArgumentError('from must be an array of peer IDs or multiaddrs')
       const ac = new AbortController()
       res.on('close', () => { if (!res.writableFinished) ac.abort() })
-      send(res, 200, await node.pullVolume(body.id, { from: body.from as string[] | undefined, signal: ac.signal }))
+      send(res, 200, await node.pullVolume(id, { from: body.from as string[] | undefined, signal: ac.signal }))
       return
     }
     if (req.method === 'DELETE' && parts[0] === 'images' && parts.length === 2) {
-      await node.removeImage(decodeURIComponent(parts[1]!))
+      await node.removeImage(imageName(parts[1]))
       send(res, 200, { ok: true })
       return
     }
     if (req.method === 'DELETE' && parts[0] === 'volumes' && parts.length === 2) {
-      await node.removeVolume(decodeURIComponent(parts[1]!))
+      await node.removeVolume(checkName(decodeURIComponent(parts[1]!), 'volume id'))
       send(res, 200, { ok: true })
       return
     }
     if (req.method === 'POST' && parts[0] === 'images' && parts[2] === 'hot' && parts.length === 3) {
       const body = await readJson(req)
       if (typeof body.from !== 'number' || typeof body.to !== 'number') throw new InvalidArgumentError('from and to must be block numbers')
-      node.markHot(decodeURIComponent(parts[1]!), body.from, body.to)
+      node.markHot(imageName(parts[1]), body.from, body.to)
       send(res, 200, { ok: true })
       return
     }
@@ -120,9 +149,11 @@ async function route (node: ShoalNode, req: IncomingMessage, res: ServerResponse
 }
 
 async function migrate (node: ShoalNode, body: Record<string, unknown>, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  if (typeof body.image !== 'string') throw new InvalidArgumentError('image must be a string')
+  const image = checkName(body.image, 'image name')
   if (typeof body.to !== 'string') throw new InvalidArgumentError('to must be a peer ID or multiaddr')
   const opts: MigrateOptions = {}
+  if (body.lanes !== undefined) checkLanes(body.lanes, 'lanes')
+  if (body.chunkBytes !== undefined) checkChunkBytes(body.chunkBytes, 'chunkBytes')
   for (const k of ['lanes', 'maxRounds', 'downtimeTargetMs', 'chunkBytes', 'streamsPerConnection', 'maxRate', 'laneRate'] as const) {
     const v = body[k]
     if (v === undefined) continue
@@ -146,11 +177,11 @@ async function migrate (node: ShoalNode, body: Record<string, unknown>, req: Inc
   res.writeHead(200, { 'content-type': 'application/x-ndjson' })
   const line = (v: unknown): void => { res.write(JSON.stringify(v) + '\n') }
   try {
-    const report = await node.migrate(body.image, body.to, { ...opts, signal: ac.signal, onProgress: p => { line({ type: 'progress', ...p }) } })
+    const report = await node.migrate(image, body.to, { ...opts, signal: ac.signal, onProgress: p => { line({ type: 'progress', ...p }) } })
     line({ type: 'report', report })
   } catch (err) {
     const report = (err as { report?: MigrationReport }).report
-    line({ type: 'error', error: { code: errorCode(err), name: (err as Error).name, message: (err as Error).message }, report })
+    line({ type: 'error', error: toErrorInfo(err), report })
   }
   res.end()
   void req

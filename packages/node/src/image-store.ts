@@ -1,13 +1,20 @@
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, openSync, closeSync, ftruncateSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { ImageExistsError, UnknownImageError, validateImageSpec } from '@shoal/core'
+import { checkName, ImageExistsError, isValidName, UnknownImageError, validateImageSpec } from '@shoal/core'
 import type { HelloFrame, ImageSpec } from '@shoal/core'
 
 /** What the node remembers about one hosted image. */
 export interface ImageRecord {
   spec: ImageSpec
-  /** `running`: its workload runs here; `stopped`: hosted, not running; `migrating`: leaving. */
-  state: 'stopped' | 'running' | 'migrating'
+  /**
+   * `running`: its workload runs here; `stopped`: hosted, not running; `migrating`: leaving;
+   * `orphaned`: after a restart its workload process still ran but could not be taken back
+   * (starting it again is refused); `in-doubt`: the node stopped after a migration's COMMIT went
+   * out, so the destination may run it (kept paused, starting it needs the operator's --force).
+   */
+  state: 'stopped' | 'running' | 'migrating' | 'orphaned' | 'in-doubt'
+  /** While `migrating`: where to and how far (a restart decides from it whether to resume). */
+  migration?: { to: string, phase: 'precopy' | 'paused' | 'commit' }
   /** The driver's check of the image when it arrived here. */
   arrivalCheck?: { ok: boolean, detail: string }
   /** Peer the image came from, if it was migrated in. */
@@ -18,8 +25,6 @@ export interface ImageRecord {
 
 /** Paths of a staging area for an incoming image. */
 export interface Staging { memoryPath: string, cachePath: string, dir: string }
-
-const NAME_RE = /^[A-Za-z0-9._-]{1,128}$/
 
 /**
  * Images hosted by a node: `<dataDir>/images/<name>/image.json` + `cache.img`, memory in
@@ -43,13 +48,13 @@ export class ImageStore {
 
   /** Paths a new image of this name gets. */
   pathsFor (name: string): { memoryPath: string, cachePath: string, dir: string } {
-    if (!NAME_RE.test(name) || name.startsWith('.')) throw new UnknownImageError(`invalid image name ${JSON.stringify(name)}`)
+    checkName(name, 'image name')
     const dir = join(this.imagesDir, name)
     return { dir, memoryPath: join(this.shmDir, `${name}.mem`), cachePath: join(dir, 'cache.img') }
   }
 
   has (name: string): boolean {
-    return NAME_RE.test(name) && existsSync(join(this.imagesDir, name, 'image.json'))
+    return isValidName(name) && existsSync(join(this.imagesDir, name, 'image.json'))
   }
 
   get (name: string): ImageRecord {

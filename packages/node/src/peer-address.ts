@@ -3,24 +3,30 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { LanePeer } from '@shoal/libp2p'
 
-/** A peer ID, or a multiaddr ending in /p2p/<peer id>, as a peer to open lanes to. */
+/** What a valid peer argument looks like, for error messages. */
+export const PEER_ADDRESS_RULE = 'a peer ID (12D3KooW…) or a multiaddr ending in /p2p/<peer id>, e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW…'
+
+/**
+ * A peer ID, or a multiaddr ending in /p2p/<peer id>, as a peer to open lanes to. Throws
+ * {@link InvalidArgumentError} naming `what` and {@link PEER_ADDRESS_RULE}; the parser's own
+ * text (multibase, varint) is kept as the cause, not shown: it does not tell a user what to type.
+ */
 export function resolvePeer (to: string, what = 'peer'): LanePeer {
-  try {
-    if (to.startsWith('/')) {
-      const ma = multiaddr(to)
-      const id = ma.getComponents().findLast(c => c.name === 'p2p')?.value
-      if (id == null) throw new Error('no /p2p/<peer id> in it')
-      return { peerId: peerIdFromString(id), addrs: [ma] }
-    }
-    return { peerId: peerIdFromString(to), addrs: [] }
-  } catch (err) {
-    throw new InvalidArgumentError(`bad ${what} ${JSON.stringify(to)}: expected a peer ID or a multiaddr ending in /p2p/<peer id> (${(err as Error).message})`)
+  const bad = (why: string, cause?: unknown): InvalidArgumentError =>
+    new InvalidArgumentError(`bad ${what} ${JSON.stringify(to)}: ${why}; expected ${PEER_ADDRESS_RULE}`, cause != null ? { cause } : undefined)
+  if (to.startsWith('/')) {
+    let ma
+    try { ma = multiaddr(to) } catch (err) { throw bad('not a valid multiaddr', err) }
+    const id = ma.getComponents().findLast(c => c.name === 'p2p')?.value
+    if (id == null) throw bad('the address does not end in /p2p/<peer id>')
+    try { return { peerId: peerIdFromString(id), addrs: [ma] } } catch (err) { throw bad(`${JSON.stringify(id)} is not a peer ID`, err) }
   }
+  try { return { peerId: peerIdFromString(to), addrs: [] } } catch (err) { throw bad('not a peer ID', err) }
 }
 
 /** Throws {@link InvalidArgumentError} unless `p` is a peer ID. */
 export function parsePeerId (p: string): void {
-  try { peerIdFromString(p) } catch { throw new InvalidArgumentError(`not a peer ID: ${JSON.stringify(p)}`) }
+  try { peerIdFromString(p) } catch (err) { throw new InvalidArgumentError(`not a peer ID: ${JSON.stringify(p)} (a peer ID looks like 12D3KooW…)`, { cause: err }) }
 }
 
 /** Parses a listen or bootstrap address, or throws an error that names it and says what is wrong. */
@@ -29,7 +35,7 @@ export function checkMultiaddr (addr: string, what: 'listen' | 'bootstrap', need
   try {
     components = multiaddr(addr).getComponents()
   } catch (err) {
-    throw new InvalidArgumentError(`bad ${what} address ${JSON.stringify(addr)}: ${(err as Error).message}`)
+    throw new InvalidArgumentError(`bad ${what} address ${JSON.stringify(addr)}: expected /ip4/<address>/tcp/<port>${needPeer ? '/p2p/<peer id>' : ''}`, { cause: err })
   }
   const names = components.map(c => c.name)
   if (!['ip4', 'ip6', 'dns', 'dns4', 'dns6'].includes(names[0] ?? '') || names[1] !== 'tcp') {

@@ -6,7 +6,7 @@ import type { BlockSource, CacheSources, CacheSourcesRequest, FetchItem, Lane, L
 import { openLanes } from '@shoal/libp2p'
 import { lanePaths } from './lane-paths.js'
 import type { LanePeer, ShoalLibp2p } from '@shoal/libp2p'
-import { BLOCKS_PROTOCOL, DEFAULT_REPLICA_STREAMS, DISCOVERY_CONCURRENCY, DISCOVERY_TIMEOUT_MS } from './constants.js'
+import { BLOCKS_PROTOCOL, DEFAULT_BLOCK_REQUESTS_PER_SEC, DEFAULT_REPLICA_STREAMS, DISCOVERY_CONCURRENCY, DISCOVERY_TIMEOUT_MS } from './constants.js'
 import type { Logger } from './logger.js'
 import { resolvePeer } from './peer-address.js'
 
@@ -66,7 +66,11 @@ export class Volumes {
   private readonly budget?: TokenBucket
 
   /** `serveRate`: bytes per second this node spends serving blocks to others (all peers together); default unlimited. */
-  constructor (private readonly libp2p: ShoalLibp2p, private readonly dir: string, private readonly log: Logger, serveRate?: number) {
+  /** Per peer: block requests per second it may make (see `blockRequestRate`). */
+  private readonly requestBudgets = new Map<string, TokenBucket>()
+
+  /** `blockRequestRate`: blocks per second one peer may ask this node for; default DEFAULT_BLOCK_REQUESTS_PER_SEC. */
+  constructor (private readonly libp2p: ShoalLibp2p, private readonly dir: string, private readonly log: Logger, serveRate?: number, private readonly blockRequestRate = DEFAULT_BLOCK_REQUESTS_PER_SEC) {
     if (serveRate != null) this.budget = new TokenBucket(serveRate)
   }
 
@@ -81,7 +85,14 @@ export class Volumes {
   }
 
   /** Serves one block lane (the transport checked the allow-list). */
-  serve (lane: Lane): void { void serveBlocks(lane, id => this.stores.get(id), { budget: this.budget }) }
+  serve (lane: Lane, peer: string): void {
+    let requests = this.requestBudgets.get(peer)
+    if (requests == null) {
+      requests = new TokenBucket(this.blockRequestRate, Math.max(1, Math.ceil(this.blockRequestRate / 10)))
+      this.requestBudgets.set(peer, requests)
+    }
+    void serveBlocks(lane, id => this.stores.get(id), { budget: this.budget, requests })
+  }
 
   get (id: string): BlockStore | undefined { return this.stores.get(id) }
 

@@ -1,8 +1,10 @@
 import { resolve } from 'node:path'
 import type { NodeStatus, PullReport } from '@shoal/node'
-import { InvalidArgumentError, UnknownImageError } from '@shoal/core'
+import { checkGeometry, DEFAULT_BLOCK_SIZE, DEFAULT_PAGE_SIZE, formatSize, InvalidArgumentError, UnknownImageError } from '@shoal/core'
+import { SYNTHETIC_MIN_MEMORY_SIZE } from '@shoal/driver-synthetic'
 import { buildTestGuest, checkTestGuest, testGuestConfig } from '@shoal/driver-qemu'
 import { call, socketOf } from '../control-client.js'
+import { checkImageName, checkVolumeId } from '../args.js'
 import { formatBytes, formatMs, formatRate } from '../format.js'
 
 /** Options of `shoal image create`. */
@@ -64,14 +66,33 @@ export async function driverConfigOf (o: ImageCreateOptions): Promise<Record<str
 /** `shoal image create <name>`: an image on a node (a synthetic workload or a QEMU VM). */
 export async function runImageCreate (name: string, o: ImageCreateOptions): Promise<void> {
   if (o.fill !== 'zero' && o.fill !== 'random') throw new InvalidArgumentError('--fill must be zero or random')
+  checkCreateOptions(name, o)
   const rec = await call(socketOf(o.node), 'POST', '/images', {
     name, driver: o.driver, memorySize: o.memory, cacheSize: o.cache, fill: o.fill, blockSize: o.blockSize, cacheVolume: o.cacheVolume, tracker: o.tracker, config: await driverConfigOf(o)
   })
   process.stdout.write(JSON.stringify(rec) + '\n')
 }
 
+/**
+ * Checks `image create`'s name and sizes with the rules the node and the wire apply (limits.ts),
+ * naming the flags: what passes here can be created and migrated.
+ */
+export function checkCreateOptions (name: string, o: Pick<ImageCreateOptions, 'driver' | 'memory' | 'cache' | 'blockSize' | 'cacheVolume'>): void {
+  checkImageName(name)
+  if (o.cacheVolume != null) checkVolumeId(o.cacheVolume)
+  checkGeometry({
+    memorySize: o.memory, pageSize: DEFAULT_PAGE_SIZE,
+    // A cache that caches a volume takes its size and block size from the volume.
+    cacheSize: o.cacheVolume != null ? 0 : o.cache, blockSize: o.blockSize ?? DEFAULT_BLOCK_SIZE
+  }, InvalidArgumentError, { memorySize: '--memory', pageSize: 'the page size', cacheSize: '--cache', blockSize: '--block-size' })
+  if (o.driver === 'synthetic' && o.memory < SYNTHETIC_MIN_MEMORY_SIZE) {
+    throw new InvalidArgumentError(`--memory must be at least ${formatSize(SYNTHETIC_MIN_MEMORY_SIZE)} for the synthetic workload (a header page and one data page) (got ${formatSize(o.memory)})`)
+  }
+}
+
 /** `shoal image check <name>`: the test guest's own check of its RAM and disk (QEMU images running it). */
 export async function runImageCheck (name: string, o: { node: string, json: boolean }): Promise<void> {
+  checkImageName(name)
   const s = await call(socketOf(o.node), 'GET', '/status') as NodeStatus
   const img = s.images.find(i => i.spec.name === name)
   if (img == null) throw new UnknownImageError(`no image named ${JSON.stringify(name)} on this node`)
@@ -84,23 +105,27 @@ export async function runImageCheck (name: string, o: { node: string, json: bool
 
 /** `shoal image start <name>`: starts its workload. */
 export async function runImageStart (name: string, o: { node: string }): Promise<void> {
+  checkImageName(name)
   const rec = await call(socketOf(o.node), 'POST', `/images/${encodeURIComponent(name)}/start`)
   process.stdout.write(JSON.stringify(rec) + '\n')
 }
 
 /** `shoal volume import <id> <file>`: the node serves the file's blocks as a replica volume. */
 export async function runVolumeImport (id: string, file: string, o: { node: string, blockSize?: number }): Promise<void> {
+  checkVolumeId(id)
   const info = await call(socketOf(o.node), 'POST', '/volumes', { id, path: resolve(file), blockSize: o.blockSize })
   process.stdout.write(JSON.stringify(info) + '\n')
 }
 
 /** `shoal image hot <name> <from> [to]`: marks cache blocks [from, to) hot. */
 export async function runImageHot (name: string, from: number, to: number | undefined, o: { node: string }): Promise<void> {
+  checkImageName(name)
   await call(socketOf(o.node), 'POST', `/images/${encodeURIComponent(name)}/hot`, { from, to: to ?? from + 1 })
 }
 
 /** `shoal volume pull <id>`: the node becomes a replica, pulling from every peer that holds the volume. */
 export async function runVolumePull (id: string, o: { node: string, from?: string[], json: boolean }): Promise<void> {
+  checkVolumeId(id)
   const r = await call(socketOf(o.node), 'POST', '/volumes/pull', { id, from: o.from }) as PullReport
   if (o.json) { process.stdout.write(JSON.stringify(r) + '\n'); return }
   process.stdout.write(`pulled ${r.id}: ${formatBytes(r.bytes)} in ${formatMs(r.ms)} (${formatRate(r.bytes / (r.ms / 1000))}), dedup ${formatBytes(r.dedupBytes)}, ${r.leftover} blocks not found\n`)
@@ -111,10 +136,12 @@ export async function runVolumePull (id: string, o: { node: string, from?: strin
 
 /** `shoal volume rm <id>`: drops a replica volume. */
 export async function runVolumeRemove (id: string, o: { node: string }): Promise<void> {
+  checkVolumeId(id)
   await call(socketOf(o.node), 'DELETE', `/volumes/${encodeURIComponent(id)}`)
 }
 
 /** `shoal image rm <name>`: stops its workload and deletes the image. */
 export async function runImageRemove (name: string, o: { node: string }): Promise<void> {
+  checkImageName(name)
   await call(socketOf(o.node), 'DELETE', `/images/${encodeURIComponent(name)}`)
 }

@@ -1,5 +1,8 @@
-import type { MigrationProgress, MigrationReport } from '@shoal/core'
-import { call, ControlError, socketOf } from '../control-client.js'
+import type { ErrorInfo, MigrationProgress, MigrationReport } from '@shoal/core'
+import { NodeGoneError } from '@shoal/core'
+import { resolvePeer } from '@shoal/node'
+import { call, controlError, socketOf } from '../control-client.js'
+import { checkImageName } from '../args.js'
 import { cacheLines, formatReport, laneLines, progressLine } from '../format.js'
 
 /** Options of `shoal migrate`. */
@@ -23,18 +26,22 @@ export interface MigrateCommandOptions {
 
 /** `shoal migrate <image> --to <peer>`: runs a migration on a node, shows progress, prints the report. */
 export async function runMigrate (image: string, o: MigrateCommandOptions): Promise<MigrationReport> {
+  // Bad arguments are refused here, naming the flag, before the node is asked anything.
+  checkImageName(image)
+  resolvePeer(o.to, '--to')
+  const socket = socketOf(o.node)
   const out = o.progressOut ?? process.stderr
   const tty = out.isTTY
   let lastPrint = 0
   let drawn = 0
-  let result: { type: string, report?: MigrationReport, error?: { code: string, message: string } } | undefined
+  let result: { type: string, report?: MigrationReport, error?: ErrorInfo } | undefined
   // Ctrl-C hangs up on the node, which aborts the migration; the source keeps running.
   const onInt = (): void => {
     out.write('\nshoal: migration cancelled; the workload keeps running on the source\n')
     process.exit(130)
   }
   if (o.handleInterrupt !== false) process.once('SIGINT', onInt)
-  await call(socketOf(o.node), 'POST', '/migrate', {
+  await call(socket, 'POST', '/migrate', {
     image, to: o.to, lanes: o.lanes, maxRounds: o.maxRounds, downtimeTargetMs: o.downtimeTarget, autoConverge: o.autoConverge,
     maxRate: o.maxRate, laneRate: o.laneRate, scanCpuShare: o.scanCpu, adaptivePacing: o.adaptivePacing
   }, (v) => {
@@ -53,7 +60,7 @@ export async function runMigrate (image: string, o: MigrateCommandOptions): Prom
   })
   process.off('SIGINT', onInt)
   if (result?.report != null) process.stdout.write((o.json === true ? JSON.stringify(result.report) : formatReport(result.report)) + '\n')
-  if (result == null) throw new ControlError('ERR_CONTROL', 'the node closed the migration stream without a result')
-  if (result.type === 'error') throw new ControlError(result.error?.code ?? 'ERR_CONTROL', result.error?.message ?? 'migration failed')
+  if (result == null) throw new NodeGoneError(`the node at ${socket} ended the migration stream without a result (it crashed or was stopped; see its log)`)
+  if (result.type === 'error') throw controlError(result.error, 'migration failed')
   return result.report!
 }

@@ -9,10 +9,13 @@ export class TokenBucket {
   private last = performance.now()
   private queue: Promise<void> = Promise.resolve()
 
-  /** `rate` bytes per second; bursts up to a tenth of a second's worth (at least 1 MiB). */
-  constructor (private current: number) {
+  /**
+   * `rate` bytes per second; bursts up to a tenth of a second's worth (at least 1 MiB), or up to
+   * `fixedBurst` units when given (a bucket that counts requests rather than bytes).
+   */
+  constructor (private current: number, private readonly fixedBurst?: number) {
     if (!(current > 0)) throw new RangeError('rate must be a positive number of bytes per second')
-    this.burst = TokenBucket.burstOf(current)
+    this.burst = fixedBurst ?? TokenBucket.burstOf(current)
     this.tokens = this.burst
   }
 
@@ -24,7 +27,7 @@ export class TokenBucket {
     if (!(rate > 0)) throw new RangeError('rate must be a positive number of bytes per second')
     this.refill()
     this.current = rate
-    this.burst = TokenBucket.burstOf(rate)
+    this.burst = this.fixedBurst ?? TokenBucket.burstOf(rate)
     this.tokens = Math.min(this.tokens, this.burst)
   }
 

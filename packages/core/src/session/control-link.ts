@@ -30,16 +30,19 @@ export class ControlLink {
   /** Lanes the link moved to, for the report. */
   readonly switches: string[] = []
 
-  constructor (private readonly control: Lane, private readonly dataLanes: () => Lane[]) {
+  /** `onAbort`: the peer's ABORT arrived (on any lane), also while no request waits for an answer. */
+  constructor (private readonly control: Lane, private readonly dataLanes: () => Lane[], private readonly onAbort?: (err: RemoteAbortError) => void) {
     this.current = control
   }
 
   /** An answer (or ABORT) that arrived on any lane. Strays and repeats are ignored. */
   deliver (frame: Frame): void {
     if (frame.type === FrameType.Abort) {
+      const first = this.aborted == null
       this.aborted ??= new RemoteAbortError(frame.code, frame.message)
       this.pending?.reject(this.aborted)
       this.pending = undefined
+      if (first) this.onAbort?.(this.aborted)
       return
     }
     if (this.pending != null && frame.type === this.pending.type) {

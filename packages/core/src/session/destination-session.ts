@@ -2,6 +2,7 @@ import { writeSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import { DEFAULT_CONTROL_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS } from '../constants.js'
+import { storageFailure, isSystemError } from '../storage-failure.js'
 import { errorCode, InvalidFrameError, LaneClosedError, ProtocolError, RemoteAbortError, ShoalError, TimeoutError } from '../errors.js'
 import type { WorkerPool } from '../tracker/worker-pool.js'
 import type { Lane } from '../transport/lane.js'
@@ -94,7 +95,7 @@ export async function readLaneHello (lane: Lane, timeoutMs = DEFAULT_CONTROL_TIM
  */
 export class DestinationSession {
   private hello?: HelloFrame
-  private files: Array<{ fh: FileHandle, unitSize: number, units: number, digests: RegionDigests } | undefined> = []
+  private files: Array<{ fh: FileHandle, path: string, unitSize: number, units: number, digests: RegionDigests } | undefined> = []
   private currentRound = 0
   private readonly pendingWrites = new Set<Promise<unknown>>()
   private readonly result: DestinationResult = { image: '', committed: false, bytes: 0, staleFrames: 0 }
@@ -125,10 +126,11 @@ export class DestinationSession {
   /** The hello of the session, once received. */
   get helloFrame (): HelloFrame | undefined { return this.hello }
 
-  /** Attaches a data lane whose LANE_HELLO named this session. */
-  addLane (lane: Lane, frames: AsyncIterator<Uint8Array>): void {
+  /** Attaches a data lane whose LANE_HELLO named this session; `onEnd` is called when it is gone. */
+  addLane (lane: Lane, frames: AsyncIterator<Uint8Array>, onEnd?: () => void): void {
     this.lanes.add(lane)
     void this.dataLoop(lane, frames).finally(() => {
+      onEnd?.()
       this.lanes.delete(lane)
       this.checkLanes()
     })
@@ -144,8 +146,8 @@ export class DestinationSession {
       prepared = true
       const paths = await this.deps.hooks.prepare(hello)
       const { pool } = this.deps
-      this.files[Area.Memory] = { fh: await open(paths.memoryPath, 'r+'), unitSize: hello.pageSize, units: hello.memorySize / hello.pageSize, digests: new RegionDigests(pool, paths.memoryPath, hello.memorySize) }
-      this.files[Area.Cache] = { fh: await open(paths.cachePath, 'r+'), unitSize: hello.blockSize, units: hello.cacheSize / hello.blockSize, digests: new RegionDigests(pool, paths.cachePath, hello.cacheSize) }
+      this.files[Area.Memory] = { fh: await open(paths.memoryPath, 'r+'), path: paths.memoryPath, unitSize: hello.pageSize, units: hello.memorySize / hello.pageSize, digests: new RegionDigests(pool, paths.memoryPath, hello.memorySize) }
+      this.files[Area.Cache] = { fh: await open(paths.cachePath, 'r+'), path: paths.cachePath, unitSize: hello.blockSize, units: hello.cacheSize / hello.blockSize, digests: new RegionDigests(pool, paths.cachePath, hello.cacheSize) }
       for (const f of this.files) f?.digests.start()
       this.deps.hooks.register?.(Buffer.from(hello.sessionId).toString('hex'))
       await this.control.send({ type: FrameType.Accept, sessionId: hello.sessionId })
@@ -198,12 +200,13 @@ export class DestinationSession {
         }
       }
     } catch (caught) {
-      const err = this.failure ?? caught
+      // A local file failure (a full disk at commit) is reported as what it is, to both sides.
+      const err = this.failure ?? (isSystemError(caught) ? storageFailure(caught, `the incoming image ${this.result.image}`) : caught)
       this.result.error = { code: errorCode(err), message: err instanceof Error ? err.message : String(err) }
       // Tell the source why (unless it told us), so both sides report the same cause.
-      if (err instanceof ShoalError && err.code !== 'ERR_REMOTE_ABORT') {
+      if (!(err instanceof RemoteAbortError)) {
         // On every lane: the control lane may be the one that died.
-        const abort = encodeFrame({ type: FrameType.Abort, code: err.code, message: err.message })
+        const abort = encodeFrame({ type: FrameType.Abort, code: this.result.error.code, message: this.result.error.message })
         await Promise.all([this.control.lane, ...this.lanes].map(async l => { await l.send(abort).catch(() => {}) }))
       }
       return this.result
@@ -260,7 +263,9 @@ export class DestinationSession {
         const frame = status(true, need.bits, stats)
         await Promise.all([this.control.lane, ...this.lanes].map(async l => { await l.send(frame).catch(() => {}) }))
       } catch (err) {
-        if (!this.cacheAbort.signal.aborted) this.fail(err instanceof ShoalError ? err : new ProtocolError(`cache fetch failed: ${(err as Error).message}`))
+        if (!this.cacheAbort.signal.aborted) {
+          this.fail(err instanceof ShoalError ? err : isSystemError(err) ? storageFailure(err, `the incoming cache ${file.path}`) : new ProtocolError(`cache fetch failed: ${(err as Error).message}`))
+        }
       } finally {
         clearInterval(ticker)
         await sources.close().catch(() => {})
@@ -299,9 +304,15 @@ export class DestinationSession {
     // works; units of one round are disjoint, and the round barrier in write() orders rounds.
     const inFlight = new Set<Promise<void>>()
     const onError = (err: unknown): void => {
-      // A lane that merely breaks is the source's to replace; a bad frame ends the session.
+      // A lane that merely breaks is the source's to replace. A bad frame or a failed write ends
+      // the session: its ABORT goes out on this lane at once (and on every lane when the session
+      // ends) — resetting the lane first would show the source a lost lane instead of the cause.
+      if (err instanceof ShoalError && !(err instanceof LaneClosedError)) {
+        void lane.send(encodeFrame({ type: FrameType.Abort, code: err.code, message: err.message })).catch(() => {})
+        this.fail(err)
+        return
+      }
       lane.abort(err instanceof Error ? err : undefined)
-      if (err instanceof ShoalError && !(err instanceof LaneClosedError)) this.fail(err)
     }
     try {
       while (true) {
@@ -446,7 +457,8 @@ export class DestinationSession {
     })()
     this.pendingWrites.add(p)
     try {
-      await p
+      // A full disk is not a broken lane: it ends the session, named, on both sides.
+      await p.catch((err: unknown) => { throw storageFailure(err, `the incoming ${Area[f.area].toLowerCase()} ${file.path}`) })
     } finally {
       this.pendingWrites.delete(p)
       for (const r of f.runs) file.digests.touch(r.start * file.unitSize, (r.start + r.count) * file.unitSize)

@@ -1,6 +1,6 @@
 import type { CacheFetchStats } from '../volume/cache-fetch.js'
 import type { LaneStats } from './lane-pump.js'
-import type { MigrationProgress } from './report.js'
+import type { MigrationProgress, MigrationWarning } from './report.js'
 
 const EMIT_MS = 250
 const RATE_WINDOW_MS = 2000
@@ -16,6 +16,7 @@ export class ProgressMeter {
   private current: MigrationProgress['phase'] = 'handshake'
   private readonly samples: Array<[number, number]> = []
   private timer?: NodeJS.Timeout
+  private readonly warnings: MigrationWarning[] = []
 
   constructor (private readonly sink?: (p: MigrationProgress) => void) {
     if (sink != null) {
@@ -29,6 +30,12 @@ export class ProgressMeter {
     this.current = phase
     this.round = round
     this.remaining = queued
+    this.emit()
+  }
+
+  /** Raises a warning: it goes out with this and every later snapshot. */
+  warn (w: MigrationWarning): void {
+    this.warnings.push(w)
     this.emit()
   }
 
@@ -56,7 +63,8 @@ export class ProgressMeter {
       rate,
       etaMs: rate > 0 ? this.remaining / rate * 1000 : undefined,
       lanes: this.lanes().map(l => ({ ...l })),
-      ...(this.cache != null ? { cache: this.cache } : {})
+      ...(this.cache != null ? { cache: this.cache } : {}),
+      ...(this.warnings.length > 0 ? { warnings: [...this.warnings] } : {})
     }
   }
 

@@ -29,6 +29,10 @@ export interface RoundStats {
   incomplete?: boolean
   /** Part of `scanMs` spent waiting for the workload (cooperative tracker), not scanning. */
   scanWaitMs?: number
+  /** Scan time of each area (memory, cache), waiting excluded: which area's tracker costs the scan. */
+  areaScanMs?: number[]
+  /** Bytes the scans skipped as holes of sparse files (not read). */
+  holeBytes?: number
 }
 
 /** What a finished (or failed) migration reports. */
@@ -43,8 +47,21 @@ export interface MigrationReport {
   totalMs: number
   /** Pause on the source → workload running on the destination. */
   downtimeMs?: number
-  /** Breakdown of the downtime. */
-  downtime?: { finalScanMs: number, finalSendMs: number, verifyMs: number, commitMs: number }
+  /**
+   * Breakdown of the downtime: `pauseMs` stopping the workload, `finalScanMs` the final scan,
+   * `finalSendMs` the final round from its start to its last acknowledgement (scan included),
+   * `deviceStateMs` capturing and sending the device state, `verifyMs` the VERIFY round trip,
+   * `commitMs` COMMIT to COMMITTED (the destination's check and start of the workload).
+   */
+  downtime?: { pauseMs?: number, finalScanMs: number, finalSendMs: number, deviceStateMs?: number, verifyMs: number, commitMs: number }
+  /** The pause against its target and its prediction, and the part that missed it (see {@link PauseVerdict}). */
+  pause?: PauseVerdict
+  /**
+   * Things the user should know, each with a stable code (also sent with progress as they
+   * arise): `WARN_TRACKER_TOO_SLOW` (the tracker's final scan alone cannot meet the downtime
+   * target for this image), `WARN_DOWNTIME_MISSED` (the pause exceeded its target).
+   */
+  warnings?: MigrationWarning[]
   /** Result of comparing digests at switchover. */
   verified: boolean
   memoryDigest?: string
@@ -71,6 +88,49 @@ export interface MigrationReport {
   cache?: CacheFetchStats & { sourceBlocks: number }
 }
 
+/** Parts of the pause, in the order they happen. */
+export type PausePart = 'pause' | 'final-scan' | 'final-send' | 'device-state' | 'verify' | 'commit'
+
+/**
+ * The pause against its target: what the planner predicted when it switched over (`predicted`:
+ * the dirty part, scan and send overlapped, and the fixed part: device state, verification,
+ * commit), what each part took, and, when the target was missed, `missedBy` (ms over the target)
+ * and `culprit`, the part that ran furthest over what was expected of it.
+ */
+export interface PauseVerdict {
+  targetMs: number
+  actualMs: number
+  predictedMs: number
+  met: boolean
+  /** Predicted and actual milliseconds of the dirty part (final scan + send) and the fixed part. */
+  predicted: { dirtyMs: number, fixedMs: number }
+  /** Actual milliseconds of each part (the dirty part's scan and send overlap: send counts after the scan). */
+  parts: Record<PausePart, number>
+  missedBy?: number
+  culprit?: PausePart
+}
+
+/** Stable codes of {@link MigrationWarning}. */
+export type MigrationWarningCode = 'WARN_TRACKER_TOO_SLOW' | 'WARN_DOWNTIME_MISSED'
+
+/** A warning of a migration: a stable code, a plain sentence, and the figures behind it. */
+export interface MigrationWarning {
+  code: MigrationWarningCode
+  message: string
+  /** WARN_TRACKER_TOO_SLOW: the area whose tracker is too slow, the tracker, and what would do. */
+  area?: 'memory' | 'cache'
+  tracker?: string
+  /** Trackers that cost what changed instead of the image size (`cooperative`, `dirty-bitmap`). */
+  suggested?: string[]
+  /** The final scan's cost: estimated from the data to read, or measured in a round. */
+  scanMs?: number
+  basis?: 'estimate' | 'measured'
+  downtimeTargetMs?: number
+  /** WARN_DOWNTIME_MISSED: the part that missed, and by how much the pause exceeded the target. */
+  part?: PausePart
+  overByMs?: number
+}
+
 /** A progress snapshot, emitted about every 250 ms and at each phase change. */
 export interface MigrationProgress {
   phase: 'handshake' | 'precopy' | 'switchover' | 'verify' | 'commit' | 'done' | 'aborted'
@@ -86,4 +146,6 @@ export interface MigrationProgress {
   lanes: LaneStats[]
   /** Cache blocks the destination fetches elsewhere (replicas, dedup), as it last reported. */
   cache?: CacheFetchStats
+  /** Warnings raised so far (see {@link MigrationReport.warnings}). */
+  warnings?: MigrationWarning[]
 }

@@ -40,6 +40,8 @@ export const STALL_ROUNDS = 3
 export const THROTTLE_INITIAL = 0.2
 export const THROTTLE_INCREMENT = 0.1
 export const THROTTLE_MAX = 0.99
+/** A round counts as scan-bound when its dirty set costs at most this multiple of its scan. */
+export const SCAN_BOUND_SLACK = 1.25
 /** Default estimate of the pause's fixed part. */
 export const DEFAULT_FIXED_PAUSE_MS = 20
 
@@ -104,12 +106,15 @@ export function planNextRound (rounds: readonly RoundStats[], throttle: number, 
   if (last != null && last.bytes === 0) return decide(true, 'idle')
   if (predictedPauseMs <= limits.downtimeTargetMs) return decide(true, 'converged')
   if (rounds.length >= limits.maxRounds) return decide(true, 'max-rounds')
-  // The scan tracker reads the whole image in the final round: when that alone exceeds the target
-  // and sending the dirty set costs little next to it (a quarter), no throttle can shorten the
-  // pause much.
-  const bw = achievedBandwidth(rounds)
+  // Scan-bound: the final scan alone (the last round's measured scan, the image's data read in
+  // full) plus the fixed part exceeds the target, and the round was the scan: sending what it
+  // found took no longer than the scan (within SCAN_BOUND_SLACK). Then every further round lasts
+  // a scan too and finds about as much, and a throttle can shorten neither the scan nor the pause
+  // much: switch over now, from round 1 on, instead of throttling the workload for whole scans.
+  // A round whose sending outlasts its scan (a bulk copy, or a dirty rate above the bandwidth)
+  // goes on as usual: more rounds, or a throttle, do shorten that part.
   const scan = last != null ? last.scanMs - (last.scanWaitMs ?? 0) : 0
-  if (last != null && rounds.length >= 2 && scan + fixed > limits.downtimeTargetMs && bw > 0 && last.bytes / bw <= scan / 4) {
+  if (last != null && scan + fixed > limits.downtimeTargetMs && predictedPauseMs - fixed <= SCAN_BOUND_SLACK * scan) {
     return decide(true, 'scan-bound')
   }
   const flat = last != null && prev != null && rounds.length >= 3 && last.bytes >= 0.9 * prev.bytes

@@ -1,441 +1,33 @@
 import { randomBytes } from 'node:crypto'
 import {
   DEFAULT_CHUNK_BYTES, DEFAULT_COMMIT_TIMEOUT_MS, DEFAULT_CONTROL_TIMEOUT_MS, DEFAULT_DOWNTIME_TARGET_MS,
-  DEFAULT_LANE_WINDOW, DEFAULT_MAX_ROUNDS, DEFAULT_SHADOW_LIMIT, DEFAULT_LANE_STALL_MS, DEFAULT_LANE_RETRY_MS,
-  DEFAULT_CONTROL_ATTEMPT_MS
+  DEFAULT_MAX_ROUNDS, DEFAULT_SHADOW_LIMIT, DEFAULT_CONTROL_ATTEMPT_MS
 } from '../constants.js'
 import { Bitmap } from '../bitmap.js'
-import { AbortedError, CommitUnknownError, errorCode, InvalidArgumentError, NoLanesError, ProtocolError, RemoteAbortError, VerificationFailedError } from '../errors.js'
-import type { ImageSpec, WorkloadController } from '../image.js'
+import { AbortedError, CommitUnknownError, errorCode, InvalidArgumentError, NoLanesError, RemoteAbortError, VerificationFailedError } from '../errors.js'
 import { ChunkScheduler } from '../scheduler/chunk-scheduler.js'
 import { createDirtyTracker } from '../tracker/dirty-tracker.js'
 import { createCooperativeTracker } from '../tracker/cooperative-tracker.js'
-import type { DirtyTracker } from '../tracker/dirty-tracker.js'
-import type { DirtySource } from '../tracker/cooperative-tracker.js'
-import type { WorkerPool } from '../tracker/worker-pool.js'
-import type { Lane } from '../transport/lane.js'
-import { encodeFrame } from '../wire/codec.js'
 import { Area, FrameType } from '../wire/frames.js'
 import type { CacheStatusFrame, Frame } from '../wire/frames.js'
-import { manifestFrames, parseCacheStats } from '../volume/cache-manifest.js'
-import type { CacheManifest } from '../volume/cache-manifest.js'
-import { ControlChannel } from './control-channel.js'
-import { ControlLink } from './control-link.js'
-import { BufferPool } from './buffer-pool.js'
-import { planChunks } from './data-chunk.js'
-import type { DataChunk } from './data-chunk.js'
-import { LanePump } from './lane-pump.js'
-import type { LaneStats } from './lane-pump.js'
-import { planNextRound } from './round-planner.js'
+import { parseCacheStats } from '../volume/cache-manifest.js'
 import { Pacer } from '../pacing/pacer.js'
 import { TokenBucket } from '../pacing/token-bucket.js'
+import { ControlChannel } from './control-channel.js'
+import { ControlLink } from './control-link.js'
+import type { DataChunk } from './data-chunk.js'
+import { DEFAULT_FIXED_PAUSE_MS, planNextRound } from './round-planner.js'
 import type { PlannerDecision } from './round-planner.js'
 import { ProgressMeter } from './progress-meter.js'
-import type { MigrationProgress, MigrationReport, RoundStats } from './report.js'
+import type { MigrationReport, MigrationWarning } from './report.js'
+import { SourceLanes } from './source-lanes.js'
+import { RoundRunner } from './source-rounds.js'
+import type { AreaState } from './source-rounds.js'
+import type { SourceSessionDeps, SourceSessionOptions } from './source-options.js'
+import { estimateScanWarnings, judgePause, measuredScanWarnings } from './pause-advice.js'
+import { offerCacheBlocks, waitFor } from './source-steps.js'
 
-/** Options of a source session; every field has a default in constants.ts. */
-export interface SourceSessionOptions {
-  /** Payload bytes per data chunk. */
-  chunkBytes?: number
-  /** Unacknowledged bytes per lane. */
-  laneWindow?: number
-  /** Pre-copy rounds before switching over regardless. */
-  maxRounds?: number
-  /** Pause the planner aims for. */
-  downtimeTargetMs?: number
-  /** Throttle the workload step by step when its dirty set stops shrinking (default true). */
-  autoConverge?: boolean
-  /** Estimate of the pause's fixed part (device state, verification, commit) used by the planner. */
-  fixedPauseMs?: number
-  /** Bandwidth cap over all lanes, bytes per second (default none). */
-  maxRate?: number
-  /** Bandwidth cap per lane, bytes per second (default none). */
-  laneRate?: number
-  /** Share of a core each scan worker may use while the workload runs (0 < share ≤ 1, default 1). */
-  scanCpuShare?: number
-  /**
-   * Adaptive pacing (default on when the workload reports its progress): back off when its ops/s
-   * drop by more than `pacingDrop` (default 0.1) against before the migration, speed up again
-   * when they recover.
-   */
-  adaptivePacing?: boolean
-  pacingDrop?: number
-  /** How long the destination may take to answer a control frame. */
-  controlTimeoutMs?: number
-  /** How long to wait for a control answer on one lane before trying another. */
-  controlAttemptMs?: number
-  /** How long verification and commit may take on the destination. */
-  commitTimeoutMs?: number
-  /** A lane with bytes in flight and no acknowledgement for this long is declared dead. */
-  laneStallMs?: number
-  /** How often to try to replace failed lanes (when `replenish` is given). */
-  laneRetryMs?: number
-  /** Areas up to this many bytes are tracked by shadow copy, larger ones by fingerprints. */
-  shadowLimitBytes?: number
-  /** Called with progress snapshots. */
-  onProgress?: (p: MigrationProgress) => void
-  /** Aborts the migration (the source resumes). */
-  signal?: AbortSignal
-}
-
-/** What a source session works with. */
-export interface SourceSessionDeps {
-  image: ImageSpec
-  controller: WorkloadController
-  /** Control lane to the destination. */
-  control: Lane
-  /**
-   * Data lanes to the destination (at least one), or a function that opens them, called once the
-   * destination accepted the session (so a refused session opens no lanes).
-   */
-  lanes: Lane[] | { count: number, open: () => Promise<Lane[]> }
-  /** Worker threads for scans and digests. */
-  pool: WorkerPool
-  /**
-   * Opens replacement lanes while fewer lanes are active than the session started with (a NIC
-   * came back): given the lanes still active, returns new lanes (possibly none). Errors are
-   * ignored and retried.
-   */
-  replenish?: (active: LaneStats[]) => Promise<Lane[]>
-  /**
-   * The cache's metadata when the cache caches a volume: the destination may then take clean,
-   * cold blocks from replicas or its own stores, and the source sends only hot and dirty ones
-   * (plus whatever the destination could not get elsewhere).
-   */
-  cacheManifest?: CacheManifest
-  /**
-   * The memory's dirty-marks file when the workload marks the pages it writes (cooperative
-   * tracking: rounds cost what changed); without it, memory is scanned.
-   */
-  memoryMarks?: string
-  /** The cache's dirty-marks file when the workload marks the blocks it writes (one mark per block). */
-  cacheMarks?: string
-  /**
-   * Where the cache's written blocks come from when neither the workload's marks nor a scan
-   * (e.g. a hypervisor's dirty bitmaps of the disk): rounds then cost what changed.
-   */
-  cacheDirtySource?: DirtySource
-}
-
-interface AreaState { area: Area, unitSize: number, tracker: DirtyTracker }
-
-/**
- * Migrates one image to a destination: handshake, pre-copy rounds, switchover, verification,
- * commit. Any failure before COMMIT resumes the source workload untouched; the report says so.
- */
-export async function runSourceSession (deps: SourceSessionDeps, options: SourceSessionOptions = {}): Promise<MigrationReport> {
-  const { image, controller, pool } = deps
-  const started = performance.now()
-  const control = new ControlChannel(deps.control)
-  const controlTimeout = options.controlTimeoutMs ?? DEFAULT_CONTROL_TIMEOUT_MS
-  const commitTimeout = options.commitTimeoutMs ?? DEFAULT_COMMIT_TIMEOUT_MS
-  const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES
-  const signal = options.signal
-  const scheduler = new ChunkScheduler<DataChunk>()
-  const meter = new ProgressMeter(options.onProgress)
-  const report: MigrationReport = { image: image.name, ok: false, rounds: [], lanes: [], bytes: 0, totalMs: 0, verified: false }
-  const areas: AreaState[] = []
-  const pumps: LanePump[] = []
-  let paused = false
-  let throttle = 0
-  let maxThrottle = 0
-  let commitSent = false
-  let chunkId = 0
-  let replenisher: NodeJS.Timeout | undefined
-  let link: ControlLink | undefined
-  const onAbortSignal = (): void => { scheduler.fail(new AbortedError()) }
-  signal?.addEventListener('abort', onAbortSignal, { once: true })
-
-  const budget = new TokenBucket(options.maxRate ?? Infinity)
-  let pacer: Pacer | undefined
-  try {
-    for (const [k, v] of [['maxRate', options.maxRate], ['laneRate', options.laneRate]] as const) {
-      if (v != null && !(v > 0)) throw new InvalidArgumentError(`${k} must be a positive number of bytes per second`)
-    }
-    if (options.scanCpuShare != null && !(options.scanCpuShare > 0 && options.scanCpuShare <= 1)) throw new InvalidArgumentError('scanCpuShare must be in (0, 1]')
-    // The workload's pace before the migration is what adaptive pacing protects.
-    if ((options.adaptivePacing ?? true) && controller.progress != null) {
-      const before = await controller.progress().catch(() => undefined)
-      if (before != null && before.opsPerSec > 0) {
-        pacer = new Pacer({ budget, maxRate: options.maxRate ?? Infinity, progress: controller.progress, sendRate: () => meter.snapshot().rate, dropFraction: options.pacingDrop }, before.opsPerSec)
-      }
-    }
-    const laneCount = Array.isArray(deps.lanes) ? deps.lanes.length : deps.lanes.count
-    if (laneCount === 0) throw new NoLanesError('a source session needs at least one data lane')
-    meter.phase('handshake', 0)
-    const sessionId = randomBytes(16)
-    await control.send({
-      type: FrameType.Hello, sessionId, image: image.name, pageSize: image.memory.pageSize, memorySize: image.memory.size,
-      blockSize: image.cache.blockSize, cacheSize: image.cache.size, lanes: laneCount, driver: image.driver,
-      driverConfig: JSON.stringify(image.driverConfig)
-    })
-    await control.expect(FrameType.Accept, controlTimeout, signal)
-    const cache = deps.cacheManifest != null && image.cache.size > 0
-      ? await offerCacheBlocks(control, deps.cacheManifest, image.cache.size / image.cache.blockSize, controlTimeout, signal)
-      : undefined
-    const shadowLimit = options.shadowLimitBytes ?? DEFAULT_SHADOW_LIMIT
-    for (const [area, path, size, unitSize] of [
-      [Area.Memory, image.memory.path, image.memory.size, image.memory.pageSize],
-      [Area.Cache, image.cache.path, image.cache.size, image.cache.blockSize]
-    ] as const) {
-      const mode = size <= shadowLimit ? 'shadow' : 'hash'
-      const cpuShare = options.scanCpuShare
-      const marksPath = area === Area.Memory ? deps.memoryMarks : deps.cacheMarks
-      const source = area === Area.Cache && size > 0 ? deps.cacheDirtySource : undefined
-      const tracker = marksPath != null || source != null
-        ? createCooperativeTracker({ path, size, unitSize, marksPath, source, cpuShare }, pool)
-        : createDirtyTracker({ path, size, unitSize, mode, cpuShare }, pool)
-      areas.push({ area, unitSize, tracker })
-    }
-    if (cache != null) {
-      // Claimed blocks are sent only if their bytes here differ from the volume's.
-      const tracker = areas[Area.Cache]!.tracker
-      for (const r of cache.runs()) for (let i = r.start; i < r.start + r.count; i++) tracker.assume(i, deps.cacheManifest!.hashes.subarray(i * 32, i * 32 + 32))
-    }
-    // Figures and the end of the destination's own fetch of cache blocks (CACHE_STATUS frames).
-    let roundsStarted = 0
-    let fetchDoneAfterRound = -1
-    let fetchDone: () => void = () => {}
-    const fetchFinished = new Promise<void>(resolve => { fetchDone = resolve })
-    const onCacheStatus = (f: CacheStatusFrame): void => {
-      const stats = parseCacheStats(f.stats)
-      if (stats != null) { report.cache = { ...stats, sourceBlocks: report.rounds.reduce((a, r) => a + r.blocks, 0) }; meter.cache = stats }
-      if (!f.done || fetchDoneAfterRound >= 0 || cache == null) return
-      const blocks = image.cache.size / image.cache.blockSize
-      if (f.need.byteLength === Math.ceil(blocks / 8)) {
-        // Claimed blocks nobody could serve: the destination still holds zeros there.
-        const need = new Bitmap(blocks)
-        need.bits.set(f.need)
-        areas[Area.Cache]?.tracker.invalidate([...need.runs()])
-      }
-      fetchDoneAfterRound = roundsStarted
-      fetchDone()
-    }
-    const onControlFrame = (f: Frame): void => {
-      if (f.type === FrameType.CacheStatus) onCacheStatus(f)
-      else link?.deliver(f)
-    }
-    // From here control answers may come on any lane (see ControlLink).
-    link = new ControlLink(deps.control, () => pumps.filter(p => p.alive).map(p => p.lane))
-    const controlLink = link
-    void (async () => {
-      try {
-        for (let f = await control.nextRaw(); f != null; f = await control.nextRaw()) onControlFrame(f)
-      } catch {}
-      controlLink.controlLost()
-    })()
-
-    // One contiguous pooled buffer per chunk: the tracker's shadow is shared memory, and Noise
-    // encrypting straight from shared memory was measured 2.5x slower than from a private copy.
-    const buffers = new BufferPool(chunkBytes)
-    const load = async (c: DataChunk): Promise<Uint8Array[]> => {
-      const parts = await areas[c.area]!.tracker.load(c.runs)
-      const buf = buffers.acquire(c.bytes)
-      let off = 0
-      for (const p of parts) { buf.set(p, off); off += p.byteLength }
-      return [buf]
-    }
-    const lanes = Array.isArray(deps.lanes) ? deps.lanes : await deps.lanes.open()
-    if (lanes.length === 0) throw new NoLanesError('no data lane could be opened')
-    const addLane = async (lane: Lane): Promise<void> => {
-      const index = pumps.length
-      await lane.send(encodeLaneHello(sessionId, index))
-      pumps.push(new LanePump(lane, {
-        index,
-        scheduler, load, window: options.laneWindow ?? DEFAULT_LANE_WINDOW, stallTimeoutMs: options.laneStallMs ?? DEFAULT_LANE_STALL_MS,
-        onAck: (c) => {
-          report.bytes += c.bytes
-          meter.acked(c.bytes)
-          for (const p of c.parts ?? []) buffers.release(p)
-        },
-        onControl: onControlFrame,
-        budgets: [budget, ...(options.laneRate != null ? [new TokenBucket(options.laneRate)] : [])]
-      }))
-    }
-    for (const lane of lanes) await addLane(lane)
-    const laneTarget = lanes.length
-    if (deps.replenish != null) {
-      const replenish = deps.replenish
-      let busy = false
-      replenisher = setInterval(() => {
-        const active = pumps.filter(p => p.stats.state === 'active').map(p => p.stats)
-        if (busy || active.length >= laneTarget || active.length === 0) return
-        busy = true
-        replenish(active).then(async (fresh) => {
-          for (const lane of fresh) {
-            if (replenisher == null) { lane.abort(); continue }
-            await addLane(lane).catch(() => { lane.abort() })
-          }
-        }, () => {}).finally(() => { busy = false })
-      }, options.laneRetryMs ?? DEFAULT_LANE_RETRY_MS)
-      replenisher.unref()
-    }
-    meter.lanes = () => pumps.map(p => p.stats)
-
-    // One round: scan both areas, queue the dirty units, wait until every chunk is acknowledged.
-    // The final round's scan also hashes both areas: they are frozen, so that is the digest at pause.
-    let pauseDigests: Uint8Array[] = []
-    let lastRoundStart: number | undefined
-    const runRound = async (round: number, final: boolean): Promise<RoundStats> => {
-      roundsStarted++
-      const t0 = performance.now()
-      const sincePrevious = lastRoundStart != null ? t0 - lastRoundStart : undefined
-      lastRoundStart = t0
-      let bytes = 0
-      let units = 0
-      const counts = [0, 0]
-      meter.phase(final ? 'switchover' : 'precopy', round, 0)
-      // Chunks are queued slice by slice as the scan finishes them, so sending starts at once.
-      const scans = await Promise.all(areas.map(async (a, i) => await a.tracker.scan({
-        signal,
-        digest: final,
-        paused: final,
-        onSlice: (dirty, from, to) => {
-          const chunks = planChunks(dirty, a.area, a.unitSize, final ? Math.min(chunkBytes, FINAL_CHUNK_BYTES) : chunkBytes, round, () => ++chunkId, from, to)
-          for (const c of chunks) {
-            bytes += c.bytes
-            meter.queued(c.bytes)
-            const n = c.bytes / a.unitSize
-            units += n
-            counts[i]! += n
-          }
-          scheduler.push(chunks)
-        }
-      })))
-      if (final) pauseDigests = scans.map(s => s.digest!)
-      const incomplete = scans.some(s => s.incomplete === true)
-      const scanWaitMs = Math.max(0, ...scans.map(s => s.waitMs ?? 0))
-      const t1 = performance.now()
-      await scheduler.idle()
-      const t2 = performance.now()
-      await link!.send({ type: FrameType.RoundEnd, round, units, bytes })
-      const stats: RoundStats = {
-        round, final, bytes, scanMs: t1 - t0, sendMs: t2 - t0, pages: counts[0]!, blocks: counts[1]!, throttle,
-        ...(incomplete ? { incomplete } : {}),
-        ...(scanWaitMs > 0 ? { scanWaitMs } : {}),
-        ...(sincePrevious != null ? { dirtyRate: bytes / (sincePrevious / 1000) } : {}),
-        ...(t2 > t0 ? { bandwidth: bytes / ((t2 - t0) / 1000) } : {})
-      }
-      report.rounds.push(stats)
-      return stats
-    }
-
-    let round = 1
-    pacer?.start()
-    await runRound(round, false)
-    const limits = {
-      maxRounds: options.maxRounds ?? DEFAULT_MAX_ROUNDS,
-      downtimeTargetMs: options.downtimeTargetMs ?? DEFAULT_DOWNTIME_TARGET_MS,
-      autoConverge: (options.autoConverge ?? true) && controller.throttle != null,
-      fixedPauseMs: options.fixedPauseMs
-    }
-    // With cache blocks fetched elsewhere, switch over only after the destination's fetch ended
-    // and a round has since sent what it could not get; keep copying dirty pages meanwhile.
-    const cacheReady = (): boolean => cache == null || (fetchDoneAfterRound >= 0 && roundsStarted > fetchDoneAfterRound)
-    let decision: PlannerDecision
-    while (true) {
-      decision = planNextRound(report.rounds, throttle, { ...limits, paced: budget.rate !== Infinity || options.laneRate != null })
-      report.rounds[report.rounds.length - 1]!.predictedPauseMs = decision.predictedPauseMs
-      if (decision.switchOver && cacheReady()) break
-      if (decision.switchOver && fetchDoneAfterRound < 0) await waitFor(fetchFinished, CACHE_WAIT_MS, signal)
-      else if (fetchDoneAfterRound < 0 && cache != null && report.rounds.length >= 2) {
-        // The switchover waits for the destination's fetch from the replicas anyway: until it
-        // ends, a round every CACHE_ROUND_GAP_MS keeps the dirty set small without rescanning
-        // the image back to back (the scans' CPU is what the fetch needs on a small host).
-        await waitFor(fetchFinished, CACHE_ROUND_GAP_MS, signal)
-      }
-      if (decision.throttle !== throttle) {
-        throttle = decision.throttle
-        maxThrottle = Math.max(maxThrottle, throttle)
-        if (pacer != null) pacer.throttle = throttle
-        await controller.throttle?.(throttle)
-      }
-      await runRound(++round, false)
-    }
-    // Converged: the dirty set got as small as it gets (the pause may still be scan-bound).
-    report.convergence = {
-      converged: decision.reason === 'converged' || decision.reason === 'idle' || decision.reason === 'scan-bound',
-      targetMet: decision.predictedPauseMs <= limits.downtimeTargetMs,
-      reason: decision.reason,
-      maxThrottle
-    }
-
-    // Switchover: from here the workload is paused until commit or abort, and the final round
-    // goes at full speed (the pause is what the workload notices most).
-    pacer?.stop()
-    budget.setRate(Infinity)
-    const pausedAt = performance.now()
-    await controller.pause()
-    paused = true
-    await link!.send({ type: FrameType.Pause, round: round + 1 })
-    const fin = await runRound(round + 1, true)
-    // Every byte is acknowledged: the data lanes only carry control answers from now on.
-    clearInterval(replenisher)
-    replenisher = undefined
-    scheduler.close()
-    for (const p of pumps) p.drain()
-    const state = await controller.deviceState()
-    await link!.send({ type: FrameType.DeviceState, state }, true)
-    meter.phase('verify', round + 1)
-    const tv = performance.now()
-    const [memoryDigest, cacheDigest] = pauseDigests as [Uint8Array, Uint8Array]
-    report.memoryDigest = Buffer.from(memoryDigest).toString('hex')
-    report.cacheDigest = Buffer.from(cacheDigest).toString('hex')
-    const attempt = { attemptMs: options.controlAttemptMs ?? DEFAULT_CONTROL_ATTEMPT_MS, totalMs: commitTimeout, signal }
-    const result = await link!.request({ type: FrameType.Verify, memoryDigest, cacheDigest }, FrameType.VerifyResult, attempt)
-    const remoteOk = Buffer.from(result.memoryDigest).equals(memoryDigest) && Buffer.from(result.cacheDigest).equals(cacheDigest)
-    if (!result.ok || !remoteOk) throw new VerificationFailedError()
-    report.verified = true
-    meter.phase('commit', round + 1)
-    const tc = performance.now()
-    commitSent = true
-    try {
-      await link!.request({ type: FrameType.Commit }, FrameType.Committed, { ...attempt, signal: undefined })
-    } catch (err) {
-      // An explicit refusal means the destination did not take over: resume here as usual.
-      if (err instanceof RemoteAbortError) { commitSent = false; throw err }
-      throw new CommitUnknownError(`commit not acknowledged: ${(err as Error).message}; source kept paused with its image intact`)
-    }
-    const resumedAt = performance.now()
-    report.downtimeMs = resumedAt - pausedAt
-    report.downtime = { finalScanMs: fin.scanMs, finalSendMs: fin.sendMs, verifyMs: tc - tv, commitMs: resumedAt - tc }
-    report.ok = true
-    await controller.stop()
-    meter.phase('done', round + 1)
-    return report
-  } catch (err) {
-    report.error = { code: errorCode(err), message: err instanceof Error ? err.message : String(err) }
-    if (!commitSent) {
-      const abort = { type: FrameType.Abort, code: errorCode(err), message: report.error.message } as const
-      await (link != null ? link.send(abort) : control.send(abort)).catch(() => {})
-      if (throttle > 0) await controller.throttle?.(0).catch(() => {})
-      if (paused) {
-        await controller.resume()
-        report.sourceResumed = true
-      }
-    }
-    meter.phase('aborted', report.rounds.length)
-    throw Object.assign(err instanceof Error ? err : new Error(String(err)), { report })
-  } finally {
-    signal?.removeEventListener('abort', onAbortSignal)
-    clearInterval(replenisher)
-    replenisher = undefined
-    scheduler.close()
-    meter.stop()
-    await Promise.all(pumps.map(async p => { await p.close() }))
-    await deps.control.close().catch(() => {})
-    for (const a of areas) await a.tracker.close().catch(() => {})
-    pacer?.stop()
-    if (pacer != null) report.pacing = pacer.report
-    report.lanes = pumps.map(p => ({ ...p.stats }))
-    if (report.cache != null) report.cache.sourceBlocks = report.rounds.reduce((a, r) => a + r.blocks, 0)
-    if (link != null && link.switches.length > 0) report.controlMoves = [...link.switches]
-    report.totalMs = performance.now() - started
-  }
-}
-
-/** Chunk size of the final round: small, so that a small final dirty set still spreads over every lane. */
-const FINAL_CHUNK_BYTES = 256 * 1024
+export type { SourceSessionDeps, SourceSessionOptions } from './source-options.js'
 
 /** How long the source idles between rounds while the destination still fetches cache blocks. */
 const CACHE_WAIT_MS = 1000
@@ -443,29 +35,386 @@ const CACHE_WAIT_MS = 1000
 const CACHE_ROUND_GAP_MS = 1000
 
 /**
- * Sends the cache manifest and reads the destination's claim: the clean cold blocks it will get
- * elsewhere. Returns the claimed blocks the source will not send (clean and cold per the manifest).
+ * Migrates one image to a destination: handshake, pre-copy rounds, switchover, verification,
+ * commit. Any failure before COMMIT resumes the source workload untouched; the report says so.
  */
-async function offerCacheBlocks (control: ControlChannel, m: CacheManifest, blocks: number, timeoutMs: number, signal?: AbortSignal): Promise<Bitmap> {
-  if (m.hashes.byteLength !== blocks * 32 || m.dirty.size !== blocks || m.hot.size !== blocks) {
-    throw new InvalidArgumentError(`cache manifest describes ${m.hashes.byteLength / 32} blocks, the cache has ${blocks}`)
+export async function runSourceSession (deps: SourceSessionDeps, options: SourceSessionOptions = {}): Promise<MigrationReport> {
+  return await new SourceSession(deps, options).run()
+}
+
+/**
+ * The source side of one migration, as the phases of docs/ARCHITECTURE.md: {@link handshake},
+ * {@link offerCache}, {@link openLanes}, {@link precopy} (rounds), {@link switchover},
+ * {@link verify}, {@link commit}; {@link abort} when any of them fails before COMMIT, and
+ * {@link cleanup} always. What abort must undo is held in fields (`paused`, `throttle`,
+ * `commitSent`) that the phase which changes it sets, so each phase can be read alone.
+ */
+export class SourceSession {
+  readonly report: MigrationReport
+  private readonly control: ControlChannel
+  private readonly meter: ProgressMeter
+  private readonly scheduler = new ChunkScheduler<DataChunk>()
+  private readonly budget: TokenBucket
+  private readonly started = performance.now()
+  private readonly sessionId = randomBytes(16)
+  private readonly areas: AreaState[] = []
+  private readonly warnings: MigrationWarning[] = []
+  private pacer?: Pacer
+  private link?: ControlLink
+  private lanes?: SourceLanes
+  private rounds?: RoundRunner
+  /** Cache blocks the destination claimed (it gets them elsewhere). */
+  private claim?: Bitmap
+  private fetchDoneAfterRound = -1
+  private fetchDone: () => void = () => {}
+  private readonly fetchFinished = new Promise<void>(resolve => { this.fetchDone = resolve })
+  // What abort has to undo.
+  private paused = false
+  private throttle = 0
+  private maxThrottle = 0
+  private commitSent = false
+  private readonly onAbortSignal = (): void => { this.scheduler.fail(new AbortedError()) }
+
+  constructor (private readonly deps: SourceSessionDeps, private readonly options: SourceSessionOptions = {}) {
+    this.control = new ControlChannel(deps.control)
+    this.meter = new ProgressMeter(options.onProgress)
+    this.budget = new TokenBucket(options.maxRate ?? Infinity)
+    this.report = { image: deps.image.name, ok: false, rounds: [], lanes: [], bytes: 0, totalMs: 0, verified: false }
   }
-  for (const f of manifestFrames(m)) await control.send(f)
-  const claim = await control.expect(FrameType.CacheClaim, timeoutMs, signal)
-  if (claim.claimed.byteLength !== Math.ceil(blocks / 8)) throw new ProtocolError('cache claim does not match the block count')
-  const out = new Bitmap(blocks)
-  out.bits.set(claim.claimed)
-  for (let i = 0; i < blocks; i++) if (out.get(i) && (m.dirty.get(i) || m.hot.get(i))) out.clear(i)
-  return out
+
+  private get targetMs (): number { return this.options.downtimeTargetMs ?? DEFAULT_DOWNTIME_TARGET_MS }
+  private get fixedPauseMs (): number { return this.options.fixedPauseMs ?? DEFAULT_FIXED_PAUSE_MS }
+  private get controlTimeout (): number { return this.options.controlTimeoutMs ?? DEFAULT_CONTROL_TIMEOUT_MS }
+
+  /** Runs every phase in order; on failure aborts, and always cleans up. */
+  async run (): Promise<MigrationReport> {
+    this.options.signal?.addEventListener('abort', this.onAbortSignal, { once: true })
+    try {
+      await this.checkOptions()
+      await this.handshake()
+      await this.offerCache()
+      this.createTrackers()
+      this.listenForControl()
+      await this.openLanes()
+      const decision = await this.precopy()
+      const pause = await this.switchover(decision)
+      await this.verify(pause)
+      await this.commit(pause)
+      return this.report
+    } catch (err) {
+      await this.abort(err)
+      throw Object.assign(err instanceof Error ? err : new Error(String(err)), { report: this.report })
+    } finally {
+      await this.cleanup()
+    }
+  }
+
+  /** Bad options change nothing; the workload's pace before the migration is what pacing protects. */
+  private async checkOptions (): Promise<void> {
+    const { options, deps } = this
+    for (const [k, v] of [['maxRate', options.maxRate], ['laneRate', options.laneRate]] as const) {
+      if (v != null && !(v > 0)) throw new InvalidArgumentError(`${k} must be a positive number of bytes per second`)
+    }
+    if (options.scanCpuShare != null && !(options.scanCpuShare > 0 && options.scanCpuShare <= 1)) throw new InvalidArgumentError('scanCpuShare must be in (0, 1]')
+    const laneCount = Array.isArray(deps.lanes) ? deps.lanes.length : deps.lanes.count
+    if (laneCount === 0) throw new NoLanesError('a source session needs at least one data lane')
+    if ((options.adaptivePacing ?? true) && deps.controller.progress != null) {
+      const before = await deps.controller.progress().catch(() => undefined)
+      if (before != null && before.opsPerSec > 0) {
+        this.pacer = new Pacer({ budget: this.budget, maxRate: options.maxRate ?? Infinity, progress: deps.controller.progress, sendRate: () => this.meter.snapshot().rate, dropFraction: options.pacingDrop }, before.opsPerSec)
+      }
+    }
+  }
+
+  /** HELLO → ACCEPT (or the destination's ABORT, which `expect` throws). */
+  private async handshake (): Promise<void> {
+    const { image, lanes } = this.deps
+    this.meter.phase('handshake', 0)
+    await this.control.send({
+      type: FrameType.Hello, sessionId: this.sessionId, image: image.name, pageSize: image.memory.pageSize, memorySize: image.memory.size,
+      blockSize: image.cache.blockSize, cacheSize: image.cache.size, lanes: Array.isArray(lanes) ? lanes.length : lanes.count, driver: image.driver,
+      driverConfig: JSON.stringify(image.driverConfig)
+    })
+    await this.control.expect(FrameType.Accept, this.controlTimeout, this.options.signal)
+  }
+
+  /** A cache that caches a volume: the manifest out, the destination's claim back. */
+  private async offerCache (): Promise<void> {
+    const { image, cacheManifest } = this.deps
+    if (cacheManifest == null || image.cache.size === 0) return
+    this.claim = await offerCacheBlocks(this.control, cacheManifest, image.cache.size / image.cache.blockSize, this.controlTimeout, this.options.signal)
+  }
+
+  /** One tracker per area: the workload's marks or a dirty source when there are any, else scans. */
+  private createTrackers (): void {
+    const { image, deps, options } = this
+    const shadowLimit = options.shadowLimitBytes ?? DEFAULT_SHADOW_LIMIT
+    for (const [area, name, path, size, unitSize] of [
+      [Area.Memory, 'memory', image.memory.path, image.memory.size, image.memory.pageSize],
+      [Area.Cache, 'cache', image.cache.path, image.cache.size, image.cache.blockSize]
+    ] as const) {
+      const mode = size <= shadowLimit ? 'shadow' : 'hash'
+      const cpuShare = options.scanCpuShare
+      const marksPath = area === Area.Memory ? deps.memoryMarks : deps.cacheMarks
+      const source = area === Area.Cache && size > 0 ? deps.cacheDirtySource : undefined
+      const tracker = marksPath != null || source != null
+        ? createCooperativeTracker({ path, size, unitSize, marksPath, source, cpuShare }, deps.pool)
+        : createDirtyTracker({ path, size, unitSize, mode, cpuShare }, deps.pool)
+      this.areas.push({ area, name, path, size, unitSize, tracker })
+    }
+    if (this.claim != null) {
+      // Claimed blocks are sent only if their bytes here differ from the volume's.
+      const tracker = this.areas[Area.Cache]!.tracker
+      const hashes = deps.cacheManifest!.hashes
+      for (const r of this.claim.runs()) for (let i = r.start; i < r.start + r.count; i++) tracker.assume(i, hashes.subarray(i * 32, i * 32 + 32))
+    }
+  }
+
+  private get image (): SourceSessionDeps['image'] { return this.deps.image }
+
+  /** From here control answers may come on any lane (see ControlLink); CACHE_STATUS is handled here. */
+  private listenForControl (): void {
+    // The destination's ABORT ends the rounds at once with its cause (a full disk is not a lost lane).
+    const link = this.link = new ControlLink(this.deps.control, () => this.lanes?.alive() ?? [], (err) => { this.scheduler.fail(err) })
+    void (async () => {
+      try {
+        for (let f = await this.control.nextRaw(); f != null; f = await this.control.nextRaw()) this.onControlFrame(f)
+      } catch {}
+      link.controlLost()
+    })()
+  }
+
+  private onControlFrame (f: Frame): void {
+    if (f.type === FrameType.CacheStatus) this.onCacheStatus(f)
+    else this.link?.deliver(f)
+  }
+
+  /** Figures and the end of the destination's own fetch of cache blocks. */
+  private onCacheStatus (f: CacheStatusFrame): void {
+    const stats = parseCacheStats(f.stats)
+    if (stats != null) { this.report.cache = { ...stats, sourceBlocks: this.report.rounds.reduce((a, r) => a + r.blocks, 0) }; this.meter.cache = stats }
+    if (!f.done || this.fetchDoneAfterRound >= 0 || this.claim == null) return
+    const blocks = this.image.cache.size / this.image.cache.blockSize
+    if (f.need.byteLength === Math.ceil(blocks / 8)) {
+      // Claimed blocks nobody could serve: the destination still holds zeros there.
+      const need = new Bitmap(blocks)
+      need.bits.set(f.need)
+      this.areas[Area.Cache]?.tracker.invalidate([...need.runs()])
+    }
+    this.fetchDoneAfterRound = this.rounds?.started ?? 0
+    this.fetchDone()
+  }
+
+  /** Opens the data lanes (only now: a refused session opens none) and starts replenishing them. */
+  private async openLanes (): Promise<void> {
+    const { deps, options } = this
+    const lanes = this.lanes = new SourceLanes({
+      sessionId: this.sessionId,
+      scheduler: this.scheduler,
+      trackers: this.areas.map(a => a.tracker),
+      chunkBytes: options.chunkBytes ?? DEFAULT_CHUNK_BYTES,
+      window: options.laneWindow,
+      stallMs: options.laneStallMs,
+      budget: this.budget,
+      ...(options.laneRate != null ? { laneBudget: () => new TokenBucket(options.laneRate!) } : {}),
+      onAck: (bytes) => { this.report.bytes += bytes; this.meter.acked(bytes) },
+      onControl: (f) => { this.onControlFrame(f) }
+    })
+    const opened = Array.isArray(deps.lanes) ? deps.lanes : await deps.lanes.open()
+    if (opened.length === 0) throw new NoLanesError('no data lane could be opened')
+    await lanes.start(opened)
+    if (deps.replenish != null) lanes.replenishWith(deps.replenish, options.laneRetryMs)
+    this.meter.lanes = () => lanes.stats()
+    this.rounds = new RoundRunner({
+      areas: this.areas, scheduler: this.scheduler, meter: this.meter, chunkBytes: options.chunkBytes ?? DEFAULT_CHUNK_BYTES,
+      signal: options.signal, send: async (f) => { await this.link!.send(f) }, throttle: () => this.throttle
+    })
+  }
+
+  private warn (w: MigrationWarning): void {
+    this.warnings.push(w)
+    this.report.warnings = [...this.warnings]
+    this.meter.warn(w)
+  }
+
+  /** Pre-copy rounds until the planner switches over (and the destination's cache fetch is done). */
+  private async precopy (): Promise<PlannerDecision> {
+    const { options, deps } = this
+    // Up front: can the trackers chosen meet the target at all for this image?
+    for (const w of await estimateScanWarnings(this.areas.map(a => ({ ...a, mode: a.tracker.mode })), deps.pool.size, this.targetMs, this.fixedPauseMs)) this.warn(w)
+    let round = 1
+    this.pacer?.start()
+    await this.runRound(round)
+    const limits = {
+      maxRounds: options.maxRounds ?? DEFAULT_MAX_ROUNDS,
+      downtimeTargetMs: this.targetMs,
+      autoConverge: (options.autoConverge ?? true) && deps.controller.throttle != null,
+      fixedPauseMs: options.fixedPauseMs
+    }
+    // With cache blocks fetched elsewhere, switch over only after the destination's fetch ended
+    // and a round has since sent what it could not get; keep copying dirty pages meanwhile.
+    const cacheReady = (): boolean => this.claim == null || (this.fetchDoneAfterRound >= 0 && this.rounds!.started > this.fetchDoneAfterRound)
+    let decision: PlannerDecision
+    while (true) {
+      decision = planNextRound(this.report.rounds, this.throttle, { ...limits, paced: this.budget.rate !== Infinity || options.laneRate != null })
+      this.report.rounds[this.report.rounds.length - 1]!.predictedPauseMs = decision.predictedPauseMs
+      if (decision.switchOver && cacheReady()) break
+      if (decision.switchOver && this.fetchDoneAfterRound < 0) await waitFor(this.fetchFinished, CACHE_WAIT_MS, options.signal)
+      else if (this.fetchDoneAfterRound < 0 && this.claim != null && this.report.rounds.length >= 2) {
+        // The switchover waits for the destination's fetch from the replicas anyway: until it
+        // ends, a round every CACHE_ROUND_GAP_MS keeps the dirty set small without rescanning
+        // the image back to back (the scans' CPU is what the fetch needs on a small host).
+        await waitFor(this.fetchFinished, CACHE_ROUND_GAP_MS, options.signal)
+      }
+      if (decision.throttle !== this.throttle) {
+        this.throttle = decision.throttle
+        this.maxThrottle = Math.max(this.maxThrottle, this.throttle)
+        if (this.pacer != null) this.pacer.throttle = this.throttle
+        await deps.controller.throttle?.(this.throttle)
+      }
+      await this.runRound(++round)
+    }
+    // Converged: the dirty set got as small as it gets (the pause may still be scan-bound).
+    this.report.convergence = {
+      converged: decision.reason === 'converged' || decision.reason === 'idle' || decision.reason === 'scan-bound',
+      targetMet: decision.predictedPauseMs <= limits.downtimeTargetMs,
+      reason: decision.reason,
+      maxThrottle: this.maxThrottle
+    }
+    return decision
+  }
+
+  private async runRound (round: number): Promise<void> {
+    const stats = await this.rounds!.run(round, false)
+    this.report.rounds.push(stats)
+    // Measured: warn about a tracker the estimate did not catch (the final scan costs as much).
+    const measured = measuredScanWarnings(this.areas.map(a => ({ ...a, mode: a.tracker.mode })), stats.areaScanMs ?? [], this.targetMs, this.fixedPauseMs, this.warnings)
+    for (const w of measured) this.warn(w)
+  }
+
+  /**
+   * Pauses the workload and runs the final round at full speed (the pause is what the workload
+   * notices most), then sends the device state. From here the workload stays paused until commit
+   * or abort.
+   */
+  private async switchover (decision: PlannerDecision): Promise<PauseTimes> {
+    const { deps } = this
+    this.pacer?.stop()
+    this.budget.setRate(Infinity)
+    const pausedAt = performance.now()
+    await deps.controller.pause()
+    this.paused = true
+    const t0 = performance.now()
+    const round = this.report.rounds.length + 1
+    await this.link!.send({ type: FrameType.Pause, round })
+    const fin = await this.rounds!.run(round, true)
+    this.report.rounds.push(fin)
+    // Every byte is acknowledged: the data lanes only carry control answers from now on.
+    this.scheduler.close()
+    this.lanes!.drain()
+    const ts = performance.now()
+    const state = await deps.controller.deviceState()
+    await this.link!.send({ type: FrameType.DeviceState, state }, true)
+    return { pausedAt, pauseMs: t0 - pausedAt, predictedMs: decision.predictedPauseMs, finalScanMs: fin.scanMs, finalSendMs: fin.sendMs, deviceStateMs: performance.now() - ts, verifyStartedAt: 0 }
+  }
+
+  /** VERIFY with the digests taken at pause; the destination must answer with the same ones. */
+  private async verify (t: PauseTimes): Promise<void> {
+    this.meter.phase('verify', this.report.rounds.length)
+    t.verifyStartedAt = performance.now()
+    const [memoryDigest, cacheDigest] = this.rounds!.pauseDigests as [Uint8Array, Uint8Array]
+    this.report.memoryDigest = Buffer.from(memoryDigest).toString('hex')
+    this.report.cacheDigest = Buffer.from(cacheDigest).toString('hex')
+    const result = await this.link!.request({ type: FrameType.Verify, memoryDigest, cacheDigest }, FrameType.VerifyResult, this.attempt())
+    const remoteOk = Buffer.from(result.memoryDigest).equals(memoryDigest) && Buffer.from(result.cacheDigest).equals(cacheDigest)
+    if (!result.ok || !remoteOk) throw new VerificationFailedError()
+    this.report.verified = true
+  }
+
+  private attempt (): { attemptMs: number, totalMs: number, signal?: AbortSignal } {
+    return { attemptMs: this.options.controlAttemptMs ?? DEFAULT_CONTROL_ATTEMPT_MS, totalMs: this.options.commitTimeoutMs ?? DEFAULT_COMMIT_TIMEOUT_MS, signal: this.options.signal }
+  }
+
+  /**
+   * COMMIT → COMMITTED: the destination runs the workload; the source stops its own. An explicit
+   * refusal aborts as usual; a lost answer leaves the source paused (ERR_COMMIT_UNKNOWN).
+   */
+  private async commit (t: PauseTimes): Promise<void> {
+    const tv = t.verifyStartedAt
+    this.meter.phase('commit', this.report.rounds.length)
+    const tc = performance.now()
+    this.commitSent = true
+    try {
+      await this.link!.request({ type: FrameType.Commit }, FrameType.Committed, { ...this.attempt(), signal: undefined })
+    } catch (err) {
+      if (err instanceof RemoteAbortError) { this.commitSent = false; throw err }
+      throw new CommitUnknownError(`commit not acknowledged: ${(err as Error).message}; source kept paused with its image intact`)
+    }
+    const resumedAt = performance.now()
+    const report = this.report
+    report.downtimeMs = resumedAt - t.pausedAt
+    report.downtime = { pauseMs: t.pauseMs, finalScanMs: t.finalScanMs, finalSendMs: t.finalSendMs, deviceStateMs: t.deviceStateMs, verifyMs: tc - tv, commitMs: resumedAt - tc }
+    const judged = judgePause({
+      targetMs: this.targetMs,
+      predictedMs: t.predictedMs,
+      fixedMs: this.fixedPauseMs,
+      parts: {
+        pause: t.pauseMs,
+        'final-scan': t.finalScanMs,
+        'final-send': Math.max(0, t.finalSendMs - t.finalScanMs),
+        'device-state': t.deviceStateMs,
+        verify: tc - tv,
+        commit: resumedAt - tc
+      }
+    })
+    report.pause = judged.verdict
+    if (judged.warning != null) this.warn(judged.warning)
+    report.ok = true
+    await this.deps.controller.stop()
+    this.meter.phase('done', report.rounds.length)
+  }
+
+  /** Any failure before COMMIT: tell the destination, lift the throttle, resume a paused workload. */
+  private async abort (err: unknown): Promise<void> {
+    const { report, deps } = this
+    report.error = { code: errorCode(err), message: err instanceof Error ? err.message : String(err) }
+    if (!this.commitSent) {
+      const abort = { type: FrameType.Abort, code: errorCode(err), message: report.error.message } as const
+      await (this.link != null ? this.link.send(abort) : this.control.send(abort)).catch(() => {})
+      if (this.throttle > 0) await deps.controller.throttle?.(0).catch(() => {})
+      if (this.paused) {
+        await deps.controller.resume()
+        report.sourceResumed = true
+      }
+    }
+    this.meter.phase('aborted', report.rounds.length)
+  }
+
+  /** Releases lanes, the control lane, trackers, timers; completes the report. */
+  private async cleanup (): Promise<void> {
+    const { report } = this
+    this.options.signal?.removeEventListener('abort', this.onAbortSignal)
+    this.scheduler.close()
+    this.meter.stop()
+    await this.lanes?.close()
+    await this.deps.control.close().catch(() => {})
+    for (const a of this.areas) await a.tracker.close().catch(() => {})
+    this.pacer?.stop()
+    if (this.pacer != null) report.pacing = this.pacer.report
+    report.lanes = this.lanes?.stats().map(s => ({ ...s })) ?? []
+    if (report.cache != null) report.cache.sourceBlocks = report.rounds.reduce((a, r) => a + r.blocks, 0)
+    if (this.link != null && this.link.switches.length > 0) report.controlMoves = [...this.link.switches]
+    report.totalMs = performance.now() - this.started
+  }
 }
 
-/** Resolves when `p` settles or after `ms`, whichever is first; throws if `signal` aborts. */
-async function waitFor (p: Promise<unknown>, ms: number, signal?: AbortSignal): Promise<void> {
-  let timer: NodeJS.Timeout | undefined
-  await Promise.race([p, new Promise(resolve => { timer = setTimeout(resolve, ms) })]).finally(() => { clearTimeout(timer) })
-  signal?.throwIfAborted()
-}
-
-function encodeLaneHello (sessionId: Uint8Array, lane: number): Uint8Array[] {
-  return encodeFrame({ type: FrameType.LaneHello, sessionId, lane })
+/** Timings of the pause's first parts, taken by {@link SourceSession.switchover}. */
+interface PauseTimes {
+  pausedAt: number
+  pauseMs: number
+  predictedMs: number
+  finalScanMs: number
+  finalSendMs: number
+  deviceStateMs: number
+  verifyStartedAt: number
 }

@@ -3,6 +3,8 @@ import { SCAN_READ_BYTES, VERIFY_REGION_BYTES } from '../constants.js'
 import { AbortedError } from '../errors.js'
 import { combineRegionDigests } from '../verify/digest.js'
 import type { Run } from '../wire/frames.js'
+import type { DataExtentsProbe } from './data-extents.js'
+import { holeUnits } from './data-extents.js'
 import type { WorkerPool } from './worker-pool.js'
 import type { ScanMode, ScanTask } from './worker-protocol.js'
 
@@ -68,6 +70,19 @@ export interface AreaScan {
   digests: AreaDigests
   assumed: AssumedUnits
   cpuShare?: number
+  /** Finds the file's data extents, so that holes are not read (absent: read everything). */
+  extents?: DataExtentsProbe
+  /** Shadow mode: units whose shadow may be non-zero (see `ScanTask.nonzero`). */
+  nonzero?: SharedArrayBuffer
+}
+
+/** What {@link scanArea} found. */
+export interface AreaScanResult {
+  dirty: Bitmap
+  /** Bytes read from the file (holes are not read). */
+  bytesRead: number
+  /** Bytes of the file the scan knew to be holes (not read). */
+  holeBytes: number
 }
 
 /**
@@ -80,21 +95,32 @@ export function sliceUnits (unitSize: number, want = Math.ceil(64 * 1024 * 1024 
   return Math.max(align, Math.floor(want / align) * align)
 }
 
-/** Scans a whole area on the pool, slice by slice; `onSlice` hears of each finished slice. */
-export async function scanArea (pool: WorkerPool, a: AreaScan, opts: { signal?: AbortSignal, onSlice?: (dirty: Bitmap, start: number, end: number) => void }): Promise<Bitmap> {
+/**
+ * Scans a whole area on the pool, slice by slice; `onSlice` hears of each finished slice.
+ *
+ * The file's hole map is taken once, before any worker reads: a unit in a hole then counts as
+ * read (as zeros) at that instant. A write into it after the map was taken is a write after the
+ * unit was read, which the next scan finds (its map shows the new data), exactly like a write
+ * landing behind a worker's read; the final scan runs paused, so nothing is left behind.
+ */
+export async function scanArea (pool: WorkerPool, a: AreaScan, opts: { signal?: AbortSignal, onSlice?: (dirty: Bitmap, start: number, end: number) => void }): Promise<AreaScanResult> {
   const dirty = Bitmap.shared(a.units)
-  const tasks: Array<Promise<unknown>> = []
+  const extents = await a.extents?.(a.path, a.units * a.unitSize)
+  const holes = extents != null ? holeUnits(extents, a.unitSize, a.units) : undefined
+  const tasks: Array<Promise<number>> = []
   for (let start = 0; start < a.units; start += a.slice) {
     if (opts.signal?.aborted === true) throw new AbortedError()
     const end = Math.min(a.units, start + a.slice)
     tasks.push(pool.run({
       op: 'scan', path: a.path, mode: a.mode, unitSize: a.unitSize, start, end,
       baseline: a.baseline, bitmap: dirty.bits.buffer as SharedArrayBuffer, assumed: a.assumed.task, digests: a.digests.task,
-      ...(a.cpuShare != null ? { cpuShare: a.cpuShare } : {})
-    }).then(() => { opts.onSlice?.(dirty, start, end) }))
+      ...(a.cpuShare != null ? { cpuShare: a.cpuShare } : {}),
+      ...(holes != null ? { holes } : {}),
+      ...(a.nonzero != null ? { nonzero: a.nonzero } : {})
+    }).then((reply) => { opts.onSlice?.(dirty, start, end); return reply.bytes }))
   }
-  await Promise.all(tasks)
-  return dirty
+  const bytesRead = (await Promise.all(tasks)).reduce((x, y) => x + y, 0)
+  return { dirty, bytesRead, holeBytes: a.units * a.unitSize - bytesRead }
 }
 
 /** Throws unless every run lies within `units` units. */

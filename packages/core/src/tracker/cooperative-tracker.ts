@@ -6,6 +6,8 @@ import { digestRegions } from '../verify/digest.js'
 import { AreaDigests, AssumedUnits, checkRuns, scanArea, sliceUnits } from './area-scan.js'
 import type { Run } from '../wire/frames.js'
 import { DirtyMarks } from './dirty-marks.js'
+import { createExtentProbe } from './data-extents.js'
+import type { DataExtentsProbe } from './data-extents.js'
 import type { DirtyTracker, ScanResult } from './dirty-tracker.js'
 import { readRuns } from './dirty-tracker.js'
 import type { WorkerPool } from './worker-pool.js'
@@ -40,6 +42,8 @@ export interface CooperativeTrackerInit {
   source?: DirtySource
   /** Share of a core each worker may use for the first full read and digests (default 1). */
   cpuShare?: number
+  /** How the first full read learns the file's holes (default `lseek(SEEK_DATA)`); `false`: read all. */
+  dataExtents?: DataExtentsProbe | false
 }
 
 /**
@@ -126,10 +130,12 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
         // From here every write is marked; then read the whole area once (writes racing with
         // this read are marked, so the next round sends them again).
         await source.take(opts.paused === true, opts.signal)
-        const dirty = await scanArea(pool, {
-          path, mode: 'zero', unitSize, units, slice: sliceUnits(unitSize), baseline: new SharedArrayBuffer(1), digests, assumed, cpuShare: init.cpuShare
+        // Holes are skipped too: the first read of a mostly-empty area costs what it holds.
+        const r = await scanArea(pool, {
+          path, mode: 'zero', unitSize, units, slice: sliceUnits(unitSize), baseline: new SharedArrayBuffer(1), digests, assumed, cpuShare: init.cpuShare,
+          extents: init.dataExtents === false ? undefined : init.dataExtents ?? createExtentProbe()
         }, opts)
-        return { dirty, digest: opts.digest === true ? digests.combine() : undefined }
+        return { dirty: r.dirty, bytesRead: r.bytesRead, holeBytes: r.holeBytes, digest: opts.digest === true ? digests.combine() : undefined }
       }
       const dirty = await source.take(opts.paused === true, opts.signal)
       dirty.or(invalid)

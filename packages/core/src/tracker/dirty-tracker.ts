@@ -5,6 +5,8 @@ import type { Bitmap } from '../bitmap.js'
 import { zeroHash } from '../verify/digest.js'
 import type { Run } from '../wire/frames.js'
 import { AreaDigests, AssumedUnits, checkRuns, scanArea, sliceUnits } from './area-scan.js'
+import { createExtentProbe } from './data-extents.js'
+import type { DataExtentsProbe } from './data-extents.js'
 import type { WorkerPool } from './worker-pool.js'
 import type { TrackerMode } from './worker-protocol.js'
 
@@ -23,6 +25,11 @@ export interface DirtyTrackerInit {
   sliceUnits?: number
   /** Share of a core each scan worker may use (0 < share ≤ 1, default 1): the scanners' CPU budget. */
   cpuShare?: number
+  /**
+   * How scans learn the file's holes, which they then do not read (default: `lseek(SEEK_DATA)`
+   * via {@link createExtentProbe}); `false` reads the whole file every scan.
+   */
+  dataExtents?: DataExtentsProbe | false
 }
 
 /** Options of {@link DirtyTracker.scan}. */
@@ -56,6 +63,10 @@ export interface ScanResult {
   waitMs?: number
   /** Verification digest of the area as read by this scan (only with `digest: true`). */
   digest?: Uint8Array
+  /** Bytes the scan read from the file (holes and units known from elsewhere are not read). */
+  bytesRead?: number
+  /** Bytes the scan skipped as holes of a sparse file. */
+  holeBytes?: number
 }
 
 /**
@@ -114,14 +125,17 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
   // Verification digests, kept current by every scan: a final scan only rehashes changed regions.
   const digests = new AreaDigests(size)
   const assumed = new AssumedUnits(units)
+  const extents = init.dataExtents === false ? undefined : init.dataExtents ?? createExtentProbe()
+  // Shadow mode: which units' shadow may be non-zero, so a hole is compared without touching it.
+  const nonzero = mode === 'shadow' ? new SharedArrayBuffer(Math.max(1, Math.ceil(units / 8))) : undefined
 
   return {
     units,
     mode,
     async scan (opts = {}) {
       const cpuShare = opts.paused === true ? undefined : init.cpuShare
-      const dirty = await scanArea(pool, { path, mode, unitSize, units, slice, baseline, digests, assumed, cpuShare }, opts)
-      return { dirty, digest: opts.digest === true ? digests.combine() : undefined }
+      const r = await scanArea(pool, { path, mode, unitSize, units, slice, baseline, digests, assumed, cpuShare, extents, nonzero }, opts)
+      return { dirty: r.dirty, bytesRead: r.bytesRead, holeBytes: r.holeBytes, digest: opts.digest === true ? digests.combine() : undefined }
     },
     async load (runs) {
       checkRuns(runs, units)

@@ -35,36 +35,48 @@ function scan (t: ScanTask): WorkerReply {
   const R = t.digests.regionSize
   const assumedBits = t.assumed != null ? new Uint8Array(t.assumed.bitmap) : undefined
   const assumedHashes = t.assumed != null ? Buffer.from(t.assumed.hashes) : undefined
+  const holes = t.holes != null ? new Uint8Array(t.holes) : undefined
+  const nonzero = t.nonzero != null ? new Uint8Array(t.nonzero) : undefined
+  const isHole = (i: number): boolean => holes != null && (holes[i >>> 3]! & (1 << (i & 7))) !== 0
   let dirty = 0
   let bytes = 0
   try {
     for (let u = t.start; u < t.end; u += unitsPerRead) {
       const startedAt = performance.now()
       const n = Math.min(unitsPerRead, t.end - u)
-      bytes += readFully(fd, buf, n * t.unitSize, u * t.unitSize)
+      bytes += readWindow(fd, buf, u, n, t.unitSize, isHole)
       // Regions of this read whose digest must be redone: never hashed, or holding a changed unit.
       const base = u * t.unitSize
       const firstRegion = base / R
       const stale = new Uint8Array(Math.ceil(n * t.unitSize / R))
       for (let k = 0; k < n; k++) {
-        const unit = buf.subarray(k * t.unitSize, (k + 1) * t.unitSize)
         const i = u + k
+        const hole = isHole(i)
+        // A hole reads as zeros: compare those without reading or hashing them.
+        const unit = hole ? undefined : buf.subarray(k * t.unitSize, (k + 1) * t.unitSize)
         let assumedHit = false
         let changed: boolean
         if (t.mode === 'shadow') {
-          changed = unit.compare(baseline, i * t.unitSize, (i + 1) * t.unitSize) !== 0
-          // The shadow takes the new bytes now; the sender sends exactly these bytes.
-          if (changed) unit.copy(baseline, i * t.unitSize)
+          if (unit != null) {
+            changed = unit.compare(baseline, i * t.unitSize, (i + 1) * t.unitSize) !== 0
+            // The shadow takes the new bytes now; the sender sends exactly these bytes.
+            if (changed) { unit.copy(baseline, i * t.unitSize); if (nonzero != null) Atomics.or(nonzero, i >>> 3, 1 << (i & 7)) }
+          } else if (nonzero == null || (nonzero[i >>> 3]! & (1 << (i & 7))) !== 0) {
+            changed = !isZero(baseline.subarray(i * t.unitSize, (i + 1) * t.unitSize))
+            if (changed) baseline.fill(0, i * t.unitSize, (i + 1) * t.unitSize)
+            if (nonzero != null) Atomics.and(nonzero, i >>> 3, ~(1 << (i & 7)) & 0xff)
+          } else changed = false
         } else if (t.mode === 'hash') {
-          const fp = createHash('sha256').update(unit).digest()
+          const fp = unit != null ? createHash('sha256').update(unit).digest() : zeroUnitHash(t.unitSize)
           changed = fp.compare(baseline, i * 32, i * 32 + 32) !== 0
         } else {
-          changed = !isZero(unit)
+          changed = unit != null && !isZero(unit)
         }
         if (t.mode !== 'hash' && assumedBits != null && (assumedBits[i >>> 3]! & (1 << (i & 7))) !== 0) {
           // The destination gets this unit elsewhere: only bytes other than those matter.
           assumedHit = changed
-          if (changed) changed = !createHash('sha256').update(unit).digest().equals(assumedHashes!.subarray(i * 32, i * 32 + 32))
+          const fp = (): Buffer => unit != null ? createHash('sha256').update(unit).digest() : zeroUnitHash(t.unitSize)
+          if (changed) changed = !fp().equals(assumedHashes!.subarray(i * 32, i * 32 + 32))
           Atomics.and(assumedBits, i >>> 3, ~(1 << (i & 7)) & 0xff)
         }
         const touched = changed || assumedHit
@@ -80,7 +92,10 @@ function scan (t: ScanTask): WorkerReply {
         if (stale[j] === 0 && isFresh) continue
         const from = j * R
         const to = Math.min((j + 1) * R, t.digests.size - base)
-        createHash('sha256').update(buf.subarray(from, to)).digest().copy(digests, region * 32)
+        let allHole = holes != null
+        for (let v = u + Math.floor(from / t.unitSize); allHole && v < u + Math.ceil(to / t.unitSize); v++) allHole = isHole(v)
+        const d = allHole ? zeroRegionHash(to - from) : createHash('sha256').update(buf.subarray(from, to)).digest()
+        d.copy(digests, region * 32)
         if (!isFresh) Atomics.or(fresh, region >>> 3, 1 << (region & 7))
       }
       pace(startedAt, t.cpuShare)
@@ -90,6 +105,41 @@ function scan (t: ScanTask): WorkerReply {
   }
   return { id: t.id, count: dirty, bytes }
 }
+
+/**
+ * Fills `buf` with units [u, u + n): units outside holes are read (consecutive ones with one
+ * read), hole units are zero-filled only where a read neighbours them (a region may span both);
+ * a window of holes only is not touched at all. Returns the bytes read from the file.
+ */
+function readWindow (fd: number, buf: Buffer, u: number, n: number, unitSize: number, isHole: (i: number) => boolean): number {
+  let bytes = 0
+  let anyData = false
+  let k = 0
+  while (k < n) {
+    if (isHole(u + k)) { k++; continue }
+    let e = k
+    while (e < n && !isHole(u + e)) e++
+    bytes += readFully(fd, buf.subarray(k * unitSize), (e - k) * unitSize, (u + k) * unitSize)
+    anyData = true
+    k = e
+  }
+  if (anyData && bytes < n * unitSize) {
+    for (let h = 0; h < n; h++) if (isHole(u + h)) buf.fill(0, h * unitSize, (h + 1) * unitSize)
+  }
+  return bytes
+}
+
+const zeroHashes = new Map<number, Buffer>()
+/** SHA-256 of `len` zero bytes (cached: a hole's unit fingerprint and region digest). */
+function zeroRegionHash (len: number): Buffer {
+  let h = zeroHashes.get(len)
+  if (h == null) {
+    h = createHash('sha256').update(Buffer.alloc(len)).digest()
+    zeroHashes.set(len, h)
+  }
+  return h
+}
+const zeroUnitHash = zeroRegionHash
 
 const ZEROS = Buffer.alloc(64 * 1024)
 const sleeper = new Int32Array(new SharedArrayBuffer(4))

@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os'
 import { Worker } from 'node:worker_threads'
+import { AbortedError, fromErrorInfo } from '../errors.js'
 import type { DigestTask, ScanTask, WorkerReply, WorkerTask } from './worker-protocol.js'
 
 /** Options of {@link createWorkerPool}. */
@@ -48,7 +49,9 @@ export function createWorkerPool (init: WorkerPoolInit = {}): WorkerPool {
       busy.delete(w)
       idle.push(w)
       if (p != null) {
-        if (reply.error != null) p.reject(new Error(reply.error))
+        // The worker's error comes back as its class with its code (see worker-protocol.ts).
+        if (reply.errorInfo != null) p.reject(fromErrorInfo(reply.errorInfo))
+        else if (reply.error != null) p.reject(fromErrorInfo({ code: 'ERR_INTERNAL', name: 'Error', message: reply.error }))
         else p.resolve(reply)
       }
       dispatch()
@@ -65,7 +68,7 @@ export function createWorkerPool (init: WorkerPoolInit = {}): WorkerPool {
   return {
     size,
     async run (task) {
-      if (stopped) throw new Error('worker pool stopped')
+      if (stopped) throw new AbortedError('worker pool stopped')
       return await new Promise<WorkerReply>((resolve, reject) => {
         queue.push({ task: { ...task, id: nextId++ } as WorkerTask, resolve, reject })
         dispatch()
@@ -74,8 +77,8 @@ export function createWorkerPool (init: WorkerPoolInit = {}): WorkerPool {
     async stop () {
       if (stopped) return
       stopped = true
-      for (const p of queue.splice(0)) p.reject(new Error('worker pool stopped'))
-      for (const p of busy.values()) p.reject(new Error('worker pool stopped'))
+      for (const p of queue.splice(0)) p.reject(new AbortedError('worker pool stopped'))
+      for (const p of busy.values()) p.reject(new AbortedError('worker pool stopped'))
       busy.clear()
       await Promise.all(workers.map(async w => await w.terminate()))
     }

@@ -1,4 +1,5 @@
 /** Messages between the tracker's main thread and its scan workers. */
+import type { ErrorInfo } from '../errors.js'
 
 /** How a tracker detects change: a full shadow copy, or one SHA-256 fingerprint per unit. */
 export type TrackerMode = 'shadow' | 'hash'
@@ -37,6 +38,18 @@ export interface ScanTask {
   assumed?: { bitmap: SharedArrayBuffer, hashes: SharedArrayBuffer }
   /** Share of a core the worker may use for this task (0 < share ≤ 1); it sleeps to stay under it. */
   cpuShare?: number
+  /**
+   * Bit per unit: the unit lay wholly in a hole of the file when the scan began (see
+   * `data-extents.ts`). Such a unit is not read: its bytes are zeros, or were written after the
+   * map was taken, and then the next scan's map shows them.
+   */
+  holes?: SharedArrayBuffer
+  /**
+   * Shadow mode: bit per unit whose shadow may hold non-zero bytes (set when the worker copies
+   * bytes into the shadow). A hole unit whose bit is clear is known to equal its shadow without
+   * touching either.
+   */
+  nonzero?: SharedArrayBuffer
 }
 
 /**
@@ -67,5 +80,11 @@ export interface WorkerReply {
   count: number
   /** Bytes read from the file. */
   bytes: number
+  /** The failure's message (kept for workers that send only text). */
   error?: string
+  /**
+   * The failure with its code and class name ({@link toErrorInfo}): the pool rethrows it as the
+   * same class, so a worker's error keeps its class and code across the thread boundary.
+   */
+  errorInfo?: ErrorInfo
 }

@@ -12,9 +12,11 @@ import type { TokenBucket } from '../pacing/token-bucket.js'
  * Serves blocks of the volumes this peer holds on one lane (the transport has already checked
  * the requester against the allow-list): VOLUME_QUERY → VOLUME_SUMMARY, BLOCK_REQUEST →
  * BLOCK_DATA / BLOCK_MISSING per hash. A bad frame or an unknown volume ends the lane with ABORT.
- * With a `budget`, block bytes go out no faster than it allows (shared by all lanes given it).
+ * With a `budget`, block bytes go out no faster than it allows (shared by all lanes given it);
+ * with `requests`, blocks asked for are answered no faster than it allows (one token per hash:
+ * a per-peer limit, so one peer cannot keep a replica's disk busy for everyone).
  */
-export async function serveBlocks (lane: Lane, lookup: (volume: string) => BlockStore | undefined, opts: { budget?: TokenBucket } = {}): Promise<void> {
+export async function serveBlocks (lane: Lane, lookup: (volume: string) => BlockStore | undefined, opts: { budget?: TokenBucket, requests?: TokenBucket } = {}): Promise<void> {
   try {
     for await (const raw of lane) {
       const f = decodeFrame(raw)
@@ -34,6 +36,7 @@ export async function serveBlocks (lane: Lane, lookup: (volume: string) => Block
         const store = lookup(f.volume)
         if (store == null) throw new UnknownVolumeError(`no volume ${f.volume} here`)
         for (const hash of f.hashes) {
+          await opts.requests?.take(1)
           const i = store.indexOf(hash)
           if (i != null && store.has(i)) {
             await opts.budget?.take(store.blockSize)

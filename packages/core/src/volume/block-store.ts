@@ -5,8 +5,8 @@ import type { FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Bitmap } from '../bitmap.js'
 import { BlockHashMismatchError, InvalidArgumentError, UnknownVolumeError } from '../errors.js'
+import { checkBlockSize, checkName } from '../limits.js'
 
-const ID_RE = /^[A-Za-z0-9._-]{1,128}$/
 /** Bytes read per call while importing a volume file. */
 const IMPORT_READ_BYTES = 4 * 1024 * 1024
 
@@ -44,6 +44,7 @@ export class BlockStore {
   /** Creates an empty store for a volume whose block hashes are known (nothing held yet). */
   static async create (dir: string, id: string, blockSize: number, hashes: Uint8Array): Promise<BlockStore> {
     checkId(id)
+    checkBlockSize(blockSize)
     if (hashes.byteLength % 32 !== 0) throw new InvalidArgumentError('hashes must be 32 bytes per block')
     const blockCount = hashes.byteLength / 32
     const base = join(dir, id)
@@ -58,6 +59,7 @@ export class BlockStore {
   /** Imports a whole volume file in one pass: copies and hashes every block, and holds them all. */
   static async import (dir: string, id: string, path: string, blockSize: number): Promise<BlockStore> {
     checkId(id)
+    checkBlockSize(blockSize)
     const base = join(dir, id)
     if (existsSync(`${base}.hashes`) || existsSync(`${base}.meta`)) throw new InvalidArgumentError(`volume ${id} already exists in ${dir}`)
     const src = await open(path, 'r')
@@ -179,5 +181,5 @@ export class BlockStore {
 }
 
 function checkId (id: string): void {
-  if (!ID_RE.test(id) || id.startsWith('.')) throw new InvalidArgumentError('volume id must be 1-128 chars of [A-Za-z0-9._-], not starting with a dot')
+  checkName(id, 'volume id')
 }

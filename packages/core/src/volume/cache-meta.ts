@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { Bitmap } from '../bitmap.js'
 import { CacheMetaError, InvalidArgumentError } from '../errors.js'
+import { checkName, isValidName } from '../limits.js'
 
 /** What a cache caches: a volume, named by id, with one SHA-256 per block. */
 export interface CacheMetaInit {
@@ -17,7 +18,6 @@ export interface CacheMetaInit {
 
 const VERSION = 1
 const MARK = 1
-const VOLUME_RE = /^[A-Za-z0-9._-]{1,128}$/
 
 /** The files of a cache's metadata, beside the cache file. */
 export function cacheMetaPaths (cachePath: string): { info: string, hashes: string, dirty: string, hot: string } {
@@ -55,7 +55,7 @@ export class CacheMeta {
 
   /** Writes the metadata of a cache (replacing any). */
   static create (cachePath: string, init: CacheMetaInit): CacheMeta {
-    if (!VOLUME_RE.test(init.volume)) throw new InvalidArgumentError('volume id must be 1-128 chars of [A-Za-z0-9._-]')
+    checkName(init.volume, 'volume id')
     if (init.hashes.byteLength % 32 !== 0) throw new InvalidArgumentError('hashes must be 32 bytes per block')
     const blockCount = init.hashes.byteLength / 32
     for (const b of [init.dirty, init.hot]) {
@@ -77,7 +77,7 @@ export class CacheMeta {
     if (!existsSync(p.info)) throw new CacheMetaError(`${cachePath} has no cache metadata`)
     let info: { version?: unknown, volume?: unknown, blockSize?: unknown, blockCount?: unknown }
     try { info = JSON.parse(readFileSync(p.info, 'utf8')) } catch { throw new CacheMetaError(`${p.info} is not JSON`) }
-    if (info.version !== VERSION || typeof info.volume !== 'string' || !VOLUME_RE.test(info.volume) ||
+    if (info.version !== VERSION || !isValidName(info.volume) ||
       typeof info.blockSize !== 'number' || typeof info.blockCount !== 'number' || !Number.isSafeInteger(info.blockCount)) {
       throw new CacheMetaError(`${p.info} is not cache metadata of version ${VERSION}`)
     }

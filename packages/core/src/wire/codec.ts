@@ -1,5 +1,6 @@
-import { MAX_DEVICE_STATE, MAX_FRAME_SIZE, PROTOCOL_VERSION } from '../constants.js'
+import { MAX_FRAME_SIZE, PROTOCOL_VERSION } from '../constants.js'
 import { InvalidFrameError, UnsupportedVersionError } from '../errors.js'
+import { checkBlockSize, checkDeviceStateSize, checkDriverConfigText, checkGeometry, checkLanes, checkName, MAX_NAME_LENGTH } from '../limits.js'
 import { Bitmap } from '../bitmap.js'
 import { Area, FrameType } from './frames.js'
 import type { DataFrame, Frame, Run } from './frames.js'
@@ -19,7 +20,6 @@ const MAX_ACKS = 4096
 export const MAX_BLOCKS_PER_REQUEST = 1024
 /** Most block hashes in one VOLUME_HASHES or CACHE_MANIFEST frame (2 MiB of hashes). */
 export const MAX_HASHES_PER_FRAME = 65536
-const NAME_RE = /^[A-Za-z0-9._-]{1,128}$/
 
 /** Limits applied while decoding. */
 export interface DecodeLimits {
@@ -93,7 +93,7 @@ class Reader {
 
   /** A volume id (checked). */
   volume (): string {
-    const v = this.str('volume', 128)
+    const v = this.str('volume', MAX_NAME_LENGTH)
     checkVolume(v)
     return v
   }
@@ -134,7 +134,7 @@ export function encodeFrame (frame: Frame): Uint8Array[] {
     case FrameType.Pause:
       return [new Writer(4, frame.type).u32(frame.round).done()]
     case FrameType.DeviceState:
-      if (frame.state.byteLength > MAX_DEVICE_STATE) throw new InvalidFrameError('device state too large')
+      checkDeviceStateSize(frame.state.byteLength, InvalidFrameError)
       return [new Writer(0, frame.type, frame.state.byteLength).done(), frame.state]
     case FrameType.Verify:
       return [new Writer(2 * DIGEST_SIZE, frame.type).bytes(checkDigest(frame.memoryDigest)).bytes(checkDigest(frame.cacheDigest)).done()]
@@ -218,7 +218,7 @@ function checkSession (id: Uint8Array): Uint8Array {
 }
 
 function checkVolume (v: string): void {
-  if (!NAME_RE.test(v)) throw new InvalidFrameError('volume id must be 1-128 chars of [A-Za-z0-9._-]')
+  checkName(v, 'volume id', InvalidFrameError)
 }
 
 /** Checks a list of SHA-256 hashes (1..MAX_HASHES_PER_FRAME of them); returns how many. */
@@ -233,21 +233,15 @@ function checkDigest (d: Uint8Array): Uint8Array {
   return d
 }
 
-function isPow2 (n: number): boolean { return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0 }
-
 /** Validates the fields of a hello (shared by encoder and decoder). */
 export function validateHello (h: Omit<Extract<Frame, { type: FrameType.Hello }>, 'type'>): void {
   checkSession(h.sessionId)
-  if (!NAME_RE.test(h.image)) throw new InvalidFrameError('image name must be 1-128 chars of [A-Za-z0-9._-]')
-  if (!NAME_RE.test(h.driver)) throw new InvalidFrameError('driver name must be 1-128 chars of [A-Za-z0-9._-]')
-  if (!isPow2(h.pageSize) || h.pageSize < 512 || h.pageSize > 1024 * 1024) throw new InvalidFrameError('page size must be a power of two in 512 B..1 MiB')
-  if (!isPow2(h.blockSize) || h.blockSize < 4096 || h.blockSize > 4 * 1024 * 1024) throw new InvalidFrameError('block size must be a power of two in 4 KiB..4 MiB')
-  if (!Number.isSafeInteger(h.memorySize) || h.memorySize < 0 || h.memorySize % h.pageSize !== 0) throw new InvalidFrameError('memory size must be a multiple of the page size')
-  if (!Number.isSafeInteger(h.cacheSize) || h.cacheSize < 0 || h.cacheSize % h.blockSize !== 0) throw new InvalidFrameError('cache size must be a multiple of the block size')
-  if (h.memorySize / h.pageSize > 0xffffffff || h.cacheSize / h.blockSize > 0xffffffff) throw new InvalidFrameError('image has more than 2^32 units')
-  if (!Number.isInteger(h.lanes) || h.lanes < 1 || h.lanes > 256) throw new InvalidFrameError('lanes must be 1..256')
-  if (Buffer.byteLength(h.driverConfig) > MAX_STRING) throw new InvalidFrameError('driver config too large')
-  try { JSON.parse(h.driverConfig) } catch { throw new InvalidFrameError('driver config is not JSON') }
+  // The same rules as image validation (limits.ts): an image that can be created can migrate.
+  checkName(h.image, 'image name', InvalidFrameError)
+  checkName(h.driver, 'driver name', InvalidFrameError)
+  checkGeometry(h, InvalidFrameError)
+  checkLanes(h.lanes, 'lanes', InvalidFrameError)
+  checkDriverConfigText(h.driverConfig, 'driver config', InvalidFrameError)
 }
 
 /**
@@ -269,9 +263,9 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
   switch (type) {
     case FrameType.Hello: {
       frame = {
-        type, sessionId: r.bytes(SESSION_ID_SIZE, 'session id'), image: r.str('image', 128),
+        type, sessionId: r.bytes(SESSION_ID_SIZE, 'session id'), image: r.str('image', MAX_NAME_LENGTH),
         pageSize: r.u32('page size'), memorySize: r.u64('memory size'), blockSize: r.u32('block size'),
-        cacheSize: r.u64('cache size'), lanes: r.u16('lanes'), driver: r.str('driver', 128), driverConfig: r.str('driver config')
+        cacheSize: r.u64('cache size'), lanes: r.u16('lanes'), driver: r.str('driver', MAX_NAME_LENGTH), driverConfig: r.str('driver config')
       }
       validateHello(frame)
       break
@@ -318,7 +312,7 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
       break
     case FrameType.DeviceState: {
       const state = r.rest()
-      if (state.byteLength > MAX_DEVICE_STATE) throw new InvalidFrameError('device state too large')
+      checkDeviceStateSize(state.byteLength, InvalidFrameError)
       frame = { type, state }
       break
     }
@@ -363,7 +357,7 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
       const volume = r.volume()
       const blockSize = r.u32('block size')
       const blockCount = r.u32('block count')
-      if (!isPow2(blockSize) || blockSize < 4096 || blockSize > 4 * 1024 * 1024) throw new InvalidFrameError('block size must be a power of two in 4 KiB..4 MiB')
+      checkBlockSize(blockSize, 'block size', InvalidFrameError)
       const held = r.u32('held')
       if (held > blockCount) throw new InvalidFrameError('held count exceeds the block count')
       const hashesDigest = r.bytes(DIGEST_SIZE, 'hashes digest')

@@ -1,0 +1,133 @@
+import { mkdirSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
+import { BusyError, CacheMeta, DestinationSession, InvalidDriverConfigError, readLaneHello, UnknownImageError, WorkloadError } from '@shoal/core'
+import type { CacheSources, CacheSourcesRequest, HelloFrame, ImageSpec, Lane, PreparedLaunch, WorkerPool } from '@shoal/core'
+import type { Admission, AdmissionTicket } from './admission.js'
+import { MAX_LANES_PER_SESSION } from './constants.js'
+import type { ImageStore, Staging } from './image-store.js'
+import type { Logger } from './logger.js'
+import type { Workloads } from './workloads.js'
+
+/** What {@link IncomingMigrations} needs from the rest of the node. */
+export interface IncomingDeps {
+  store: ImageStore
+  workloads: Workloads
+  admission: Admission
+  /** The node's worker pool (exists once the node started). */
+  pool: () => WorkerPool
+  /** Where clean cache blocks of a volume can come from, besides the source. */
+  cacheSources: (req: CacheSourcesRequest, exclude: string[]) => Promise<CacheSources>
+  log: Logger
+  /** Aborted when the node stops. */
+  signal: AbortSignal
+}
+
+/** One incoming migration in progress. */
+interface Incoming { session: DestinationSession, peer: string, lanes: number }
+
+/**
+ * The migrations coming into a node: a control lane starts a {@link DestinationSession} whose
+ * HELLO goes through admission control before anything is staged; data lanes join the session
+ * their LANE_HELLO names (from the same peer only, a bounded number).
+ */
+export class IncomingMigrations {
+  private readonly sessions = new Map<string, Incoming>()
+
+  constructor (private readonly deps: IncomingDeps) {}
+
+  /** Incoming migrations in progress. */
+  get size (): number { return this.sessions.size }
+
+  /** Handles a control lane of `MIGRATE_PROTOCOL`. */
+  onControlLane (lane: Lane, info: { peerId: string }): void {
+    const { store, workloads, log } = this.deps
+    let ticket: AdmissionTicket | undefined
+    let staging: Staging | undefined
+    let sessionKey: string | undefined
+    let prepared: PreparedLaunch | undefined
+    let runDir: string | undefined
+    // The incoming image as the driver validated it when the HELLO arrived (paths: staging files).
+    let incomingSpec: ImageSpec | undefined
+    const session = new DestinationSession(lane, {
+      pool: this.deps.pool(),
+      hooks: {
+        prepare: async (hello) => {
+          const driverConfig = this.validate(hello)
+          // Refused here, nothing was written: the name, the sizes, the space, the session counts.
+          ticket = this.deps.admission.admit({ image: hello.image, peer: info.peerId, memorySize: hello.memorySize, cacheSize: hello.cacheSize })
+          const key = Buffer.from(hello.sessionId).toString('hex')
+          staging = store.stage(hello, key)
+          runDir = join(workloads.runRoot, `in-${key.slice(0, 16)}`)
+          mkdirSync(runDir, { recursive: true })
+          const spec: ImageSpec = incomingSpec = {
+            name: hello.image, driver: hello.driver, driverConfig,
+            memory: { path: staging.memoryPath, size: hello.memorySize, pageSize: hello.pageSize },
+            cache: { path: staging.cachePath, size: hello.cacheSize, blockSize: hello.blockSize }
+          }
+          // Start the workload now (a VM waiting for its device state), so the pause does not include it.
+          prepared = await workloads.driver(hello.driver).prepareLaunch?.({ spec, runDir }).catch((err: Error) => {
+            log.warn('could not prepare the workload ahead of the switchover', { image: hello.image, error: err.message })
+            return undefined
+          })
+          return staging
+        },
+        register: (key) => { sessionKey = key; this.sessions.set(key, { session, peer: info.peerId, lanes: 0 }) },
+        cacheSources: async (req) => await this.deps.cacheSources(req, [info.peerId]),
+        commit: async (deviceState, cacheMeta) => {
+          const spec = incomingSpec!
+          const check = await workloads.driver(spec.driver).check({ spec, runDir: runDir! }, deviceState, prepared)
+          log.info('arrival check', { image: spec.name, ...check })
+          if (!check.ok) throw new WorkloadError(`arrival check failed: ${check.detail}`)
+          store.adopt(staging!, { spec, state: 'stopped', arrivalCheck: check, from: info.peerId })
+          staging = undefined
+          try {
+            if (cacheMeta != null) CacheMeta.create(store.get(spec.name).spec.cache.path, cacheMeta)
+            await workloads.launch(store.get(spec.name), deviceState, prepared, runDir)
+          } catch (err) {
+            // The workload did not come up here: the source resumes, so this copy must go.
+            await prepared?.cancel().catch(() => {})
+            workloads.forget(spec.name)
+            store.remove(spec.name)
+            throw err
+          } finally {
+            prepared = undefined
+          }
+        },
+        discard: async () => {
+          await prepared?.cancel()
+          if (staging != null) store.discard(staging)
+          if (runDir != null && !store.list().some(r => r.runtime?.runDir === runDir)) rmSync(runDir, { recursive: true, force: true })
+        }
+      }
+    }, { signal: this.deps.signal })
+    log.info('incoming migration', { from: info.peerId })
+    void session.run().then((r) => {
+      if (sessionKey != null) this.sessions.delete(sessionKey)
+      ticket?.release()
+      if (r.committed) log.info('migration in committed', { image: r.image, bytes: r.bytes })
+      else log.warn('migration in failed', { image: r.image, from: info.peerId, error: r.error })
+    })
+  }
+
+  /** Handles a data lane of `LANE_PROTOCOL`. */
+  onDataLane (lane: Lane, info: { peerId: string }): void {
+    readLaneHello(lane).then(({ hello, frames }) => {
+      const entry = this.sessions.get(Buffer.from(hello.sessionId).toString('hex'))
+      if (entry == null || entry.peer !== info.peerId) { lane.abort(new UnknownImageError('lane for an unknown session')); return }
+      // Each lane holds frames in flight: a peer gets a bounded number per migration.
+      if (entry.lanes >= MAX_LANES_PER_SESSION) { lane.abort(new BusyError(`a migration may use at most ${MAX_LANES_PER_SESSION} lanes`)); return }
+      entry.lanes++
+      entry.session.addLane(lane, frames, () => { entry.lanes-- })
+    }, (err: Error) => { lane.abort(err) })
+  }
+
+  /** The driver's check of an incoming image's config, before anything is staged. */
+  private validate (hello: HelloFrame): Record<string, unknown> {
+    const driver = this.deps.workloads.driver(hello.driver)
+    let raw: unknown
+    try { raw = JSON.parse(hello.driverConfig) } catch { throw new InvalidDriverConfigError('driver config is not JSON') }
+    return driver.validateConfig(raw as Record<string, unknown>, {
+      memorySize: hello.memorySize, pageSize: hello.pageSize, cacheSize: hello.cacheSize, blockSize: hello.blockSize
+    })
+  }
+}

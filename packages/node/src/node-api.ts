@@ -1,0 +1,94 @@
+import type { BlockClient, MigrationProgress, MigrationReport, SourceSessionOptions } from '@shoal/core'
+import type { ShoalLibp2p } from '@shoal/libp2p'
+import type { ImageRecord } from './image-store.js'
+import type { PullReport, VolumeInfo } from './volumes.js'
+
+/*
+ * The node's public API as types only: the control server and the node's parts import these,
+ * never the node itself (no import cycle).
+ */
+
+/** Options of an image created on a node. */
+export interface CreateImageOptions {
+  name: string
+  /** The driver that runs its workload (`synthetic`, `qemu`, ...); default `synthetic`. */
+  driver?: string
+  memorySize: number
+  cacheSize: number
+  /** Initial content: `zero` or `random` (real bytes). */
+  fill?: 'zero' | 'random'
+  pageSize?: number
+  blockSize?: number
+  /**
+   * The cache caches this volume, which the node must hold in full: the cache starts as a copy
+   * of it (every block clean) with per-block metadata beside it, so a migration can leave its
+   * clean blocks to replicas. `cacheSize` and `blockSize` then come from the volume.
+   */
+  cacheVolume?: string
+  /**
+   * How migrations find changed memory pages: `scan` (compare on worker threads; any writer) or
+   * `cooperative` (the workload marks what it writes; rounds cost what changed). Default: the
+   * driver's choice. Stored as the config's `tracker` field.
+   */
+  tracker?: 'scan' | 'cooperative'
+  /** Driver config (checked by the driver; it travels with the image). */
+  config?: Record<string, unknown>
+}
+
+/** Options of {@link ShoalNode.migrate}. */
+export interface MigrateOptions extends Omit<SourceSessionOptions, 'onProgress'> {
+  /** Data lanes; default 4. */
+  lanes?: number
+  /** Data lanes per TCP connection; default 1 (one connection per lane). */
+  streamsPerConnection?: number
+  onProgress?: (p: MigrationProgress) => void
+}
+
+/** A node's view of itself, for `shoal status`. */
+export interface NodeStatus {
+  peerId: string
+  addrs: string[]
+  /** Peers this node knows (bootstrap, mDNS, identify) with their addresses. */
+  peers: Array<{ peerId: string, addrs: string[], connected: boolean }>
+  images: Array<ImageRecord & { pid?: number }>
+  /** Replica volumes this node serves. */
+  volumes: VolumeInfo[]
+  incoming: number
+  /** Images arriving right now (their names are reserved). */
+  arriving?: string[]
+}
+
+/** A Shoal peer: hosts images and their workloads, sends and receives migrations. */
+export interface ShoalNode {
+  readonly peerId: string
+  readonly libp2p: ShoalLibp2p
+  addrs: () => string[]
+  start: () => Promise<void>
+  /** Stops migrations, workloads started here, workers and sockets. */
+  stop: () => Promise<void>
+  createImage: (opts: CreateImageOptions) => Promise<ImageRecord>
+  /**
+   * Starts an image's workload. Refused for an image that is `orphaned` or `in-doubt` after a
+   * restart (a second writer would corrupt it) unless `force`, once the operator has checked.
+   */
+  startImage: (name: string, opts?: { force?: boolean }) => Promise<ImageRecord>
+  migrate: (name: string, to: string, opts?: MigrateOptions) => Promise<MigrationReport>
+  status: () => Promise<NodeStatus>
+  /** Allows one more peer to migrate into this node (and to pull blocks from it). */
+  allowPeer: (peerId: string) => void
+  /** Imports a volume file as a replica this node serves to allow-listed peers. */
+  importVolume: (id: string, path: string, blockSize?: number) => Promise<VolumeInfo>
+  /** Stops an image's workload (if running here) and deletes the image; refused while it migrates. */
+  removeImage: (name: string) => Promise<void>
+  /** Marks cache blocks [from, to) of an image hot: a migration sends them early, from the source. */
+  markHot: (image: string, from: number, to: number) => void
+  /** Drops a replica volume and deletes its files. */
+  removeVolume: (id: string) => Promise<void>
+  /**
+   * Becomes a replica of a volume: pulls every block from the peers that hold it (all at once,
+   * verified by hash). `from`: peers to ask (peer IDs or multiaddrs); default every known peer.
+   */
+  pullVolume: (id: string, opts?: { from?: string[], signal?: AbortSignal }) => Promise<PullReport>
+  /** Opens a block lane to a replica peer (a peer ID or a multiaddr with /p2p/). */
+  blockClient: (to: string, signal?: AbortSignal) => Promise<BlockClient>
+}

@@ -1,0 +1,123 @@
+import { rmSync } from 'node:fs'
+import { join } from 'node:path'
+import { CacheMeta, CacheMetaError, ImageStateError, InvalidArgumentError, NoLanesError, PeerGoneError, RemoteAbortError, runSourceSession, ShoalError } from '@shoal/core'
+import type { CacheManifest, DirtySource, ImageSpec, Lane, LaneStats, MigrationProgress, MigrationReport, WorkerPool, WorkloadController } from '@shoal/core'
+import { openLanes } from '@shoal/libp2p'
+import type { ShoalLibp2p } from '@shoal/libp2p'
+import { DEFAULT_LANES, MIGRATE_PROTOCOL } from './constants.js'
+import type { ImageRecord, ImageStore } from './image-store.js'
+import { laneReplenisher, lanePaths, openDataLanes } from './lane-paths.js'
+import type { Logger } from './logger.js'
+import type { MigrateOptions } from './node-api.js'
+import { resolvePeer } from './peer-address.js'
+import type { Workloads } from './workloads.js'
+
+/** What {@link migrateOut} needs from the rest of the node. */
+export interface OutgoingDeps {
+  libp2p: ShoalLibp2p
+  store: ImageStore
+  workloads: Workloads
+  pool: () => WorkerPool
+  log: Logger
+}
+
+/** The persisted migration phase for a progress phase (what a restart decides from). */
+const PERSISTED: Partial<Record<MigrationProgress['phase'], NonNullable<ImageRecord['migration']>['phase']>> = {
+  switchover: 'paused', verify: 'paused', commit: 'commit'
+}
+
+/**
+ * Migrates a hosted image to `to` (the source side). The image is `migrating` meanwhile, and how
+ * far it got is written to its record at each phase change, before the step is taken: a node that
+ * crashes and restarts resumes a workload it paused, but never one whose COMMIT may have gone out.
+ * On success the image leaves this node; on failure it is running (or stopped) as before.
+ */
+export async function migrateOut (deps: OutgoingDeps, name: string, to: string, opts: MigrateOptions = {}): Promise<MigrationReport> {
+  const { libp2p, store, workloads, log } = deps
+  const rec = store.get(name)
+  if (rec.state === 'migrating') throw new ImageStateError(`image ${name} is already migrating`)
+  if (rec.state === 'orphaned' || rec.state === 'in-doubt') throw new ImageStateError(`image ${name} is ${rec.state}; see \`shoal status\``)
+  const target = resolvePeer(to, 'target')
+  if (target.peerId.equals(libp2p.peerId)) throw new InvalidArgumentError(`cannot migrate ${name} to this node itself (${libp2p.peerId.toString()})`)
+  const w = workloads.get(name)
+  const driver = workloads.driver(rec.spec.driver)
+  const controller: WorkloadController = w?.controller ?? { async pause () {}, async resume () {}, deviceState: async () => await driver.deviceState(workloads.image(rec)), async stop () {} }
+  const peer = target.peerId.toString()
+  let persisted: NonNullable<ImageRecord['migration']>['phase'] = 'precopy'
+  store.put({ ...rec, state: 'migrating', migration: { to: peer, phase: persisted } })
+  const onProgress = (p: MigrationProgress): void => {
+    const phase = PERSISTED[p.phase]
+    if (phase != null && phase !== persisted && store.has(name)) {
+      persisted = phase
+      store.put({ ...store.get(name), migration: { to: peer, phase } })
+    }
+    opts.onProgress?.(p)
+  }
+  let cacheDirtySource: DirtySource | undefined
+  try {
+    const [control] = await openLanes(libp2p, target, MIGRATE_PROTOCOL, 1, { signal: opts.signal })
+    const paths = await lanePaths(libp2p, target, libp2p.getConnections(target.peerId)[0])
+    // One lane per usable (local NIC, remote NIC) pair, and at least DEFAULT_LANES.
+    const count = opts.lanes ?? Math.max(paths.length, DEFAULT_LANES)
+    let replenish: ((active: LaneStats[]) => Promise<Lane[]>) | undefined
+    const open = async (): Promise<Lane[]> => {
+      const lanes = await openDataLanes(libp2p, target, paths, count, opts.signal)
+      replenish = laneReplenisher(libp2p, target, paths, lanes)
+      log.info('migration out', { image: name, to: peer, lanes: lanes.map(l => l.id) })
+      return lanes
+    }
+    const cooperative = driver.tracker(rec.spec.driverConfig) === 'cooperative'
+    // A workload that knows which cache blocks it wrote (a VM's dirty bitmaps) spares the scans.
+    cacheDirtySource = cooperative || rec.spec.cache.size === 0 ? undefined : w?.cacheDirtySource?.(rec.spec.cache.size / rec.spec.cache.blockSize, rec.spec.cache.blockSize)
+    const report = await runSourceSession({
+      image: rec.spec, controller, control: control!, lanes: { count, open }, pool: deps.pool(), cacheManifest: cacheManifestOf(rec.spec),
+      ...(cooperative ? { memoryMarks: marksPathOf(rec.spec), cacheMarks: `${rec.spec.cache.path}.marks` } : {}),
+      ...(cacheDirtySource != null ? { cacheDirtySource } : {}),
+      replenish: async (active) => await (replenish?.(active) ?? Promise.resolve([]))
+    }, { ...opts, onProgress, fixedPauseMs: opts.fixedPauseMs ?? w?.fixedPauseMs })
+    workloads.forget(name)
+    store.remove(name)
+    rmSync(join(workloads.runRoot, name), { recursive: true, force: true })
+    return report
+  } catch (err) {
+    if (store.has(name)) {
+      const now = store.get(name)
+      // A COMMIT whose answer never came: the session kept the workload paused; so does the record.
+      const inDoubt = (err as ShoalError).code === 'ERR_COMMIT_UNKNOWN'
+      store.put({ ...now, state: inDoubt ? 'in-doubt' : workloads.get(name) != null ? 'running' : 'stopped', migration: inDoubt ? now.migration : undefined })
+    }
+    throw explain(err, peer, libp2p)
+  } finally {
+    await cacheDirtySource?.close()
+  }
+}
+
+/**
+ * The error a user should see: the destination's own refusal with its own code (not a generic
+ * "peer aborted"), and a destination that went away as {@link PeerGoneError} instead of "no
+ * lanes left". The session's report stays attached.
+ */
+function explain (err: unknown, peer: string, libp2p: ShoalLibp2p): unknown {
+  const report = (err as { report?: MigrationReport }).report
+  let out: unknown = err
+  if (err instanceof RemoteAbortError) {
+    out = new ShoalError(`destination ${peer} ended the migration; ${err.message}`, err.remoteCode, { cause: err })
+  } else if (err instanceof NoLanesError && !libp2p.getConnections().some(c => c.remotePeer.toString() === peer)) {
+    out = new PeerGoneError(`destination ${peer} went away during the migration (no connection to it is left); the workload runs here as before`, { cause: err })
+  }
+  if (out !== err && report != null) (out as { report?: MigrationReport }).report = report
+  return out
+}
+
+/** The memory's dirty-marks file of an image tracked cooperatively (beside its memory file; the cache's is `<cache>.marks`). */
+export function marksPathOf (spec: ImageSpec): string { return `${spec.memory.path}.marks` }
+
+/** The manifest a migration offers for an image whose cache caches a volume. */
+function cacheManifestOf (spec: ImageSpec): CacheManifest | undefined {
+  if (spec.cache.size === 0 || !CacheMeta.exists(spec.cache.path)) return undefined
+  const meta = CacheMeta.open(spec.cache.path)
+  if (meta.blockSize !== spec.cache.blockSize || meta.blockCount * meta.blockSize !== spec.cache.size) {
+    throw new CacheMetaError(`cache metadata of ${spec.name} does not match its cache (${meta.blockCount} blocks of ${meta.blockSize})`)
+  }
+  return { volume: meta.volume, hashes: meta.hashes, dirty: meta.dirty(), hot: meta.hot() }
+}
