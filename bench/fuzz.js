@@ -139,8 +139,14 @@ const statusProbe = (async () => {
 // ---- streams ------------------------------------------------------------------------------------
 
 const proto = {}
-const protoStat = (name) => (proto[name] ??= { streams: 0, inputs: 0, delivered: 0, open_failed: 0, replies: {} })
-const tally = (st, key) => { st.replies[key] = (st.replies[key] ?? 0) + 1 }
+const protoStat = (name) => (proto[name] ??= { streams: 0, inputs: 0, delivered: 0, open_failed: 0, replies: {}, examples: {} })
+/** Counts an answer; keeps the first script that drew each unusual answer as its reproducer. */
+const tally = (st, key, script) => {
+  st.replies[key] = (st.replies[key] ?? 0) + 1
+  if (script != null && st.examples[key] == null && /INTERNAL|undecodable|bad-reply/.test(key)) {
+    st.examples[key] = { label: script.label, parts_hex: script.parts.map(p => Buffer.from(p).subarray(0, 512).toString('hex')) }
+  }
+}
 
 /**
  * Runs one script on a new stream: sends its parts in order (each part one input), watches what
@@ -168,7 +174,7 @@ async function runStream (connection, protocol, script, st, { answerMs = 250, on
         let frame
         try { frame = decodeFrame(f) } catch { tally(st, 'undecodable-reply'); continue }
         frames.push(frame)
-        tally(st, frame.type === FrameType.Abort ? `ABORT ${frame.code}` : FrameType[frame.type])
+        tally(st, frame.type === FrameType.Abort ? `ABORT ${frame.code}` : FrameType[frame.type], script)
         onFrame?.(frame)
       }
     } catch { tally(st, 'bad-reply-framing') }
@@ -198,17 +204,22 @@ async function runStream (connection, protocol, script, st, { answerMs = 250, on
   return { frames, stream }
 }
 
-/** Runs `make(i)` scripts for i = 0.. until `budget` inputs are planned, `width` at a time per connection. */
-async function runPhase (name, budget, width, runOne) {
+/**
+ * Runs jobs i = 0, 1, ... until `budget` inputs are planned, `workers` at a time spread over the connections.
+ * `make(i)` is synchronous (it reserves the job's inputs before anything is awaited, so the
+ * budget holds under concurrency) and returns `{ n, run(connectionIndex) }`.
+ */
+async function runPhase (budget, workers, make) {
   let planned = 0
   let next = 0
   const worker = async (w) => {
     while (planned < budget) {
-      const i = next++
-      planned += await runOne(i, w % connections) ?? 1
+      const job = make(next++)
+      planned += job.n
+      await job.run(w % connections)
     }
   }
-  await Promise.all(Array.from({ length: connections * width }, (_, w) => worker(w)))
+  await Promise.all(Array.from({ length: workers }, (_, w) => worker(w)))
   return planned
 }
 
@@ -258,20 +269,24 @@ async function absurdWorker () {
 
 phase = 'refusal'
 const tRefusal = performance.now()
-const scriptRunner = (protoName, protocol, gen) => async (i, ci) => {
+const scriptRunner = (protoName, protocol, gen) => (i) => {
   const script = gen(scriptRng(protoName, i))
-  remember(protoName, script)
-  let c
-  try { c = await conn(ci) } catch { protoStat(protoName).open_failed++; await sleep(200); return script.parts.length }
-  await runStream(c, protocol, script, protoStat(protoName))
-  return script.parts.length
+  return {
+    n: script.parts.length,
+    async run (ci) {
+      remember(protoName, script)
+      let c
+      try { c = await conn(ci) } catch { protoStat(protoName).open_failed++; await sleep(200); return }
+      await runStream(c, protocol, script, protoStat(protoName))
+    }
+  }
 }
 const absurdDone = absurdWorker()
 const streamsEach = Math.max(1, Math.floor(streamsPerConnection / 3))
 await Promise.all([
-  runPhase('migrate', totalInputs * share.migrate, streamsEach, scriptRunner('migrate', MIGRATE, migrateRefusalScript)),
-  runPhase('lane', totalInputs * share.lane, streamsEach, scriptRunner('lane', LANE, laneRefusalScript)),
-  runPhase('blocks', totalInputs * share.blocks, streamsEach, scriptRunner('blocks', BLOCKS, (rng) => blocksScript(rng, volume)))
+  runPhase(totalInputs * share.migrate, connections * streamsEach, scriptRunner('migrate', MIGRATE, migrateRefusalScript)),
+  runPhase(totalInputs * share.lane, connections * streamsEach, scriptRunner('lane', LANE, laneRefusalScript)),
+  runPhase(totalInputs * share.blocks, connections * streamsEach, scriptRunner('blocks', BLOCKS, (rng) => blocksScript(rng, volume)))
 ])
 await absurdDone
 const refusalSecs = (performance.now() - tRefusal) / 1000
@@ -283,52 +298,57 @@ const afterRefusal = await diskUsage(dirs)
 phase = 'sessions'
 const tSessions = performance.now()
 const sessions = { attempted: 0, accepted: 0, refused: {}, lanes: 0 }
-await runPhase('session', totalInputs * share.session, 1, async (i, ci) => {
+const sessionWidth = Number(process.env.SHOAL_FUZZ_SESSIONS ?? 2)
+await runPhase(totalInputs * share.session, sessionWidth, (i) => {
+  // The whole session is planned up front (deterministic from the seed): HELLO, data lanes, control frames.
   const rng = scriptRng('session', i)
-  const st = protoStat('session')
   const { frame: hello, bytes } = acceptableHello(rng)
-  sessions.attempted++
-  let c
-  try { c = await conn(ci) } catch { return 1 }
-  let accepted
-  const gotAccept = new Promise(resolve => { accepted = resolve })
-  const opened = await openControl(c, bytes, st, (f) => { if (f.type === FrameType.Accept || f.type === FrameType.Abort) accepted(f) })
-  if (opened == null) return 1
-  const first = await Promise.race([gotAccept, sleep(15_000)])
-  let inputs = 1
-  if (first?.type !== FrameType.Accept) {
-    const why = first == null ? 'no answer' : `ABORT ${first.code}`
-    sessions.refused[why] = (sessions.refused[why] ?? 0) + 1
-    opened.abort(new Error('fuzz'))
-    return inputs
-  }
-  sessions.accepted++
-  // Data lanes on every connection, and control frames on the control stream meanwhile.
-  const laneCount = rng.range(0, 3)
   let chunk = 1
-  const lanes = Array.from({ length: laneCount }, (_, l) => {
+  const lanes = Array.from({ length: rng.range(0, 3) }, (_, l) => {
     const parts = [Buffer.from(encodeLaneHello(hello.sessionId, l))]
     for (let k = rng.int(20); k > 0; k--) parts.push(sessionDataFrame(rng, hello, chunk++).bytes)
     return { label: 'session-lane', parts, end: rng.chance(0.7) ? 'close' : 'abort' }
   })
   const control = Array.from({ length: rng.int(6) }, () => sessionControlFrame(rng, hello).bytes)
-  remember('session', { label: 'session', parts: [bytes, ...control, ...lanes.flatMap(l => l.parts)] })
-  sessions.lanes += laneCount
-  await Promise.all([
-    ...lanes.map(async (l, k) => { try { await runStream(await conn((ci + k + 1) % connections), LANE, l, protoStat('session-lane'), { answerMs: 500 }) } catch {} }),
-    (async () => {
-      for (const p of control) {
-        if (opened.writeStatus !== 'writable') break
-        try { opened.send(p); st.delivered++ } catch { break }
-        await sleep(rng.int(20))
+  const endAbort = rng.chance(0.5)
+  const n = 1 + control.length + lanes.reduce((k, l) => k + l.parts.length, 0)
+  return {
+    n,
+    async run (ci) {
+      const st = protoStat('session')
+      sessions.attempted++
+      let c
+      try { c = await conn(ci) } catch { return }
+      remember('session', { label: 'session', parts: [bytes, ...control, ...lanes.flatMap(l => l.parts)] })
+      let answered
+      const gotAnswer = new Promise(resolve => { answered = resolve })
+      const opened = await openControl(c, bytes, st, (f) => { if (f.type === FrameType.Accept || f.type === FrameType.Abort) answered(f) })
+      if (opened == null) return
+      const first = await Promise.race([gotAnswer, sleep(15_000)])
+      if (first?.type !== FrameType.Accept) {
+        const why = first == null ? 'no answer' : `ABORT ${first.code}`
+        sessions.refused[why] = (sessions.refused[why] ?? 0) + 1
+        opened.abort(new Error('fuzz'))
+        if (first?.code === 'ERR_BUSY') await sleep(500)
+        return
       }
-    })()
-  ])
-  inputs += control.length + lanes.reduce((n, l) => n + l.parts.length, 0)
-  st.inputs += control.length
-  await sleep(200)
-  if (rng.chance(0.5)) opened.abort(new Error('fuzz')); else await Promise.race([opened.close().catch(() => {}), sleep(1000)])
-  return inputs
+      sessions.accepted++
+      sessions.lanes += lanes.length
+      st.inputs += control.length
+      await Promise.all([
+        ...lanes.map(async (l, k) => { try { await runStream(await conn((ci + k + 1) % connections), LANE, l, protoStat('session-lane'), { answerMs: 500 }) } catch {} }),
+        (async () => {
+          for (const p of control) {
+            if (opened.writeStatus !== 'writable') break
+            try { opened.send(p); st.delivered++ } catch { break }
+            await sleep(rng.int(20))
+          }
+        })()
+      ])
+      await sleep(200)
+      if (endAbort) opened.abort(new Error('fuzz')); else await Promise.race([opened.close().catch(() => {}), sleep(1000)])
+    }
+  }
 })
 const sessionsSecs = (performance.now() - tSessions) / 1000
 await sleep(3000)

@@ -191,7 +191,7 @@ describe('wire codec properties', () => {
         return
       }
       expect(out.err).toBeInstanceOf(InvalidFrameError)
-    }), { numRuns: 4000 })
+    }), { numRuns: 2500 })
   })
 
   it('arbitrary bytes decode to a valid frame or throw InvalidFrameError / UnsupportedVersionError', () => {

@@ -14,3 +14,7 @@ export const READY_TIMEOUT_MS = 30_000
  * writes at least one data page. Checked by the driver (node, incoming HELLO) and by the CLI.
  */
 export const SYNTHETIC_MIN_MEMORY_SIZE = 2 * PAGE_SIZE
+/** The pause's part that does not depend on the dirty set for a quick arrival check (device state, commit). */
+export const FIXED_PAUSE_MS = 20
+/** What a full arrival check costs per GiB of image (`shoal-workload verify`: ~0.3 s per GiB here, with margin). */
+export const FULL_CHECK_MS_PER_GIB = 350

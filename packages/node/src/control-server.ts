@@ -98,7 +98,7 @@ async function route (node: ShoalNode, req: IncomingMessage, res: ServerResponse
       send(res, 200, await node.createImage(body as unknown as CreateImageOptions))
       return
     }
-    if (req.method === 'POST' && parts[0] === 'images' && parts[2] === 'start' && parts.length === 3) { send(res, 200, await node.startImage(imageName(parts[1]))); return }
+    if (req.method === 'POST' && parts[0] === 'images' && parts[2] === 'start' && parts.length === 3) { send(res, 200, await node.startImage(imageName(parts[1]), { force: url.searchParams.get('force') === '1' })); return }
     if (req.method === 'POST' && url.pathname === '/allow') {
       const body = await readJson(req)
       if (typeof body.peerId !== 'string') throw new InvalidArgumentError('peerId must be a string')

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import type { MigrationReport } from '@shoal/core'
+import { ImageStateError, InvalidArgumentError, NodeGoneError, VerificationFailedError, WorkloadError } from '@shoal/core'
 import { buildTestGuest, checkTestGuest, findExecutable, testGuestConfig } from '@shoal/driver-qemu'
 import type { NodeStatus } from '@shoal/node'
 import { call } from '../control-client.js'
@@ -100,11 +101,11 @@ export async function runDemo (o: DemoOptions): Promise<MigrationReport> {
     const img = dst.images.find(i => i.spec.name === 'vm1')
     say(`\non ${b.ip}: vm1 is ${img?.state ?? 'missing'}${img?.pid != null ? ` (pid ${img.pid})` : ''}`)
     say(`${guest != null ? 'VM' : 'workload'} check on arrival: ${img?.arrivalCheck?.ok === true ? 'OK' : 'FAILED'} - ${img?.arrivalCheck?.detail ?? 'no check'}`)
-    if (!report.ok || img?.arrivalCheck?.ok !== true) throw new Error('demo migration did not verify')
+    if (!report.ok || img?.arrivalCheck?.ok !== true) throw new VerificationFailedError('demo migration did not verify')
     if (guest != null) {
       const v = await checkTestGuest(await vmRunDir(b))
       say(`the guest's own check after the move: ${v.ok ? 'OK' : 'FAILED'} - ${v.line}`)
-      if (!v.ok) throw new Error('the guest found lost or corrupt data after the move')
+      if (!v.ok) throw new VerificationFailedError('the guest found lost or corrupt data after the move')
     }
     say('\ndemo: migration verified, nothing lost.')
     return report
@@ -117,10 +118,10 @@ export async function runDemo (o: DemoOptions): Promise<MigrationReport> {
 /** Installs QEMU when missing (as root, from Debian's packages) and builds the test guest. */
 async function prepareVm (say: (s: string) => void): Promise<Awaited<ReturnType<typeof buildTestGuest>>> {
   if (findExecutable('qemu-system-x86_64') == null) {
-    if (process.getuid?.() !== 0) throw new Error('shoal demo --vm needs QEMU: install Debian\'s qemu-system-x86 (apt-get install qemu-system-x86), or run the demo as root to have it installed')
+    if (process.getuid?.() !== 0) throw new InvalidArgumentError('shoal demo --vm needs QEMU: install Debian\'s qemu-system-x86 (apt-get install qemu-system-x86), or run the demo as root to have it installed')
     say('installing QEMU (qemu-system-x86) ...')
     const r = spawnSync('sh', ['-c', 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-x86 qemu-utils'], { stdio: ['ignore', 'ignore', 'inherit'] })
-    if (r.status !== 0) throw new Error('could not install qemu-system-x86 with apt-get')
+    if (r.status !== 0) throw new WorkloadError('could not install qemu-system-x86 with apt-get')
   }
   say('building the test guest (Debian cloud kernel + busybox initramfs + a static RAM/disk dirtier; cached after the first time) ...')
   return await buildTestGuest()
@@ -129,7 +130,7 @@ async function prepareVm (say: (s: string) => void): Promise<Awaited<ReturnType<
 async function vmRunDir (n: DemoNode): Promise<string> {
   const s = await call(n.socket, 'GET', '/status') as NodeStatus
   const dir = s.images.find(i => i.spec.name === 'vm1')?.runtime?.runDir
-  if (typeof dir !== 'string') throw new Error(`vm1 is not running on ${n.ip}`)
+  if (typeof dir !== 'string') throw new ImageStateError(`vm1 is not running on ${n.ip}`)
   return dir
 }
 
@@ -159,7 +160,7 @@ async function startNode (ip: string, dir: string, shmDir: string, bootstrap?: s
       const v = JSON.parse(line) as { peerId: string, addrs: string[] }
       resolve({ ip, dir, socket: join(dir, 'control.sock'), peerId: v.peerId, addrs: v.addrs, proc })
     })
-    proc.once('exit', (code) => { reject(new Error(`node on ${ip} exited with ${code}: ${logs.join('')}`)) })
+    proc.once('exit', (code) => { reject(new NodeGoneError(`node on ${ip} exited with ${code}: ${logs.join('')}`)) })
   })
 }
 

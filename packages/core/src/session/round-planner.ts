@@ -42,6 +42,8 @@ export const THROTTLE_INCREMENT = 0.1
 export const THROTTLE_MAX = 0.99
 /** A round counts as scan-bound when its dirty set costs at most this multiple of its scan. */
 export const SCAN_BOUND_SLACK = 1.25
+/** Rounds whose scans the scan-bound rule looks at (it takes their fastest). */
+export const SCAN_BOUND_ROUNDS = 3
 /** Default estimate of the pause's fixed part. */
 export const DEFAULT_FIXED_PAUSE_MS = 20
 
@@ -113,7 +115,9 @@ export function planNextRound (rounds: readonly RoundStats[], throttle: number, 
   // much: switch over now, from round 1 on, instead of throttling the workload for whole scans.
   // A round whose sending outlasts its scan (a bulk copy, or a dirty rate above the bandwidth)
   // goes on as usual: more rounds, or a throttle, do shorten that part.
-  const scan = last != null ? last.scanMs - (last.scanWaitMs ?? 0) : 0
+  // The scan's cost is the image's, not the round's: the smallest of the last rounds' scans, so
+  // one scan slowed by a busy CPU does not end pre-copy early (a truly slow scan is slow every time).
+  const scan = last != null ? Math.min(...rounds.slice(-SCAN_BOUND_ROUNDS).map(r => r.scanMs - (r.scanWaitMs ?? 0))) : 0
   if (last != null && scan + fixed > limits.downtimeTargetMs && predictedPauseMs - fixed <= SCAN_BOUND_SLACK * scan) {
     return decide(true, 'scan-bound')
   }

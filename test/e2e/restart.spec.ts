@@ -1,0 +1,171 @@
+import { spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { request } from 'node:http'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { afterEach, describe, expect, it } from 'vitest'
+import { tempDir } from '../fixtures/temp.js'
+
+const BIN = fileURLToPath(new URL('../../packages/cli/dist/bin.js', import.meta.url))
+const MiB = 1024 * 1024
+
+interface NodeProc { proc: ChildProcess, peerId: string, addrs: string[], dir: string, shm: string }
+
+/** Starts `shoal node` as its own process on `dir`; resolves once it listens (or rejects with its stderr). */
+async function runNode (dir: string, shm: string, ip: string, cleanups: Array<() => unknown>, extra: string[] = []): Promise<NodeProc> {
+  const proc = spawn(process.execPath, [BIN, 'node', '--data-dir', dir, '--shm-dir', shm, '--listen', `/ip4/${ip}/tcp/0`, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] })
+  cleanups.push(async () => {
+    if (proc.exitCode == null && proc.signalCode == null) { const e = new Promise(resolve => proc.once('exit', resolve)); proc.kill('SIGKILL'); await e }
+  })
+  let stderr = ''
+  proc.stderr!.on('data', (d: Buffer) => { stderr += d.toString() })
+  const first = await new Promise<string | undefined>((resolve) => {
+    createInterface({ input: proc.stdout! }).once('line', resolve)
+    proc.once('exit', () => { resolve(undefined) })
+  })
+  if (first == null) throw Object.assign(new Error(`node exited: ${stderr}`), { stderr })
+  const l = JSON.parse(first) as { peerId: string, addrs: string[] }
+  return { proc, peerId: l.peerId, addrs: l.addrs, dir, shm }
+}
+
+/** One call of the node's control API (HTTP on its unix socket). */
+async function api (dir: string, method: string, path: string, body?: unknown): Promise<{ status: number, body: any }> {
+  return await new Promise((resolve, reject) => {
+    const req = request({ socketPath: `${dir}/control.sock`, method, path, headers: { 'content-type': 'application/json' } }, (res) => {
+      let text = ''
+      res.on('data', (d: Buffer) => { text += d.toString() })
+      res.on('end', () => {
+        // /migrate answers NDJSON: its last line is the outcome.
+        const lines = text.trim().split('\n')
+        resolve({ status: res.statusCode ?? 0, body: JSON.parse(lines[lines.length - 1]!) })
+      })
+    })
+    req.on('error', reject)
+    req.end(body != null ? JSON.stringify(body) : undefined)
+  })
+}
+
+/** Pids of processes whose command line names `path` (the workload writers of one image). */
+function writersOf (path: string): number[] {
+  const out: number[] = []
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue
+    try {
+      const args = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0')
+      const state = readFileSync(`/proc/${d}/stat`, 'utf8').split(') ')[1]?.[0]
+      if (args.includes(path) && state !== 'Z') out.push(Number(d))
+    } catch {}
+  }
+  return out
+}
+
+/** The process state letter (R, S, T for stopped, ...). */
+function procState (pid: number): string | undefined {
+  try { return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] } catch { return undefined }
+}
+
+async function kill9 (n: NodeProc): Promise<void> {
+  const e = new Promise(resolve => n.proc.once('exit', resolve))
+  n.proc.kill('SIGKILL')
+  await e
+}
+
+describe('a node restarted after a crash', () => {
+  const cleanups: Array<() => unknown> = []
+  afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c() })
+
+  /** A data dir and shm dir whose leftover workload processes are killed at the end. */
+  const dirs = (): { dir: string, shm: string } => {
+    const d = tempDir('restart')
+    const s = tempDir('restart-shm', '/dev/shm')
+    cleanups.push(d.cleanup, s.cleanup, () => { for (const p of writersOf(`${s.path}/vm.mem`)) process.kill(p, 'SIGKILL') })
+    return { dir: d.path, shm: s.path }
+  }
+
+  it('refuses a second node on the same data dir (ERR_DATA_DIR_LOCKED), and takes the dir over after a kill -9', async () => {
+    const { dir, shm } = dirs()
+    const a = await runNode(dir, shm, '127.0.0.1', cleanups)
+    const err = await runNode(dir, shm, '127.0.0.1', cleanups).then(() => undefined, (e: { stderr: string }) => e.stderr)
+    expect(err).toMatch(/ERR_DATA_DIR_LOCKED/)
+    expect(err).toContain(`process ${a.proc.pid}`)
+    // The first node is untouched by the attempt.
+    expect((await api(dir, 'GET', '/status')).body.peerId).toBe(a.peerId)
+    await kill9(a)
+    // A crashed node holds no lock: the kernel released it with the process.
+    const b = await runNode(dir, shm, '127.0.0.1', cleanups)
+    expect(b.peerId).toBe(a.peerId)
+  })
+
+  it('takes back a workload that kept running, so starting the image again makes no second writer, and it still migrates verified', async () => {
+    const { dir, shm } = dirs()
+    const a = await runNode(dir, shm, '127.0.0.1', cleanups)
+    expect((await api(dir, 'POST', '/images', { name: 'vm', memorySize: 8 * MiB, cacheSize: 8 * MiB })).status).toBe(200)
+    const started = (await api(dir, 'POST', '/images/vm/start')).body
+    const pid = (await api(dir, 'GET', '/status')).body.images[0].pid as number
+    expect(started.state).toBe('running')
+    expect(writersOf(`${shm}/vm.mem`)).toEqual([pid])
+    await kill9(a)
+    expect(procState(pid)).toMatch(/[RS]/)
+    await runNode(dir, shm, '127.0.0.1', cleanups)
+    const img = (await api(dir, 'GET', '/status')).body.images[0]
+    expect(img.state).toBe('running')
+    expect(img.pid).toBe(pid)
+    expect((await api(dir, 'POST', '/images/vm/start')).status).toBe(200)
+    expect(writersOf(`${shm}/vm.mem`)).toEqual([pid])
+    // The adopted workload is driven as before: a migration pauses it, verifies and moves it.
+    const other = dirs()
+    const dst = await runNode(other.dir, other.shm, '127.0.0.2', cleanups)
+    await api(other.dir, 'POST', '/allow', { peerId: (await api(dir, 'GET', '/status')).body.peerId })
+    const out = await api(dir, 'POST', '/migrate', { image: 'vm', to: dst.addrs[0] })
+    expect(out.body.type).toBe('report')
+    expect(out.body.report.verified).toBe(true)
+    expect((await api(other.dir, 'GET', '/status')).body.images[0].arrivalCheck.ok).toBe(true)
+    for (const p of writersOf(`${other.shm}/vm.mem`)) process.kill(p, 'SIGKILL')
+  })
+
+  it('a node killed in the middle of a migration resumes the workload it had paused or throttled when it restarts', async () => {
+    const { dir, shm } = dirs()
+    const a = await runNode(dir, shm, '127.0.0.1', cleanups)
+    await api(dir, 'POST', '/images', { name: 'vm', memorySize: 8 * MiB, cacheSize: 8 * MiB })
+    await api(dir, 'POST', '/images/vm/start')
+    const pid = (await api(dir, 'GET', '/status')).body.images[0].pid as number
+    // What the node's crash leaves: the record says migrating (switchover: paused), the process is stopped.
+    const recPath = `${dir}/images/vm/image.json`
+    const rec = JSON.parse(readFileSync(recPath, 'utf8'))
+    await kill9(a)
+    writeFileSync(recPath, JSON.stringify({ ...rec, state: 'migrating', migration: { to: '12D3KooWxxx', phase: 'paused' } }))
+    process.kill(pid, 'SIGSTOP')
+    await expect.poll(() => procState(pid)).toBe('T')
+    await runNode(dir, shm, '127.0.0.1', cleanups)
+    const img = (await api(dir, 'GET', '/status')).body.images[0]
+    expect(img.state).toBe('running')
+    expect(img.migration).toBeUndefined()
+    await expect.poll(() => procState(pid)).toMatch(/[RS]/)
+  })
+
+  it('keeps a workload paused and in-doubt when the crash came after the COMMIT went out; start needs --force', async () => {
+    const { dir, shm } = dirs()
+    const a = await runNode(dir, shm, '127.0.0.1', cleanups)
+    await api(dir, 'POST', '/images', { name: 'vm', memorySize: 8 * MiB, cacheSize: 8 * MiB })
+    await api(dir, 'POST', '/images/vm/start')
+    const pid = (await api(dir, 'GET', '/status')).body.images[0].pid as number
+    const recPath = `${dir}/images/vm/image.json`
+    const rec = JSON.parse(readFileSync(recPath, 'utf8'))
+    await kill9(a)
+    writeFileSync(recPath, JSON.stringify({ ...rec, state: 'migrating', migration: { to: '12D3KooWxxx', phase: 'commit' } }))
+    process.kill(pid, 'SIGSTOP')
+    await runNode(dir, shm, '127.0.0.1', cleanups)
+    const img = (await api(dir, 'GET', '/status')).body.images[0]
+    expect(img.state).toBe('in-doubt')
+    expect(procState(pid)).toBe('T')
+    const refused = await api(dir, 'POST', '/images/vm/start')
+    expect(refused.body.error.code).toBe('ERR_IMAGE_STATE')
+    expect(refused.body.error.message).toMatch(/--force/)
+    expect(writersOf(`${shm}/vm.mem`)).toEqual([pid])
+    const forced = await api(dir, 'POST', '/images/vm/start?force=1')
+    expect(forced.body.state).toBe('running')
+    await expect.poll(() => procState(pid)).toMatch(/[RS]/)
+    expect(writersOf(`${shm}/vm.mem`)).toEqual([pid])
+  })
+})
