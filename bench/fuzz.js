@@ -396,6 +396,7 @@ await Promise.all(Array.from({ length: 8 }, async () => {
     const req = controlRequest(rng, cstate)
     remember('control', { label: `${req.method} ${req.path}`, body: req.body.slice(0, 2000) })
     const res = await sendControl(target.controlSocket, req)
+    if (res.status === -1) { controlStats.client_refused = (controlStats.client_refused ?? 0) + 1; continue }
     controlStats.requests++
     controlStats.status[res.status] = (controlStats.status[res.status] ?? 0) + 1
     if (res.code != null) controlStats.codes[res.code] = (controlStats.codes[res.code] ?? 0) + 1

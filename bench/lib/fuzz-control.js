@@ -17,7 +17,8 @@ export function controlRequest (rng, state) {
   const wild = () => rng.pick([...absurdNumbers, ...strings])
   const smallName = () => rng.chance(0.7) && state.small.length > 0 ? rng.pick(state.small) : rng.pick(strings)
   const anyName = () => rng.chance(0.5) ? smallName() : rng.chance(0.5) && state.absurd.length > 0 ? rng.pick(state.absurd) : `fz-${rng.u32()}`
-  const enc = (s) => rng.chance(0.8) ? encodeURIComponent(String(s)) : String(s).replace(/\//g, '%2F') + rng.pick(['', '%', '%ZZ', '%E0%A4%A'])
+  // Raw branch: slashes and broken escapes kept, but never characters an HTTP request line cannot carry.
+  const enc = (s) => rng.chance(0.8) ? encodeURIComponent(String(s)) : String(s).replace(/[^\x21-\x7e]/g, c => encodeURIComponent(c)).replace(/\//g, '%2F') + rng.pick(['', '%', '%ZZ', '%E0%A4%A'])
   const loopbackTo = () => rng.pick(['', 'garbage', '/ip4/127.0.0.1/tcp/1', '/ip4/127.0.0.1/tcp/1/p2p/12D3KooWNvSZnPi3RrhrTwEY4LuuBeB6K6facKUCJcyWG1aoDd2p', '12D3KooWNvSZnPi3RrhrTwEY4LuuBeB6K6facKUCJcyWG1aoDd2p', 'z' + 'x'.repeat(60), state.selfPeerId, 42, null])
   const route = rng.weighted([[2, 'status'], [4, 'create'], [2, 'start'], [2, 'delete'], [2, 'allow'], [1, 'volume'], [1, 'pull'], [1, 'delvol'], [2, 'hot'], [2, 'migrate'], [3, 'random']])
   let method = 'POST'; let path = '/'; let body
@@ -73,16 +74,22 @@ export function controlRequest (rng, state) {
 /** Sends one request; resolves with the status (0 for a transport error) and the error code in the answer. */
 export function sendControl (socketPath, req, timeoutMs = 30_000) {
   return new Promise((resolve) => {
-    const r = request({ socketPath, method: req.method, path: req.path, headers: { 'content-type': 'application/json' } }, (res) => {
-      const chunks = []
-      res.on('data', (c) => { if (chunks.length < 64) chunks.push(c) })
-      res.on('end', () => {
-        let code
-        try { const lines = Buffer.concat(chunks).toString('utf8').trim().split('\n'); const last = JSON.parse(lines[lines.length - 1]); code = last?.error?.code } catch {}
-        resolve({ status: res.statusCode, code })
+    let r
+    try {
+      r = request({ socketPath, method: req.method, path: req.path, headers: { 'content-type': 'application/json' } }, (res) => {
+        const chunks = []
+        res.on('data', (c) => { if (chunks.length < 64) chunks.push(c) })
+        res.on('end', () => {
+          let code
+          try { const lines = Buffer.concat(chunks).toString('utf8').trim().split('\n'); const last = JSON.parse(lines[lines.length - 1]); code = last?.error?.code } catch {}
+          resolve({ status: res.statusCode, code })
       })
-      res.on('error', () => resolve({ status: res.statusCode, code: 'RESPONSE_ERROR' }))
-    })
+        res.on('error', () => resolve({ status: res.statusCode, code: 'RESPONSE_ERROR' }))
+      })
+    } catch (err) {
+      // Node's client refuses to send it (e.g. unescaped characters): not an input the node saw.
+      resolve({ status: -1, code: err.code ?? 'CLIENT_REFUSED' }); return
+    }
     r.setTimeout(timeoutMs, () => { r.destroy(new Error('timeout')) })
     r.on('error', (err) => resolve({ status: 0, code: err.message === 'timeout' ? 'TIMEOUT' : err.code ?? 'REQUEST_ERROR' }))
     r.end(req.body)

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
 import { chaosCluster, expectNoLeftovers, MIGRATE, migrateWatched, outcomeOf, PHASES, prefix, processesMentioning, startImage, strikesAt } from '../fixtures/chaos.js'
+import { keepLogs } from '../fixtures/chaos.js'
 import type { ChaosCluster, Outcome } from '../fixtures/chaos.js'
 import { netnsUnavailable } from '../fixtures/netns.js'
 
@@ -12,6 +13,7 @@ describe.skipIf(unavailable != null)('chaos: kill -9 of a node at each phase of 
   afterEach(() => {
     if (c == null) return
     const mem = `/dev/shm/${c.prefix}-h`
+    keepLogs(c)
     c.down()
     expect(c.leftovers()).toEqual([])
     // Nothing of the case survives the cluster: no node, no workload, no standby process.

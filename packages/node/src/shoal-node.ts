@@ -131,9 +131,9 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
       } catch (err) {
         // Leave nothing running: a node that cannot start must let its process exit.
         await node.stop().catch(() => {})
-        const listenFailed = /failed to be listened on/.test((err as Error).message)
-        throw listenFailed
-          ? new InvalidArgumentError(`cannot listen on ${(init.listen ?? []).join(', ')}: ${/(E[A-Z]+: [^\n]*)/.exec((err as Error).message)?.[1] ?? (err as Error).message}`)
+        // Decided by the error's class; its text only supplies the system's reason for the user.
+        throw (err as Error).name === 'UnsupportedListenAddressesError'
+          ? new InvalidArgumentError(`cannot listen on ${(init.listen ?? []).join(', ')}: ${/(E[A-Z]+: [^\n]*)/.exec((err as Error).message)?.[1] ?? 'the address is in use or not an address of this host'}`, { cause: err })
           : err
       }
       log.info('node started', { peerId, addrs: node.addrs() })

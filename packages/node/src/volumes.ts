@@ -1,6 +1,6 @@
 import { mkdirSync, readdirSync } from 'node:fs'
 import {
-  BlockClient, BlockStore, DEFAULT_BLOCK_SIZE, fetchFromSources, InvalidArgumentError, serveBlocks, TokenBucket, UnknownVolumeError, zeroHash
+  BlockClient, BlockStore, checkBlockSize, DEFAULT_BLOCK_SIZE, fetchFromSources, InvalidArgumentError, serveBlocks, TokenBucket, UnknownVolumeError, zeroHash
 } from '@shoal/core'
 import type { BlockSource, CacheSources, CacheSourcesRequest, FetchItem, Lane, LocalBlocks, VolumeSummary } from '@shoal/core'
 import { openLanes } from '@shoal/libp2p'
@@ -302,10 +302,4 @@ function closeAll (replicas: Replica[]): void {
 
 function info (v: BlockStore): VolumeInfo {
   return { id: v.id, blockSize: v.blockSize, blockCount: v.blockCount, held: v.held() }
-}
-
-function checkBlockSize (blockSize: number): void {
-  if (!Number.isInteger(blockSize) || blockSize < 4096 || blockSize > 4 * 1024 * 1024 || (blockSize & (blockSize - 1)) !== 0) {
-    throw new InvalidArgumentError(`block size ${blockSize} must be a power of two from 4 KiB to 4 MiB`)
-  }
 }

@@ -3,6 +3,7 @@ import type { Hash } from 'node:crypto'
 import { closeSync, openSync, readSync } from 'node:fs'
 import { parentPort } from 'node:worker_threads'
 import { SCAN_READ_BYTES } from '../constants.js'
+import { toErrorInfo } from '../errors.js'
 import type { DigestTask, ScanTask, WorkerReply, WorkerTask } from './worker-protocol.js'
 
 // One read buffer per worker, reused: the scan must not allocate per chunk.
@@ -185,7 +186,7 @@ parentPort?.on('message', (task: WorkerTask) => {
   try {
     reply = task.op === 'scan' ? scan(task) : digest(task)
   } catch (err) {
-    reply = { id: task.id, count: 0, bytes: 0, error: err instanceof Error ? err.message : String(err) }
+    reply = { id: task.id, count: 0, bytes: 0, error: err instanceof Error ? err.message : String(err), errorInfo: toErrorInfo(err) }
   }
   parentPort?.postMessage(reply)
 })

@@ -7,6 +7,10 @@ import { decodeFrame, encodeFrame, MAX_HASHES_PER_FRAME } from '../wire/codec.js
 import { FrameType } from '../wire/frames.js'
 import type { BlockStore } from './block-store.js'
 import type { TokenBucket } from '../pacing/token-bucket.js'
+import { MAX_FRAME_SIZE } from '../constants.js'
+
+/** Most blocks a volume summary can describe: a bitmap of them must fit in one frame. */
+const MAX_SUMMARY_BLOCKS = MAX_FRAME_SIZE * 8
 
 /**
  * Serves blocks of the volumes this peer holds on one lane (the transport has already checked
@@ -97,8 +101,10 @@ export class BlockClient {
       await this.send(encodeFrame({ type: FrameType.VolumeQuery, volume }))
       const f = await this.read()
       if (f.type !== FrameType.VolumeSummary || f.volume !== volume) throw new ProtocolError(`expected VolumeSummary, got ${FrameType[f.type]}`)
+      if (f.blockCount > MAX_SUMMARY_BLOCKS) throw new InvalidFrameError(`volume summary of ${f.blockCount} blocks exceeds ${MAX_SUMMARY_BLOCKS}`)
       const have = new Bitmap(f.blockCount)
-      have.bits.set(f.have)
+      if (f.have.byteLength > 0) have.bits.set(f.have)
+      else if (f.held === f.blockCount) have.fill()
       return { blockSize: f.blockSize, blockCount: f.blockCount, held: f.held, hashesDigest: f.hashesDigest, have }
     })
   }

@@ -88,7 +88,12 @@ class Reader {
   str (what: string, max = MAX_STRING): string {
     const n = this.u32(what)
     if (n > max) throw new InvalidFrameError(`${what} longer than ${max} bytes`)
-    return new TextDecoder('utf-8', { fatal: true }).decode(this.bytes(n, what))
+    try {
+      return new TextDecoder('utf-8', { fatal: true }).decode(this.bytes(n, what))
+    } catch (err) {
+      if (err instanceof InvalidFrameError) throw err
+      throw new InvalidFrameError(`${what} is not valid UTF-8`)
+    }
   }
 
   /** A volume id (checked). */
@@ -162,8 +167,9 @@ export function encodeFrame (frame: Frame): Uint8Array[] {
       return [new Writer(strSize(frame.volume), frame.type).str(frame.volume).done()]
     case FrameType.VolumeSummary: {
       checkVolume(frame.volume)
-      if (frame.have.byteLength !== Math.ceil(frame.blockCount / 8)) throw new InvalidFrameError('summary bitmap does not match the block count')
       if (!Number.isInteger(frame.held) || frame.held < 0 || frame.held > frame.blockCount) throw new InvalidFrameError('held count out of range')
+      const implied = frame.have.byteLength === 0 && (frame.held === 0 || frame.held === frame.blockCount)
+      if (!implied && frame.have.byteLength !== Math.ceil(frame.blockCount / 8)) throw new InvalidFrameError('summary bitmap does not match the block count')
       // A replica holding everything (or nothing) sends no bitmap at all.
       const mode = frame.held === 0 ? 0 : frame.held === frame.blockCount ? 1 : 2
       const bitmap = mode === 2 ? frame.have : new Uint8Array(0)
@@ -368,9 +374,8 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
         if (have.byteLength !== Math.ceil(blockCount / 8)) throw new InvalidFrameError('summary bitmap does not match the block count')
       } else if (mode === 0 || mode === 1) {
         if (held !== (mode === 0 ? 0 : blockCount)) throw new InvalidFrameError('summary mode contradicts the held count')
-        const bits = new Bitmap(blockCount)
-        if (mode === 1) bits.fill()
-        have = bits.bits
+        // None or all: `held` says it; a 56-byte frame must not make us allocate 2^32 bits.
+        have = new Uint8Array(0)
       } else {
         throw new InvalidFrameError(`unknown summary mode ${mode}`)
       }

@@ -113,7 +113,10 @@ export interface VolumeSummaryFrame {
   held: number
   /** SHA-256 of the volume's hash list: replicas of the same volume content agree on it. */
   hashesDigest: Uint8Array
-  /** Bitmap of the blocks held (`blockCount` bits). */
+  /**
+   * Bitmap of the blocks held (`blockCount` bits). Empty when `held` is 0 or `blockCount`: the
+   * count says none or all, and a decoder never builds a bitmap a short frame does not carry.
+   */
   have: Uint8Array
 }
 /** Block protocol: the SHA-256 of blocks [start, start + count) of a volume, please. */
