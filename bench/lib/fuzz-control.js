@@ -83,7 +83,7 @@ export function sendControl (socketPath, req, timeoutMs = 30_000) {
           let code
           try { const lines = Buffer.concat(chunks).toString('utf8').trim().split('\n'); const last = JSON.parse(lines[lines.length - 1]); code = last?.error?.code } catch {}
           resolve({ status: res.statusCode, code })
-      })
+        })
         res.on('error', () => resolve({ status: res.statusCode, code: 'RESPONSE_ERROR' }))
       })
     } catch (err) {

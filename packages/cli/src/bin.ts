@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from 'commander'
 import { errorCode, exitCodeOf, InvalidArgumentError } from '@shoal/core'
+import { generateSwarmKey } from '@shoal/libp2p'
 import { collect, parseBlock, parseBlockSize, parseLanes, parsePositiveInt, parseRate, parseShare, parseSize } from './args.js'
 import { runDemo } from './commands/demo.js'
 import { runImageCheck, runImageCreate, runImageHot, runImageRemove, runImageStart, runVolumeImport, runVolumePull, runVolumeRemove } from './commands/image.js'
@@ -27,7 +28,17 @@ program.command('node')
   .option('--shm-dir <dir>', 'directory for memory files (tmpfs)')
   .option('--workers <n>', 'tracker worker threads (default: cores)', parsePositiveInt)
   .option('--serve-rate <bytes/s>', 'cap on bytes per second served to peers pulling replica blocks (e.g. 50M)', parseSize)
+  .option('--block-request-rate <n>', 'blocks per second one peer may ask this node for (default 4000)', parsePositiveInt)
+  .option('--max-memory <size>', 'largest memory an incoming image may have (default: this host\'s RAM)', parseSize)
+  .option('--max-cache <size>', 'largest cache an incoming image may have (default 16T)', parseSize)
+  .option('--max-incoming <n>', 'incoming migrations at once (default 4)', parsePositiveInt)
+  .option('--max-incoming-per-peer <n>', 'incoming migrations at once from one peer (default 2)', parsePositiveInt)
+  .option('--space-margin <size>', 'free space always kept in the data and shm dirs (default: 128M or 2% of the file system)', parseSize)
+  .option('--swarm-key <file>', 'private network: only nodes with this pre-shared key can connect (make one with `shoal swarm-key`)')
   .action(async (o) => { await runNode(o) })
+program.command('swarm-key')
+  .description('print a new private-network key (give the same file to every node of the cluster with --swarm-key)')
+  .action(() => { process.stdout.write(new TextDecoder().decode(generateSwarmKey()) + '\n') })
 
 program.command('migrate <image>')
   .description('migrate an image live to another peer')
@@ -81,6 +92,7 @@ image.command('check <name>')
 image.command('start <name>')
   .description("start an image's workload")
   .addOption(nodeOpt())
+  .option('--force', 'start an image left orphaned or in-doubt by a node crash (check the other node first: see docs/ERRORS.md, ERR_IMAGE_STATE)', false)
   .action(async (name: string, o) => { await runImageStart(name, o) })
 
 const volume = program.command('volume').description('replica volumes a node serves to allow-listed peers')

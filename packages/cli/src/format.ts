@@ -63,6 +63,14 @@ export function formatReport (r: MigrationReport): string {
     const d = r.downtime
     lines.push(`  downtime:     ${formatMs(r.downtimeMs)}` + (d != null ? ` (final scan ${formatMs(d.finalScanMs)}, final send ${formatMs(d.finalSendMs)}, verify ${formatMs(d.verifyMs)}, commit+resume ${formatMs(d.commitMs)})` : ''))
   }
+  if (r.pause != null) {
+    const v = r.pause
+    const parts = (Object.entries(v.parts) as Array<[string, number]>).filter(([, ms]) => ms > 0).map(([k, ms]) => `${k} ${formatMs(ms)}`).join(', ')
+    lines.push(v.met
+      ? `  pause:        within its ${formatMs(v.targetMs)} target (predicted ${formatMs(v.predictedMs)})`
+      : `  pause:        MISSED its ${formatMs(v.targetMs)} target by ${formatMs(v.missedBy ?? v.actualMs - v.targetMs)} (predicted ${formatMs(v.predictedMs)}); furthest over: ${v.culprit ?? '?'} — ${parts}`)
+  }
+  for (const w of r.warnings ?? []) lines.push(`  warning:      ${w.message} (${w.code})`)
   lines.push(`  sent:         ${formatBytes(r.bytes)} at ${formatRate(r.bytes / (r.totalMs / 1000))} average`)
   lines.push(`  verification: ${r.verified ? 'digests match' : 'not verified'}${r.memoryDigest != null ? ` (memory ${r.memoryDigest.slice(0, 16)}…, cache ${r.cacheDigest?.slice(0, 16) ?? ''}…)` : ''}`)
   lines.push('  rounds:')

@@ -79,7 +79,7 @@ export async function runDemo (o: DemoOptions): Promise<MigrationReport> {
     rmSync(volumeFile)
     if (guest == null) {
       say(`creating image vm1 on ${a.ip}: ${formatBytes(o.memory)} memory (random) + ${formatBytes(o.cache)} cache caching volume base ...`)
-      await call(a.socket, 'POST', '/images', { name: 'vm1', memorySize: o.memory, cacheSize: o.cache, cacheVolume: 'base', tracker: 'cooperative', fill: 'random', config: { rate: o.rate, recordRate: o.recordRate, arrivalCheck: 'full' } })
+      await call(a.socket, 'POST', '/images', { name: 'vm1', memorySize: o.memory, cacheSize: o.cache, cacheVolume: 'base', tracker: 'cooperative', fill: 'random', config: { rate: o.rate, recordRate: o.recordRate, arrivalCheck: 'quick' } })
       await call(a.socket, 'POST', '/images/vm1/start')
       say(`workload running: ${o.rate} page writes/s (90% to a hot set, each page marked for the cooperative tracker), ${o.recordRate} cache records/s`)
     } else {

@@ -104,9 +104,9 @@ export async function runImageCheck (name: string, o: { node: string, json: bool
 }
 
 /** `shoal image start <name>`: starts its workload. */
-export async function runImageStart (name: string, o: { node: string }): Promise<void> {
+export async function runImageStart (name: string, o: { node: string, force?: boolean }): Promise<void> {
   checkImageName(name)
-  const rec = await call(socketOf(o.node), 'POST', `/images/${encodeURIComponent(name)}/start`)
+  const rec = await call(socketOf(o.node), 'POST', `/images/${encodeURIComponent(name)}/start${o.force === true ? '?force=1' : ''}`)
   process.stdout.write(JSON.stringify(rec) + '\n')
 }
 

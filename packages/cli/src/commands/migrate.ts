@@ -40,6 +40,7 @@ export async function runMigrate (image: string, o: MigrateCommandOptions): Prom
     out.write('\nshoal: migration cancelled; the workload keeps running on the source\n')
     process.exit(130)
   }
+  const warned = new Set<string>()
   if (o.handleInterrupt !== false) process.once('SIGINT', onInt)
   await call(socket, 'POST', '/migrate', {
     image, to: o.to, lanes: o.lanes, maxRounds: o.maxRounds, downtimeTargetMs: o.downtimeTarget, autoConverge: o.autoConverge,
@@ -48,6 +49,13 @@ export async function runMigrate (image: string, o: MigrateCommandOptions): Prom
     if (v.type === 'progress') {
       const p = v as unknown as MigrationProgress
       if (o.json === true) return
+      // A warning is told once, the moment it arises (before the pause, when it still matters).
+      for (const w of p.warnings ?? []) {
+        if (warned.has(w.code + (w.area ?? ''))) continue
+        warned.add(w.code + (w.area ?? ''))
+        out.write(`${tty && drawn > 0 ? `\x1b[${drawn}F\x1b[J` : ''}shoal: warning: ${w.message} (${w.code})\n`)
+        drawn = 0
+      }
       const lines = [progressLine(p), ...laneLines(p), ...(p.cache != null ? cacheLines(p.cache) : [])]
       if (tty) {
         // Redraw the block in place: the bar, then one line per lane.

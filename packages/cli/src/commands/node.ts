@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs'
+import { InvalidArgumentError } from '@shoal/core'
 import { createShoalNode, jsonLogger } from '@shoal/node'
 import { createQemuDriver } from '@shoal/driver-qemu'
 import { createSyntheticDriver } from '@shoal/driver-synthetic'
@@ -12,6 +14,13 @@ export interface NodeCommandOptions {
   shmDir?: string
   workers?: number
   serveRate?: number
+  blockRequestRate?: number
+  maxMemory?: number
+  maxCache?: number
+  maxIncoming?: number
+  maxIncomingPerPeer?: number
+  spaceMargin?: number
+  swarmKey?: string
 }
 
 /** `shoal node`: runs a peer daemon until SIGINT/SIGTERM. Prints `{peerId, addrs}` on stdout once listening. */
@@ -26,6 +35,9 @@ export async function runNode (o: NodeCommandOptions): Promise<void> {
     shmDir: o.shmDir,
     workers: o.workers,
     serveRate: o.serveRate,
+    blockRequestRate: o.blockRequestRate,
+    admission: { maxMemoryBytes: o.maxMemory, maxCacheBytes: o.maxCache, maxIncoming: o.maxIncoming, maxIncomingPerPeer: o.maxIncomingPerPeer, spaceMarginBytes: o.spaceMargin },
+    ...(o.swarmKey != null ? { privateNetworkKey: readSwarmKey(o.swarmKey) } : {}),
     drivers: [createSyntheticDriver(), createQemuDriver({ logger })],
     logger
   })
@@ -37,4 +49,13 @@ export async function runNode (o: NodeCommandOptions): Promise<void> {
     process.once('SIGTERM', stop)
   })
   await node.stop()
+}
+
+/** The swarm key file's bytes, or an error naming the file (the node checks its format). */
+function readSwarmKey (path: string): Uint8Array {
+  try {
+    return readFileSync(path)
+  } catch (err) {
+    throw new InvalidArgumentError(`cannot read the swarm key ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err })
+  }
 }
