@@ -76,7 +76,8 @@ export function sendControl (socketPath, req, timeoutMs = 30_000) {
   return new Promise((resolve) => {
     let r
     try {
-      r = request({ socketPath, method: req.method, path: req.path, headers: { 'content-type': 'application/json' } }, (res) => {
+      // agent: false — a kept-alive socket the server closes while the next request is written fails with EPIPE (a client artefact).
+      r = request({ socketPath, agent: false, method: req.method, path: req.path, headers: { 'content-type': 'application/json' } }, (res) => {
         const chunks = []
         res.on('data', (c) => { if (chunks.length < 64) chunks.push(c) })
         res.on('end', () => {

@@ -72,10 +72,12 @@ describe('live migration between two real libp2p peers on loopback', () => {
       onProgress: (p) => {
         if (!stopped && p.bytes > 32 * MiB) { stopped = true; void dst.stop() }
       }
-    }).then(() => undefined, (e: Error & { report?: MigrationReport }) => e)
+    }).then(() => undefined, (e: Error & { report?: MigrationReport, code?: string }) => e)
     expect(stopped).toBe(true)
     expect(outcome).toBeDefined()
     expect(outcome!.report?.ok).toBe(false)
+    // Said as what happened: the destination went away (not "no usable lane left").
+    expect(outcome!.code).toBe('ERR_PEER_GONE')
     const [img] = (await src.status()).images
     expect(img?.state).toBe('running')
     expect(img?.pid).toBeGreaterThan(0)

@@ -32,3 +32,7 @@ export const SPACE_MARGIN_FRACTION = 0.02
 export const MAX_LANES_PER_SESSION = 16
 /** Block requests per second a node answers to one peer (replica serving). */
 export const DEFAULT_BLOCK_REQUESTS_PER_SEC = 4000
+/** How long a stopping node waits for its incoming migrations to tell their sources why they end. */
+export const STOP_DRAIN_MS = 2000
+/** How long a source tries to reach a destination whose lanes all died, to tell "gone" from "lanes lost". */
+export const PEER_CHECK_TIMEOUT_MS = 2000

@@ -6,7 +6,7 @@ import {
   InvalidArgumentError, toErrorInfo
 } from '@shoal/core'
 import type { MigrationReport } from '@shoal/core'
-import type { CreateImageOptions, MigrateOptions, ShoalNode } from './shoal-node.js'
+import type { CreateImageOptions, MigrateOptions, ShoalNode } from './node-api.js'
 import type { PullReport } from './volumes.js'
 
 const MAX_BODY = 64 * 1024

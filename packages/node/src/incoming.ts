@@ -32,6 +32,8 @@ interface Incoming { session: DestinationSession, peer: string, lanes: number }
  */
 export class IncomingMigrations {
   private readonly sessions = new Map<string, Incoming>()
+  /** Every session still running (registered or not), so that stopping can wait for their ABORTs. */
+  private readonly running = new Set<Promise<unknown>>()
 
   constructor (private readonly deps: IncomingDeps) {}
 
@@ -101,12 +103,27 @@ export class IncomingMigrations {
       }
     }, { signal: this.deps.signal })
     log.info('incoming migration', { from: info.peerId })
-    void session.run().then((r) => {
+    const run = session.run().then((r) => {
+      this.running.delete(run)
       if (sessionKey != null) this.sessions.delete(sessionKey)
       ticket?.release()
       if (r.committed) log.info('migration in committed', { image: r.image, bytes: r.bytes })
       else log.warn('migration in failed', { image: r.image, from: info.peerId, error: r.error })
     })
+    this.running.add(run)
+  }
+
+  /**
+   * Waits (at most `timeoutMs`) for the sessions to end once the node's signal was aborted: each
+   * tells its source why (an ABORT on every lane) and discards its staging before the node closes
+   * its connections, so the source learns the cause instead of seeing its lanes die.
+   */
+  async drain (timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([
+      Promise.allSettled([...this.running]),
+      new Promise<void>(resolve => { timer = setTimeout(resolve, timeoutMs) })
+    ]).finally(() => { clearTimeout(timer) })
   }
 
   /** Handles a data lane of `LANE_PROTOCOL`. */

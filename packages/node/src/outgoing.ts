@@ -2,9 +2,10 @@ import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { CacheMeta, CacheMetaError, ImageStateError, InvalidArgumentError, NoLanesError, PeerGoneError, RemoteAbortError, runSourceSession, ShoalError } from '@shoal/core'
 import type { CacheManifest, DirtySource, ImageSpec, Lane, LaneStats, MigrationProgress, MigrationReport, WorkerPool, WorkloadController } from '@shoal/core'
+import type { PeerId } from '@libp2p/interface'
 import { openLanes } from '@shoal/libp2p'
 import type { ShoalLibp2p } from '@shoal/libp2p'
-import { DEFAULT_LANES, MIGRATE_PROTOCOL } from './constants.js'
+import { DEFAULT_LANES, MIGRATE_PROTOCOL, PEER_CHECK_TIMEOUT_MS } from './constants.js'
 import type { ImageRecord, ImageStore } from './image-store.js'
 import { laneReplenisher, lanePaths, openDataLanes } from './lane-paths.js'
 import type { Logger } from './logger.js'
@@ -86,7 +87,7 @@ export async function migrateOut (deps: OutgoingDeps, name: string, to: string, 
       const inDoubt = (err as ShoalError).code === 'ERR_COMMIT_UNKNOWN'
       store.put({ ...now, state: inDoubt ? 'in-doubt' : workloads.get(name) != null ? 'running' : 'stopped', migration: inDoubt ? now.migration : undefined })
     }
-    throw explain(err, peer, libp2p)
+    throw await explain(err, target.peerId, libp2p)
   } finally {
     await cacheDirtySource?.close()
   }
@@ -97,16 +98,26 @@ export async function migrateOut (deps: OutgoingDeps, name: string, to: string, 
  * "peer aborted"), and a destination that went away as {@link PeerGoneError} instead of "no
  * lanes left". The session's report stays attached.
  */
-function explain (err: unknown, peer: string, libp2p: ShoalLibp2p): unknown {
+async function explain (err: unknown, peer: PeerId, libp2p: ShoalLibp2p): Promise<unknown> {
   const report = (err as { report?: MigrationReport }).report
   let out: unknown = err
   if (err instanceof RemoteAbortError) {
-    out = new ShoalError(`destination ${peer} ended the migration; ${err.message}`, err.remoteCode, { cause: err })
-  } else if (err instanceof NoLanesError && !libp2p.getConnections().some(c => c.remotePeer.toString() === peer)) {
-    out = new PeerGoneError(`destination ${peer} went away during the migration (no connection to it is left); the workload runs here as before`, { cause: err })
+    out = new ShoalError(`destination ${peer.toString()} ended the migration; ${err.message}`, err.remoteCode, { cause: err })
+  } else if (err instanceof NoLanesError && !(await reachable(libp2p, peer))) {
+    out = new PeerGoneError(`destination ${peer.toString()} went away during the migration (it cannot be reached now); the workload runs here as before`, { cause: err })
   }
   if (out !== err && report != null) (out as { report?: MigrationReport }).report = report
   return out
+}
+
+/** Whether the peer answers a dial now (a fresh connection, not one that may be half dead). */
+async function reachable (libp2p: ShoalLibp2p, peer: PeerId): Promise<boolean> {
+  try {
+    await libp2p.dial(peer, { signal: AbortSignal.timeout(PEER_CHECK_TIMEOUT_MS), force: true })
+    return true
+  } catch {
+    return false
+  }
 }
 
 /** The memory's dirty-marks file of an image tracked cooperatively (beside its memory file; the cache's is `<cache>.marks`). */

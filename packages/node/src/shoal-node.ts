@@ -4,13 +4,13 @@ import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 import {
   createWorkerPool, InvalidImageError, DEFAULT_PAGE_SIZE, DEFAULT_BLOCK_SIZE, ShoalError, InvalidArgumentError, validateImageSpec,
-  BlockClient, CacheMeta, UnknownVolumeError, ImageExistsError, ImageStateError
+  BlockClient, CacheMeta, UnknownVolumeError, ImageExistsError, ImageStateError, PeerGoneError
 } from '@shoal/core'
 import type { BlockStore, Driver, ImageSpec, WorkerPool } from '@shoal/core'
 import { createShoalLibp2p, handleLanes, loadOrCreateIdentity, openLanes } from '@shoal/libp2p'
 import { Admission } from './admission.js'
 import type { AdmissionLimits } from './admission.js'
-import { BLOCKS_PROTOCOL, CONTROL_SOCKET, DEFAULT_SHM_DIR, LANE_PROTOCOL, MIGRATE_PROTOCOL } from './constants.js'
+import { BLOCKS_PROTOCOL, CONTROL_SOCKET, DEFAULT_SHM_DIR, LANE_PROTOCOL, MIGRATE_PROTOCOL, STOP_DRAIN_MS } from './constants.js'
 import { startControlServer } from './control-server.js'
 import { lockDataDir } from './data-dir-lock.js'
 import { ImageStore } from './image-store.js'
@@ -139,11 +139,12 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
       log.info('node started', { peerId, addrs: node.addrs() })
     },
     async stop () {
-      stopping.abort(new ShoalError('node stopping'))
+      stopping.abort(new PeerGoneError(`node ${peerId} is stopping`))
       if (server != null) {
         server.closeAllConnections()
         await new Promise(resolve => server!.close(resolve))
       }
+      await incoming.drain(STOP_DRAIN_MS)
       await workloads.stopAll()
       await libp2p.stop()
       await volumes.close()
