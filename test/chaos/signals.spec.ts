@@ -74,7 +74,14 @@ describe.skipIf(unavailable != null)('chaos: SIGINT and SIGTERM of the CLI and o
       const m = migrateWatched(cc, src, { ...MIGRATE, to: cc.addr(dst) }, (p) => {
         if (struck == null && strikesAt(phase, p)) { process.kill(pid, sig); struck = p.phase }
       })
-      const result = await m.done
+      // Bounded: a migration that outlives its peer by a minute is a hang (the source may be paused).
+      const result = await Promise.race([m.done, new Promise<never>((_resolve, reject) => {
+        setTimeout(() => {
+          void cc.image(src, 'vm').then(img => {
+            reject(new Error(`the migration did not end within 60 s of ${sig} to the ${victim} node at ${phase} (phases ${m.phases.join('>')}; ${victim} node alive: ${String(cc.nodeAlive(v))}; source image ${JSON.stringify(img)}`))
+          }, (err: Error) => { reject(err) })
+        }, 60_000).unref()
+      })])
       expect(struck, `never reached ${phase}: ${m.phases.join(' → ')}`).toBe(phase)
       // A stopping node finishes by itself (bounded): it must not hang.
       await until(`the ${victim} node to exit after ${sig}`, () => cc.nodeAlive(v) ? undefined : true, 30_000, 50)

@@ -68,7 +68,16 @@ function fail (res: ServerResponse, err: unknown): void {
 
 /** An image name from a URL path, checked by the one name rule. */
 function imageName (part: string | undefined): string {
-  return checkName(decodeURIComponent(part ?? ''), 'image name')
+  return checkName(pathPart(part), 'image name')
+}
+
+/** A %-decoded path segment; a malformed escape is the caller's error (400), not ours. */
+function pathPart (part: string | undefined): string {
+  try {
+    return decodeURIComponent(part ?? '')
+  } catch (err) {
+    throw new InvalidArgumentError(`malformed %-escape in the request path: ${JSON.stringify(part)}`, { cause: err })
+  }
 }
 
 /** Checks the body of `POST /images` with the limits every other entry point uses; names its fields. */
@@ -129,7 +138,7 @@ async function route (node: ShoalNode, req: IncomingMessage, res: ServerResponse
       return
     }
     if (req.method === 'DELETE' && parts[0] === 'volumes' && parts.length === 2) {
-      await node.removeVolume(checkName(decodeURIComponent(parts[1]!), 'volume id'))
+      await node.removeVolume(checkName(pathPart(parts[1]), 'volume id'))
       send(res, 200, { ok: true })
       return
     }

@@ -113,6 +113,18 @@ class Reader {
  * Encodes a frame. Returns one or two slices (data frames keep their payload uncopied) that
  * must be written back to back.
  */
+/** Longest ABORT code and message on the wire, in UTF-8 bytes. */
+const MAX_ABORT_CODE = 64
+const MAX_ABORT_MESSAGE = 4096
+
+/** `text` cut to at most `max` UTF-8 bytes, on a character boundary. */
+function fitUtf8 (text: string, max: number): string {
+  if (Buffer.byteLength(text) <= max) return text
+  let cut = Buffer.from(text).subarray(0, max - 3).toString('utf8')
+  while (Buffer.byteLength(cut) > max - 3) cut = cut.slice(0, -1)
+  return cut.replace(/\uFFFD$/, '') + '...'
+}
+
 export function encodeFrame (frame: Frame): Uint8Array[] {
   switch (frame.type) {
     case FrameType.Hello: {
@@ -149,8 +161,12 @@ export function encodeFrame (frame: Frame): Uint8Array[] {
     case FrameType.Commit:
     case FrameType.Committed:
       return [new Writer(0, frame.type).done()]
-    case FrameType.Abort:
-      return [new Writer(strSize(frame.code) + strSize(frame.message), frame.type).str(frame.code).str(frame.message).done()]
+    case FrameType.Abort: {
+      // An ABORT must always go out: a message too long for the decoder is cut, not refused.
+      if (strSize(frame.code) - 4 > MAX_ABORT_CODE) throw new InvalidFrameError(`abort code longer than ${MAX_ABORT_CODE} bytes`)
+      const message = fitUtf8(frame.message, MAX_ABORT_MESSAGE)
+      return [new Writer(strSize(frame.code) + strSize(message), frame.type).str(frame.code).str(message).done()]
+    }
     case FrameType.BlockRequest: {
       checkVolume(frame.volume)
       if (frame.hashes.length === 0 || frame.hashes.length > MAX_BLOCKS_PER_REQUEST) throw new InvalidFrameError(`block request needs 1..${MAX_BLOCKS_PER_REQUEST} hashes`)
@@ -336,7 +352,7 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
       frame = { type }
       break
     case FrameType.Abort:
-      frame = { type, code: r.str('code', 64), message: r.str('message', 4096) }
+      frame = { type, code: r.str('code', MAX_ABORT_CODE), message: r.str('message', MAX_ABORT_MESSAGE) }
       break
     case FrameType.BlockRequest: {
       const requestId = r.u32('request id')
