@@ -108,3 +108,25 @@ describe('isQemuStream', () => {
     expect(isQemuStream(new Uint8Array(0))).toBe(false)
   })
 })
+
+describe('a QEMU config that arrives from a migrating peer', () => {
+  const qemu = findExecutable('qemu-system-x86_64')
+  it.skipIf(qemu == null)('may name neither the program this node runs nor files outside its trusted directories', async () => {
+    const { createQemuDriver } = await import('@shoal/driver-qemu')
+    const kernel = kernelFile()
+    const trusted = join(kernel, '..')
+    const driver = createQemuDriver({ trustedDirs: [trusted] })
+    // Accepted as this node's own config, and from a peer when the kernel is in a trusted dir.
+    expect(driver.validateConfig({ kernel, binary: 'qemu-system-x86_64' }, geometry, 'local')).toMatchObject({ kernel })
+    expect(driver.validateConfig({ kernel }, geometry, 'peer')).toMatchObject({ kernel })
+    // A peer naming a program to run: refused, even though it exists here.
+    expect(() => driver.validateConfig({ kernel, binary }, geometry, 'peer')).toThrow(InvalidDriverConfigError)
+    expect(() => driver.validateConfig({ kernel, binary }, geometry, 'peer')).toThrow(/cannot choose the program/)
+    // A peer pointing QEMU at a file of this host outside the trusted dirs (also through a symlink).
+    expect(() => driver.validateConfig({ kernel: '/etc/passwd' }, geometry, 'peer')).toThrow(/not in a directory this node trusts/)
+    const { symlinkSync } = await import('node:fs')
+    symlinkSync('/etc/passwd', join(trusted, 'sneaky'))
+    expect(() => driver.validateConfig({ kernel: join(trusted, 'sneaky') }, geometry, 'peer')).toThrow(/not in a directory this node trusts/)
+    expect(() => driver.validateConfig({ kernel, initrd: '/etc/hostname' }, geometry, 'peer')).toThrow(/initrd/)
+  })
+})

@@ -6,6 +6,7 @@ import { THROTTLE_RUN_MS, VM_FIXED_PAUSE_MS } from './constants.js'
 import { isQemuStream } from './device-state.js'
 import { qemuDiskDirtySource } from './disk-dirty-bitmap.js'
 import { kvmWorks } from './kvm-probe.js'
+import { checkPeerConfig, defaultTrustedDirs } from './peer-config.js'
 import { validateQemuConfig } from './qemu-config.js'
 import type { QemuConfig } from './qemu-config.js'
 import { isQemuProcess, QemuVm } from './qemu-vm.js'
@@ -17,6 +18,12 @@ export interface QemuDriverInit {
   probeKvm?: (binary: string, kernel: string) => Promise<boolean>
   /** Where the driver says what it did (resume timings) and what an operator must know (a VM adopted in a state it will not resume). */
   logger?: { info: (msg: string, fields?: Record<string, unknown>) => void, warn: (msg: string, fields?: Record<string, unknown>) => void }
+  /**
+   * Directories whose kernels and initrds a VM migrated in from a peer may boot (a peer's config
+   * naming another file is refused). Default: `/boot`, `/var/lib/shoal`, `/usr/share/shoal` and the
+   * test guest's build cache (`$SHOAL_GUEST_DIR` or `~/.cache/shoal/guest`).
+   */
+  trustedDirs?: string[]
 }
 
 /** A VM started with `-incoming defer` ahead of the switchover, waiting for its device state. */
@@ -52,6 +59,7 @@ function geometry (spec: ImageSpec): { memorySize: number, pageSize: number, cac
  */
 export function createQemuDriver (init: QemuDriverInit = {}): Driver {
   const probe = init.probeKvm ?? kvmWorks
+  const trustedDirs = init.trustedDirs ?? defaultTrustedDirs()
   const configOf = (spec: ImageSpec): QemuConfig => validateQemuConfig(spec.driverConfig, geometry(spec))
   const accelOf = async (cfg: QemuConfig): Promise<'tcg' | 'kvm'> => cfg.accel === 'auto' ? ((await probe(cfg.binary, cfg.kernel)) ? 'kvm' : 'tcg') : cfg.accel
 
@@ -92,7 +100,11 @@ export function createQemuDriver (init: QemuDriverInit = {}): Driver {
 
   return {
     name: 'qemu',
-    validateConfig: (config, image) => ({ ...validateQemuConfig(config, image) }),
+    validateConfig: (config, image, origin) => {
+      const cfg = validateQemuConfig(config, image)
+      if (origin === 'peer') checkPeerConfig(cfg, trustedDirs)
+      return { ...cfg }
+    },
     tracker: () => 'scan',
     async initImage (spec, opts) {
       // RAM: a sparse file of zeros (the guest boots into it); cache disk: a raw file.

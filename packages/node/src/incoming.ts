@@ -145,6 +145,6 @@ export class IncomingMigrations {
     try { raw = JSON.parse(hello.driverConfig) } catch { throw new InvalidDriverConfigError('driver config is not JSON') }
     return driver.validateConfig(raw as Record<string, unknown>, {
       memorySize: hello.memorySize, pageSize: hello.pageSize, cacheSize: hello.cacheSize, blockSize: hello.blockSize
-    })
+    }, 'peer')
   }
 }

@@ -60,6 +60,9 @@ export interface InitImageOptions {
   fill?: 'zero' | 'random'
 }
 
+/** Where a driver config comes from: this node's user (`local`) or a migrating peer (`peer`). */
+export type ConfigOrigin = 'local' | 'peer'
+
 /**
  * Runs one kind of workload (a synthetic process, a QEMU VM, ...). The node holds no
  * driver-specific code: everything a kind of workload needs goes through this seam.
@@ -70,8 +73,12 @@ export interface Driver {
    * Checks an image's driver config and returns it normalised (defaults filled in). Called at
    * `image create` and on a destination when a HELLO arrives, before anything is staged.
    * Throws {@link InvalidDriverConfigError} naming the bad field.
+   *
+   * `origin: 'peer'` marks a config that came over the wire from a source: an allow-listed peer is
+   * trusted to migrate images here, not to choose what this host executes or reads. A driver must
+   * then refuse anything that names a program or a file outside what this node trusts.
    */
-  validateConfig: (config: Record<string, unknown>, image: ImageGeometry) => Record<string, unknown>
+  validateConfig: (config: Record<string, unknown>, image: ImageGeometry, origin?: ConfigOrigin) => Record<string, unknown>
   /** The dirty tracker migrations of an image with this (validated) config use. */
   tracker: (config: Record<string, unknown>) => TrackerKind
   /** Lays out a new image's memory and cache files (the node created their directories). */
