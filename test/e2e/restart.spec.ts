@@ -35,11 +35,14 @@ async function api (dir: string, method: string, path: string, body?: unknown): 
     const req = request({ socketPath: `${dir}/control.sock`, method, path, headers: { 'content-type': 'application/json' } }, (res) => {
       let text = ''
       res.on('data', (d: Buffer) => { text += d.toString() })
-      res.on('end', () => {
-        // /migrate answers NDJSON: its last line is the outcome.
+      const finish = (): void => {
+        // /migrate answers NDJSON: its last line is the outcome (none when the node went away).
         const lines = text.trim().split('\n')
-        resolve({ status: res.statusCode ?? 0, body: JSON.parse(lines[lines.length - 1]!) })
-      })
+        try { resolve({ status: res.statusCode ?? 0, body: JSON.parse(lines[lines.length - 1]!) }) } catch { reject(new Error(`no complete answer: ${text.slice(-200)}`)) }
+      }
+      res.on('end', finish)
+      res.on('close', finish)
+      res.on('error', () => {})
     })
     req.on('error', reject)
     req.end(body != null ? JSON.stringify(body) : undefined)
@@ -166,6 +169,32 @@ describe('a node restarted after a crash', () => {
     const forced = await api(dir, 'POST', '/images/vm/start?force=1')
     expect(forced.body.state).toBe('running')
     await expect.poll(() => procState(pid)).toMatch(/[RS]/)
+    expect(writersOf(`${shm}/vm.mem`)).toEqual([pid])
+  })
+
+  it('with --keep-workloads, SIGTERM of the source node mid-migration cancels it, leaves the workload running, and the restarted node takes it back', async () => {
+    const { dir, shm } = dirs()
+    const a = await runNode(dir, shm, '127.0.0.1', cleanups, ['--keep-workloads'])
+    await api(dir, 'POST', '/images', { name: 'vm', memorySize: 32 * MiB, cacheSize: 8 * MiB, fill: 'random' })
+    await api(dir, 'POST', '/images/vm/start')
+    const pid = (await api(dir, 'GET', '/status')).body.images[0].pid as number
+    const other = dirs()
+    const dst = await runNode(other.dir, other.shm, '127.0.0.2', cleanups)
+    await api(other.dir, 'POST', '/allow', { peerId: a.peerId })
+    // A slow migration, stopped by SIGTERM while it copies.
+    const migrating = api(dir, 'POST', '/migrate', { image: 'vm', to: dst.addrs[0], maxRate: 4 * MiB }).catch((err: Error) => ({ status: 0, body: { error: err.message } }))
+    await expect.poll(async () => (await api(other.dir, 'GET', '/status')).body.incoming, { timeout: 20_000 }).toBe(1)
+    const exited = new Promise(resolve => a.proc.once('exit', resolve))
+    a.proc.kill('SIGTERM')
+    await exited
+    await migrating
+    expect(procState(pid)).toMatch(/[RS]/)
+    await expect.poll(async () => (await api(other.dir, 'GET', '/status')).body.incoming, { timeout: 20_000 }).toBe(0)
+    expect((await api(other.dir, 'GET', '/status')).body.images).toEqual([])
+    await runNode(dir, shm, '127.0.0.1', cleanups, ['--keep-workloads'])
+    const img = (await api(dir, 'GET', '/status')).body.images[0]
+    expect(img.state).toBe('running')
+    expect(img.pid).toBe(pid)
     expect(writersOf(`${shm}/vm.mem`)).toEqual([pid])
   })
 })

@@ -73,9 +73,12 @@ export class NoLanesError extends ShoalError {
 export class RemoteAbortError extends ShoalError {
   static override readonly code = 'ERR_REMOTE_ABORT'
   readonly remoteCode: string
+  /** The peer's own message, as it sent it. */
+  readonly remoteMessage: string
   constructor (remoteCode: string, message: string) {
     super(`peer aborted: ${message} (${remoteCode})`)
     this.remoteCode = remoteCode
+    this.remoteMessage = message
   }
 }
 

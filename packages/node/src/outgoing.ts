@@ -1,6 +1,6 @@
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { CacheMeta, CacheMetaError, ImageStateError, InvalidArgumentError, NoLanesError, PeerGoneError, RemoteAbortError, runSourceSession, ShoalError } from '@shoal/core'
+import { CacheMeta, CacheMetaError, ImageStateError, InvalidArgumentError, LaneClosedError, NoLanesError, TimeoutError, PeerGoneError, RemoteAbortError, runSourceSession, ShoalError } from '@shoal/core'
 import type { CacheManifest, DirtySource, ImageSpec, Lane, LaneStats, MigrationProgress, MigrationReport, WorkerPool, WorkloadController } from '@shoal/core'
 import type { PeerId } from '@libp2p/interface'
 import { openLanes } from '@shoal/libp2p'
@@ -102,8 +102,8 @@ async function explain (err: unknown, peer: PeerId, libp2p: ShoalLibp2p): Promis
   const report = (err as { report?: MigrationReport }).report
   let out: unknown = err
   if (err instanceof RemoteAbortError) {
-    out = new ShoalError(`destination ${peer.toString()} ended the migration; ${err.message}`, err.remoteCode, { cause: err })
-  } else if (err instanceof NoLanesError && !(await reachable(libp2p, peer))) {
+    out = new ShoalError(`destination ${peer.toString()}: ${err.remoteMessage}`, err.remoteCode, { cause: err })
+  } else if ((err instanceof NoLanesError || err instanceof LaneClosedError || err instanceof TimeoutError) && !(await reachable(libp2p, peer))) {
     out = new PeerGoneError(`destination ${peer.toString()} went away during the migration (it cannot be reached now); the workload runs here as before`, { cause: err })
   }
   if (out !== err && report != null) (out as { report?: MigrationReport }).report = report

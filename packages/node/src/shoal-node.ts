@@ -50,6 +50,13 @@ export interface ShoalNodeInit {
   serveRate?: number
   /** Block requests per second this node answers to one peer; default 4000. */
   blockRequestRate?: number
+  /**
+   * When the node stops, leave the workloads it runs running (a restarted node takes them back)
+   * instead of stopping them. For a daemon whose restart (an upgrade, a crash loop) must not take
+   * its VMs down; default false, so a node run by hand or in a test cleans up after itself.
+   * Migrations out are cancelled either way, and their workloads resumed first.
+   */
+  keepWorkloadsOnStop?: boolean
   /** Limits applied to incoming migrations before one is accepted (sizes, space, concurrency). */
   admission?: AdmissionLimits
   /**
@@ -97,6 +104,7 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
   const volumes = new Volumes(libp2p, join(init.dataDir, 'volumes'), log, init.serveRate, init.blockRequestRate)
   const admission = new Admission(init.admission ?? {}, { shmDir, dataDir: init.dataDir }, name => store.has(name))
   const stopping = new AbortController()
+  const outgoing = new Set<Promise<unknown>>()
   let pool: WorkerPool | undefined
   let server: Server | undefined
   const poolOf = (): WorkerPool => {
@@ -145,7 +153,10 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
         await new Promise(resolve => server!.close(resolve))
       }
       await incoming.drain(STOP_DRAIN_MS)
-      await workloads.stopAll()
+      // Migrations out were cancelled with the control connections: let them resume their workloads.
+      await settleWithin([...outgoing], STOP_DRAIN_MS)
+      if (init.keepWorkloadsOnStop === true) workloads.detachAll()
+      else await workloads.stopAll()
       await libp2p.stop()
       await volumes.close()
       await pool?.stop()
@@ -196,7 +207,11 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
       CacheMeta.open(rec.spec.cache.path).markHot(from, to)
     },
     async startImage (name, opts) { return await workloads.start(name, opts?.force === true) },
-    async migrate (name, to, opts = {}) { return await migrateOut({ libp2p, store, workloads, pool: poolOf, log }, name, to, opts) },
+    async migrate (name, to, opts = {}) {
+      const run = migrateOut({ libp2p, store, workloads, pool: poolOf, log }, name, to, { ...opts, signal: opts.signal != null ? AbortSignal.any([opts.signal, stopping.signal]) : stopping.signal })
+      outgoing.add(run)
+      try { return await run } finally { outgoing.delete(run) }
+    },
     async status () {
       const connected = new Set(libp2p.getConnections().map(c => c.remotePeer.toString()))
       const peers = (await libp2p.peerStore.all()).filter(p => !p.id.equals(libp2p.peerId)).map(p => ({
@@ -225,6 +240,12 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
   }
 
   return node
+}
+
+/** Waits for the promises to settle, at most `ms`. */
+async function settleWithin (promises: Array<Promise<unknown>>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([Promise.allSettled(promises), new Promise<void>(resolve => { timer = setTimeout(resolve, ms) })]).finally(() => { clearTimeout(timer) })
 }
 
 /** True while a process with this pid exists (and is not a zombie). */

@@ -89,6 +89,11 @@ export class Workloads {
     await Promise.all(all.map(async w => { await w.terminate() }))
   }
 
+  /** Lets go of every workload without stopping it (the node stops; a restarted node takes them back). */
+  detachAll (): void {
+    this.running.clear()
+  }
+
   /**
    * After a restart: workloads that kept running while the node was down are taken back by their
    * driver; the others are marked stopped, or `orphaned` when their process still runs but cannot

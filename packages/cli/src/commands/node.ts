@@ -21,6 +21,7 @@ export interface NodeCommandOptions {
   maxIncomingPerPeer?: number
   spaceMargin?: number
   swarmKey?: string
+  keepWorkloads?: boolean
 }
 
 /** `shoal node`: runs a peer daemon until SIGINT/SIGTERM. Prints `{peerId, addrs}` on stdout once listening. */
@@ -38,6 +39,7 @@ export async function runNode (o: NodeCommandOptions): Promise<void> {
     blockRequestRate: o.blockRequestRate,
     admission: { maxMemoryBytes: o.maxMemory, maxCacheBytes: o.maxCache, maxIncoming: o.maxIncoming, maxIncomingPerPeer: o.maxIncomingPerPeer, spaceMarginBytes: o.spaceMargin },
     ...(o.swarmKey != null ? { privateNetworkKey: readSwarmKey(o.swarmKey) } : {}),
+    keepWorkloadsOnStop: o.keepWorkloads === true,
     drivers: [createSyntheticDriver(), createQemuDriver({ logger })],
     logger
   })
@@ -48,8 +50,18 @@ export async function runNode (o: NodeCommandOptions): Promise<void> {
     process.once('SIGINT', stop)
     process.once('SIGTERM', stop)
   })
-  await node.stop()
+  // A stop that hangs must not keep a stopped daemon around: give it a bound, then go.
+  const stopped = await Promise.race([
+    node.stop().then(() => true),
+    new Promise<false>(resolve => { setTimeout(() => { resolve(false) }, STOP_TIMEOUT_MS).unref() })
+  ])
+  if (!stopped) logger.error('node did not stop within its bound; exiting anyway', { timeoutMs: STOP_TIMEOUT_MS })
+  // Workloads left running hold pipes to this process: exit without waiting for them.
+  if (!stopped || o.keepWorkloads === true) process.exit(stopped ? 0 : 1)
 }
+
+/** How long `shoal node` waits for a graceful stop after SIGINT/SIGTERM. */
+const STOP_TIMEOUT_MS = 20_000
 
 /** The swarm key file's bytes, or an error naming the file (the node checks its format). */
 function readSwarmKey (path: string): Uint8Array {

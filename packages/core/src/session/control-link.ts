@@ -1,4 +1,7 @@
-import { RemoteAbortError, TimeoutError } from '../errors.js'
+import { NoLanesError, RemoteAbortError, TimeoutError } from '../errors.js'
+
+/** How often a request checks whether any lane to the destination is left. */
+const GONE_POLL_MS = 100
 import type { Lane } from '../transport/lane.js'
 import { encodeFrame } from '../wire/codec.js'
 import { FrameType } from '../wire/frames.js'
@@ -81,8 +84,15 @@ export class ControlLink {
         const left = deadline - performance.now()
         if (left <= 0) throw new TimeoutError(`no ${FrameType[type]} from the destination within ${opts.totalMs} ms`)
         let timer: NodeJS.Timeout | undefined
+        let watch: NodeJS.Timeout | undefined
         const tick = new Promise<undefined>(resolve => { timer = setTimeout(() => { resolve(undefined) }, Math.min(opts.attemptMs, left)) })
-        const got = await Promise.race([answer, tick, aborted]).finally(() => { clearTimeout(timer) })
+        // Every lane gone (the destination died): no answer can come, say so now instead of at the
+        // end of the attempt.
+        const gone = new Promise<never>((_resolve, reject) => {
+          watch = setInterval(() => { if (this.allGone()) reject(new NoLanesError(`every lane to the destination is gone while waiting for ${FrameType[type]}`)) }, GONE_POLL_MS)
+        })
+        gone.catch(() => {})
+        const got = await Promise.race([answer, tick, aborted, gone]).finally(() => { clearTimeout(timer); clearInterval(watch) })
         if (got != null) return got as Extract<Frame, { type: T }>
         // Silent: the path under this lane may be dead. Try the request on another lane.
         this.dead.add(this.current)
@@ -116,6 +126,11 @@ export class ControlLink {
     }
     for (const f of this.replay) await this.current.send(encodeFrame(f)).catch(() => {})
     await this.sendHere(frame)
+  }
+
+  /** True when the control lane broke and no data lane is left. */
+  private allGone (): boolean {
+    return this.dead.has(this.control) && this.dataLanes().length === 0
   }
 
   /** Picks the next lane not known dead: the control lane first, then the data lanes. */
