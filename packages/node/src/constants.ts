@@ -36,3 +36,9 @@ export const DEFAULT_BLOCK_REQUESTS_PER_SEC = 4000
 export const STOP_DRAIN_MS = 2000
 /** How long a source tries to reach a destination whose lanes all died, to tell "gone" from "lanes lost". */
 export const PEER_CHECK_TIMEOUT_MS = 2000
+/** Control lanes one connection may carry at once (one per migration; a peer has at most a few). */
+export const MAX_CONTROL_STREAMS_PER_CONNECTION = 4
+/** Block lanes one connection may carry at once (a destination opens 2 per replica per migration). */
+export const MAX_BLOCK_STREAMS_PER_CONNECTION = 16
+/** Largest frame a block lane's client sends (a BLOCK_REQUEST of 1024 hashes is 32 KiB). */
+export const MAX_BLOCK_REQUEST_FRAME = 64 * 1024

@@ -10,7 +10,10 @@ import type { BlockStore, Driver, ImageSpec, WorkerPool } from '@shoal/core'
 import { createShoalLibp2p, handleLanes, loadOrCreateIdentity, openLanes } from '@shoal/libp2p'
 import { Admission } from './admission.js'
 import type { AdmissionLimits } from './admission.js'
-import { BLOCKS_PROTOCOL, CONTROL_SOCKET, DEFAULT_SHM_DIR, LANE_PROTOCOL, MIGRATE_PROTOCOL, STOP_DRAIN_MS } from './constants.js'
+import {
+  BLOCKS_PROTOCOL, CONTROL_SOCKET, DEFAULT_SHM_DIR, LANE_PROTOCOL, MAX_BLOCK_REQUEST_FRAME, MAX_BLOCK_STREAMS_PER_CONNECTION,
+  MAX_CONTROL_STREAMS_PER_CONNECTION, MAX_LANES_PER_SESSION, MIGRATE_PROTOCOL, STOP_DRAIN_MS
+} from './constants.js'
 import { startControlServer } from './control-server.js'
 import { lockDataDir } from './data-dir-lock.js'
 import { ImageStore } from './image-store.js'
@@ -129,11 +132,13 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
     async start () {
       pool = createWorkerPool({ workers: init.workers })
       try {
-        await handleLanes(libp2p, MIGRATE_PROTOCOL, (lane, info) => { incoming.onControlLane(lane, info) }, { isAllowed })
-        await handleLanes(libp2p, LANE_PROTOCOL, (lane, info) => { incoming.onDataLane(lane, info) }, { isAllowed: p => allow.has(p) })
+        // Streams per connection and frame sizes bounded per protocol: what a peer may make this
+        // node buffer is what the protocol needs, not what the transport allows.
+        await handleLanes(libp2p, MIGRATE_PROTOCOL, (lane, info) => { incoming.onControlLane(lane, info) }, { isAllowed, maxStreamsPerConnection: MAX_CONTROL_STREAMS_PER_CONNECTION })
+        await handleLanes(libp2p, LANE_PROTOCOL, (lane, info) => { incoming.onDataLane(lane, info) }, { isAllowed: p => allow.has(p), maxStreamsPerConnection: 2 * MAX_LANES_PER_SESSION })
         await volumes.load()
         await workloads.adoptAfterRestart(isAlive)
-        await handleLanes(libp2p, BLOCKS_PROTOCOL, (lane, info) => { volumes.serve(lane, info.peerId) }, { isAllowed })
+        await handleLanes(libp2p, BLOCKS_PROTOCOL, (lane, info) => { volumes.serve(lane, info.peerId) }, { isAllowed, maxStreamsPerConnection: MAX_BLOCK_STREAMS_PER_CONNECTION, maxFrameSize: MAX_BLOCK_REQUEST_FRAME })
         await libp2p.start()
         if (init.controlSocket !== false) server = await startControlServer(node, join(init.dataDir, CONTROL_SOCKET))
       } catch (err) {
