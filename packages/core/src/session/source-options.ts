@@ -45,6 +45,11 @@ export interface SourceSessionOptions {
   laneRetryMs?: number
   /** Areas up to this many bytes are tracked by shadow copy, larger ones by fingerprints. */
   shadowLimitBytes?: number
+  /**
+   * Scans skip the holes of sparse files (SEEK_DATA/SEEK_HOLE; default true). `false` reads every
+   * byte, as before hole skipping: for comparisons in benchmarks.
+   */
+  skipHoles?: boolean
   /** Called with progress snapshots. */
   onProgress?: (p: MigrationProgress) => void
   /** Aborts the migration (the source resumes). */

@@ -158,8 +158,8 @@ export class SourceSession {
       const marksPath = area === Area.Memory ? deps.memoryMarks : deps.cacheMarks
       const source = area === Area.Cache && size > 0 ? deps.cacheDirtySource : undefined
       const tracker = marksPath != null || source != null
-        ? createCooperativeTracker({ path, size, unitSize, marksPath, source, cpuShare }, deps.pool)
-        : createDirtyTracker({ path, size, unitSize, mode, cpuShare }, deps.pool)
+        ? createCooperativeTracker({ path, size, unitSize, marksPath, source, cpuShare, ...(options.skipHoles === false ? { dataExtents: false } : {}) }, deps.pool)
+        : createDirtyTracker({ path, size, unitSize, mode, cpuShare, ...(options.skipHoles === false ? { dataExtents: false } : {}) }, deps.pool)
       this.areas.push({ area, name, path, size, unitSize, tracker })
     }
     if (this.claim != null) {
