@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process'
 import { rmSync, statfsSync } from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
 import { chaosCluster, expectNoLeftovers, IMAGE, MIGRATE, migrateWatched, MiB, outcomeOf, prefix, processesMentioning, startImage } from '../fixtures/chaos.js'
+import { teardownCase } from '../fixtures/chaos.js'
 import { keepLogs } from '../fixtures/chaos.js'
 import type { ChaosCluster } from '../fixtures/chaos.js'
 import { netnsUnavailable } from '../fixtures/netns.js'
@@ -12,12 +13,7 @@ if (unavailable != null) console.warn(`skipping the chaos suite (disk full): ${u
 describe.skipIf(unavailable != null)('chaos: the destination runs out of space during the copy', () => {
   let c: ChaosCluster | undefined
   afterEach(() => {
-    // The tmpfs lives in the destination node's mount namespace: it goes with the cluster.
-    if (c == null) return
-    keepLogs(c)
-    c.down()
-    expect(c.leftovers()).toEqual([])
-    expect(processesMentioning(`/dev/shm/${c.prefix}-h`)).toEqual([])
+    if (c != null) teardownCase(c)
     c = undefined
   })
 

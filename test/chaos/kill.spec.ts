@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
 import { chaosCluster, expectNoLeftovers, MIGRATE, migrateWatched, outcomeOf, PHASES, prefix, processesMentioning, startImage, strikesAt } from '../fixtures/chaos.js'
+import { teardownCase } from '../fixtures/chaos.js'
 import { keepLogs } from '../fixtures/chaos.js'
 import type { ChaosCluster, Outcome } from '../fixtures/chaos.js'
 import { netnsUnavailable } from '../fixtures/netns.js'
@@ -11,14 +12,7 @@ if (unavailable != null) console.warn(`skipping the chaos suite (kill -9): ${una
 describe.skipIf(unavailable != null)('chaos: kill -9 of a node at each phase of a migration', () => {
   let c: ChaosCluster | undefined
   afterEach(() => {
-    if (c == null) return
-    const mem = `/dev/shm/${c.prefix}-h`
-    keepLogs(c)
-    c.down()
-    expect(c.leftovers()).toEqual([])
-    // Nothing of the case survives the cluster: no node, no workload, no standby process.
-    expect(processesMentioning(mem)).toEqual([])
-    expect(processesMentioning(c.state)).toEqual([])
+    if (c != null) teardownCase(c)
     c = undefined
   })
 

@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process'
 import { afterEach, describe, expect, it } from 'vitest'
 import { chaosCluster, dropPackets, expectNoLeftovers, MIGRATE, migrateWatched, MiB, outcomeOf, packetLossTool, prefix, processesMentioning, startImage } from '../fixtures/chaos.js'
+import { teardownCase } from '../fixtures/chaos.js'
 import { keepLogs } from '../fixtures/chaos.js'
 import type { ChaosCluster } from '../fixtures/chaos.js'
 import { netnsUnavailable } from '../fixtures/netns.js'
@@ -20,11 +21,7 @@ function noDropTool (): string | undefined {
 describe.skipIf(unavailable != null)('chaos: links that fail and lose packets', () => {
   let c: ChaosCluster | undefined
   afterEach(() => {
-    if (c == null) return
-    keepLogs(c)
-    c.down()
-    expect(c.leftovers()).toEqual([])
-    expect(processesMentioning(`/dev/shm/${c.prefix}-h`)).toEqual([])
+    if (c != null) teardownCase(c)
     c = undefined
   })
 

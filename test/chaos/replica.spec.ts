@@ -3,6 +3,7 @@ import { writeFileSync } from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
 import { call } from '@shoal/cli'
 import { chaosCluster, expectNoLeftovers, MIGRATE, migrateWatched, MiB, outcomeOf, prefix, processesMentioning, until } from '../fixtures/chaos.js'
+import { teardownCase } from '../fixtures/chaos.js'
 import { keepLogs } from '../fixtures/chaos.js'
 import type { ChaosCluster } from '../fixtures/chaos.js'
 import { netnsUnavailable } from '../fixtures/netns.js'
@@ -15,12 +16,7 @@ describe.skipIf(unavailable != null)('chaos: kill -9 of a replica serving cold c
   let c: ChaosCluster | undefined
   const cleanups: Array<() => void> = []
   afterEach(() => {
-    for (const f of cleanups.splice(0)) f()
-    if (c == null) return
-    keepLogs(c)
-    c.down()
-    expect(c.leftovers()).toEqual([])
-    expect(processesMentioning(`/dev/shm/${c.prefix}-h`)).toEqual([])
+    if (c != null) teardownCase(c)
     c = undefined
   })
 

@@ -3,6 +3,7 @@ import { readdirSync } from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
 import { call } from '@shoal/cli'
 import { allocatedBytes, BIN, chaosCluster, expectNoLeftovers, MIGRATE, migrateWatched, MiB, outcomeOf, prefix, processesMentioning, startImage, strikesAt, until } from '../fixtures/chaos.js'
+import { teardownCase } from '../fixtures/chaos.js'
 import { keepLogs } from '../fixtures/chaos.js'
 import type { ChaosCluster } from '../fixtures/chaos.js'
 import { netnsUnavailable } from '../fixtures/netns.js'
@@ -19,12 +20,7 @@ function stagedBytes (c: ChaosCluster, h: number): number {
 describe.skipIf(unavailable != null)('chaos: SIGINT and SIGTERM of the CLI and of the nodes mid-migration', () => {
   let c: ChaosCluster | undefined
   afterEach(() => {
-    if (c == null) return
-    keepLogs(c)
-    c.down()
-    expect(c.leftovers()).toEqual([])
-    expect(processesMentioning(`/dev/shm/${c.prefix}-h`)).toEqual([])
-    expect(processesMentioning(c.state)).toEqual([])
+    if (c != null) teardownCase(c)
     c = undefined
   })
 

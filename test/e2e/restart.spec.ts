@@ -127,20 +127,28 @@ describe('a node restarted after a crash', () => {
     for (const p of writersOf(`${other.shm}/vm.mem`)) process.kill(p, 'SIGKILL')
   })
 
-  it('a node killed in the middle of a migration resumes the workload it had paused or throttled when it restarts', async () => {
+  /**
+   * What a node's crash inside a migration leaves: the image's record says migrating at `phase`,
+   * and the workload process is stopped (paused or in a throttle cycle). Then the node restarts.
+   */
+  const crashedMidMigration = async (phase: 'paused' | 'commit'): Promise<{ dir: string, shm: string, pid: number }> => {
     const { dir, shm } = dirs()
     const a = await runNode(dir, shm, '127.0.0.1', cleanups)
     await api(dir, 'POST', '/images', { name: 'vm', memorySize: 8 * MiB, cacheSize: 8 * MiB })
     await api(dir, 'POST', '/images/vm/start')
     const pid = (await api(dir, 'GET', '/status')).body.images[0].pid as number
-    // What the node's crash leaves: the record says migrating (switchover: paused), the process is stopped.
     const recPath = `${dir}/images/vm/image.json`
     const rec = JSON.parse(readFileSync(recPath, 'utf8'))
     await kill9(a)
-    writeFileSync(recPath, JSON.stringify({ ...rec, state: 'migrating', migration: { to: '12D3KooWxxx', phase: 'paused' } }))
+    writeFileSync(recPath, JSON.stringify({ ...rec, state: 'migrating', migration: { to: '12D3KooWxxx', phase } }))
     process.kill(pid, 'SIGSTOP')
     await expect.poll(() => procState(pid)).toBe('T')
     await runNode(dir, shm, '127.0.0.1', cleanups)
+    return { dir, shm, pid }
+  }
+
+  it('a node killed in the middle of a migration resumes the workload it had paused or throttled when it restarts', async () => {
+    const { dir, pid } = await crashedMidMigration('paused')
     const img = (await api(dir, 'GET', '/status')).body.images[0]
     expect(img.state).toBe('running')
     expect(img.migration).toBeUndefined()
@@ -148,17 +156,7 @@ describe('a node restarted after a crash', () => {
   })
 
   it('keeps a workload paused and in-doubt when the crash came after the COMMIT went out; start needs --force', async () => {
-    const { dir, shm } = dirs()
-    const a = await runNode(dir, shm, '127.0.0.1', cleanups)
-    await api(dir, 'POST', '/images', { name: 'vm', memorySize: 8 * MiB, cacheSize: 8 * MiB })
-    await api(dir, 'POST', '/images/vm/start')
-    const pid = (await api(dir, 'GET', '/status')).body.images[0].pid as number
-    const recPath = `${dir}/images/vm/image.json`
-    const rec = JSON.parse(readFileSync(recPath, 'utf8'))
-    await kill9(a)
-    writeFileSync(recPath, JSON.stringify({ ...rec, state: 'migrating', migration: { to: '12D3KooWxxx', phase: 'commit' } }))
-    process.kill(pid, 'SIGSTOP')
-    await runNode(dir, shm, '127.0.0.1', cleanups)
+    const { dir, shm, pid } = await crashedMidMigration('commit')
     const img = (await api(dir, 'GET', '/status')).body.images[0]
     expect(img.state).toBe('in-doubt')
     expect(procState(pid)).toBe('T')
