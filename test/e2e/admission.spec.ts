@@ -55,6 +55,20 @@ describe('admission control: a HELLO is checked before anything is staged', () =
   const cleanups: Array<() => unknown> = []
   afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c() })
 
+  /** A source, and a destination whose data and shm dirs sit on one small tmpfs of `sizeMiB`. */
+  const pairOnSmallFs = async (sizeMiB: number, spaceMarginBytes: number): Promise<{ mnt: { path: string }, src: ShoalNode, dst: ShoalNode }> => {
+    const mnt = tempDir('small-fs')
+    cleanups.push(mnt.cleanup)
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeMiB}m`, 'tmpfs', mnt.path])
+    cleanups.push(() => { execFileSync('umount', ['-l', mnt.path]) })
+    mkdirSync(`${mnt.path}/data`)
+    mkdirSync(`${mnt.path}/shm`)
+    const src = await startNode('127.0.0.1', cleanups)
+    const dst = await startNode('127.0.0.2', cleanups, { dataDir: `${mnt.path}/data`, shmDir: `${mnt.path}/shm`, admission: { spaceMarginBytes } })
+    dst.allowPeer(src.peerId)
+    return { mnt, src, dst }
+  }
+
   it('refuses absurd sizes from an allow-listed peer with a typed ABORT, and stages nothing', async () => {
     const data = tempDir('admission')
     const shm = tempDir('admission-shm', '/dev/shm')
@@ -76,16 +90,7 @@ describe('admission control: a HELLO is checked before anything is staged', () =
   })
 
   it('refuses an image that does not fit in the free space, naming the directory (ERR_NO_SPACE), before any byte moves', async () => {
-    // A 64 MiB tmpfs as the destination's data and shm dir.
-    const mnt = tempDir('small-fs')
-    cleanups.push(mnt.cleanup)
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', mnt.path])
-    cleanups.push(() => { execFileSync('umount', ['-l', mnt.path]) })
-    mkdirSync(`${mnt.path}/data`)
-    mkdirSync(`${mnt.path}/shm`)
-    const src = await startNode('127.0.0.1', cleanups)
-    const dst = await startNode('127.0.0.2', cleanups, { dataDir: `${mnt.path}/data`, shmDir: `${mnt.path}/shm`, admission: { spaceMarginBytes: 4 * MiB } })
-    dst.allowPeer(src.peerId)
+    const { mnt, src, dst } = await pairOnSmallFs(64, 4 * MiB)
     await src.createImage({ name: 'big', memorySize: 48 * MiB, cacheSize: 32 * MiB })
     await src.startImage('big')
     const err = await src.migrate('big', dst.addrs()[0]!).then(() => undefined, (e: Error & { code?: string }) => e)
@@ -98,15 +103,7 @@ describe('admission control: a HELLO is checked before anything is staged', () =
   })
 
   it('a disk that fills up during the copy ends the migration as ERR_NO_SPACE on both sides; the source keeps running', async () => {
-    const mnt = tempDir('filling-fs')
-    cleanups.push(mnt.cleanup)
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=96m', 'tmpfs', mnt.path])
-    cleanups.push(() => { execFileSync('umount', ['-l', mnt.path]) })
-    mkdirSync(`${mnt.path}/data`)
-    mkdirSync(`${mnt.path}/shm`)
-    const src = await startNode('127.0.0.1', cleanups)
-    const dst = await startNode('127.0.0.2', cleanups, { dataDir: `${mnt.path}/data`, shmDir: `${mnt.path}/shm`, admission: { spaceMarginBytes: 1 * MiB } })
-    dst.allowPeer(src.peerId)
+    const { mnt, src, dst } = await pairOnSmallFs(96, 1 * MiB)
     await src.createImage({ name: 'fill', memorySize: 16 * MiB, cacheSize: 64 * MiB, fill: 'random' })
     await src.startImage('fill')
     // Admitted (80 MiB fit in 96 MiB), then something else on the host takes the space.
