@@ -3,9 +3,25 @@ import '@shoal/libp2p'
 import { createShoalNode } from '@shoal/node'
 import { createSyntheticDriver } from '@shoal/driver-synthetic'
 import { createQemuDriver } from '@shoal/driver-qemu'
+import { TID_CHANNEL, threadDelta, threadTimes } from './cpu-breakdown.js'
 
 let node
 let cpuMark = process.cpuUsage()
+
+// Which OS thread is which, so /proc counters can be matched to CPU profiles (cpu-breakdown.js):
+// the main thread is the pid; worker_threads report their tid (cpu-breakdown.js, loaded with
+// --import, runs in each); of the threads present now, the last UV_THREADPOOL_SIZE are libuv's
+// threadpool (created lazily after V8's platform threads and the profiler's) and the rest V8's.
+const roles = { [process.pid]: 'main' }
+{
+  const boot = Object.entries(threadTimes().threads).filter(([tid, t]) => Number(tid) !== process.pid && t.comm !== 'v8:ProfEvntProc').map(([tid]) => Number(tid)).sort((a, b) => a - b)
+  const pool = Number(process.env.UV_THREADPOOL_SIZE ?? 4)
+  boot.forEach((tid, i) => { roles[tid] = i >= boot.length - pool ? 'threadpool' : 'v8' })
+  const ch = new BroadcastChannel(TID_CHANNEL)
+  ch.onmessage = ({ data }) => { roles[data.tid] = `worker:${data.threadId}` }
+  ch.unref()
+}
+let mark = { times: threadTimes(), us: 0 }
 
 const handlers = {
   async init ({ dataDir, shmDir, listen, workers }) {
@@ -21,8 +37,13 @@ const handlers = {
     return report
   },
   async status () { return node.status() },
-  async cpuMark () { cpuMark = process.cpuUsage(); return true },
-  async cpu () { const u = process.cpuUsage(cpuMark); return { total: (u.user + u.system) / 1e6, user: u.user / 1e6, system: u.system / 1e6 } },
+  async cpuMark () { mark = { times: threadTimes(), us: Number(process.hrtime.bigint() / 1000n) }; cpuMark = process.cpuUsage(); return true },
+  async cpu () {
+    const u = process.cpuUsage(cpuMark)
+    // The window in CLOCK_MONOTONIC µs, the clock V8's profile timestamps use.
+    const window = { fromUs: mark.us, toUs: Number(process.hrtime.bigint() / 1000n), delta: threadDelta(mark.times, threadTimes()), roles: { ...roles } }
+    return { total: (u.user + u.system) / 1e6, user: u.user / 1e6, system: u.system / 1e6, pid: process.pid, window }
+  },
   async stop () { await node?.stop(); setImmediate(() => process.exit(0)); return true }
 }
 

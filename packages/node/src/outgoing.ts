@@ -1,9 +1,8 @@
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { CacheMeta, CacheMetaError, ImageStateError, InvalidArgumentError, LaneClosedError, NoLanesError, TimeoutError, PeerGoneError, RemoteAbortError, runSourceSession, ShoalError } from '@shoal/core'
-import type { CacheManifest, DirtySource, ImageSpec, Lane, LaneStats, MigrationProgress, MigrationReport, WorkerPool, WorkloadController } from '@shoal/core'
+import type { CacheManifest, DirtySource, LaneTransport, ImageSpec, Lane, LaneStats, MigrationProgress, MigrationReport, WorkerPool, WorkloadController } from '@shoal/core'
 import type { PeerId } from '@libp2p/interface'
-import { openLanes } from '@shoal/libp2p'
 import type { ShoalLibp2p } from '@shoal/libp2p'
 import { DEFAULT_LANES, MIGRATE_PROTOCOL, PEER_CHECK_TIMEOUT_MS } from './constants.js'
 import type { ImageRecord, ImageStore } from './image-store.js'
@@ -16,6 +15,8 @@ import type { Workloads } from './workloads.js'
 /** What {@link migrateOut} needs from the rest of the node. */
 export interface OutgoingDeps {
   libp2p: ShoalLibp2p
+  /** Opens the control lane (core's transport seam). */
+  transport: LaneTransport
   store: ImageStore
   workloads: Workloads
   pool: () => WorkerPool
@@ -56,7 +57,7 @@ export async function migrateOut (deps: OutgoingDeps, name: string, to: string, 
   }
   let cacheDirtySource: DirtySource | undefined
   try {
-    const [control] = await openLanes(libp2p, target, MIGRATE_PROTOCOL, 1, { signal: opts.signal })
+    const [control] = await deps.transport.openLanes(to, MIGRATE_PROTOCOL, 1, { signal: opts.signal })
     const paths = await lanePaths(libp2p, target, libp2p.getConnections(target.peerId)[0])
     // One lane per usable (local NIC, remote NIC) pair, and at least DEFAULT_LANES.
     const count = opts.lanes ?? Math.max(paths.length, DEFAULT_LANES)

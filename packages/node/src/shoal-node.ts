@@ -7,7 +7,7 @@ import {
   BlockClient, CacheMeta, UnknownVolumeError, ImageExistsError, ImageStateError, PeerGoneError
 } from '@shoal/core'
 import type { BlockStore, Driver, ImageSpec, WorkerPool } from '@shoal/core'
-import { createShoalLibp2p, handleLanes, loadOrCreateIdentity, openLanes } from '@shoal/libp2p'
+import { createLibp2pLaneTransport, createShoalLibp2p, loadOrCreateIdentity } from '@shoal/libp2p'
 import { Admission } from './admission.js'
 import type { AdmissionLimits } from './admission.js'
 import {
@@ -100,6 +100,9 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
     privateKey, listen: init.listen ?? ['/ip4/127.0.0.1/tcp/0'], bootstrap: init.bootstrap, mdns: init.mdns, privateNetworkKey: init.privateNetworkKey
   })
   const peerId = libp2p.peerId.toString()
+  // Lanes are opened and accepted through core's transport seam; only the multi-NIC placement of
+  // data lanes (lane-paths.ts) and replica discovery use libp2p directly.
+  const transport = createLibp2pLaneTransport(libp2p)
   const allow = new Set(init.allow ?? [])
   const shmDir = init.shmDir ?? join(DEFAULT_SHM_DIR, `shoal-${createHash('sha256').update(init.dataDir).digest('hex').slice(0, 12)}`)
   const store = new ImageStore(init.dataDir, shmDir)
@@ -134,11 +137,11 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
       try {
         // Streams per connection and frame sizes bounded per protocol: what a peer may make this
         // node buffer is what the protocol needs, not what the transport allows.
-        await handleLanes(libp2p, MIGRATE_PROTOCOL, (lane, info) => { incoming.onControlLane(lane, info) }, { isAllowed, maxStreamsPerConnection: MAX_CONTROL_STREAMS_PER_CONNECTION })
-        await handleLanes(libp2p, LANE_PROTOCOL, (lane, info) => { incoming.onDataLane(lane, info) }, { isAllowed: p => allow.has(p), maxStreamsPerConnection: 2 * MAX_LANES_PER_SESSION })
+        await transport.handle(MIGRATE_PROTOCOL, (lane, info) => { incoming.onControlLane(lane, info) }, { isAllowed, maxStreamsPerConnection: MAX_CONTROL_STREAMS_PER_CONNECTION })
+        await transport.handle(LANE_PROTOCOL, (lane, info) => { incoming.onDataLane(lane, info) }, { isAllowed: p => allow.has(p), maxStreamsPerConnection: 2 * MAX_LANES_PER_SESSION })
         await volumes.load()
         await workloads.adoptAfterRestart(isAlive)
-        await handleLanes(libp2p, BLOCKS_PROTOCOL, (lane, info) => { volumes.serve(lane, info.peerId) }, { isAllowed, maxStreamsPerConnection: MAX_BLOCK_STREAMS_PER_CONNECTION, maxFrameSize: MAX_BLOCK_REQUEST_FRAME })
+        await transport.handle(BLOCKS_PROTOCOL, (lane, info) => { volumes.serve(lane, info.peerId) }, { isAllowed, maxStreamsPerConnection: MAX_BLOCK_STREAMS_PER_CONNECTION, maxFrameSize: MAX_BLOCK_REQUEST_FRAME })
         await libp2p.start()
         if (init.controlSocket !== false) server = await startControlServer(node, join(init.dataDir, CONTROL_SOCKET))
       } catch (err) {
@@ -213,7 +216,7 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
     },
     async startImage (name, opts) { return await workloads.start(name, opts?.force === true) },
     async migrate (name, to, opts = {}) {
-      const run = migrateOut({ libp2p, store, workloads, pool: poolOf, log }, name, to, { ...opts, signal: opts.signal != null ? AbortSignal.any([opts.signal, stopping.signal]) : stopping.signal })
+      const run = migrateOut({ libp2p, transport, store, workloads, pool: poolOf, log }, name, to, { ...opts, signal: opts.signal != null ? AbortSignal.any([opts.signal, stopping.signal]) : stopping.signal })
       outgoing.add(run)
       try { return await run } finally { outgoing.delete(run) }
     },
@@ -238,8 +241,8 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
     async removeVolume (id) { await volumes.remove(id) },
     async pullVolume (id, opts) { return await volumes.pull(id, opts) },
     async blockClient (to, signal) {
-      const target = resolvePeer(to, 'replica')
-      const [lane] = await openLanes(libp2p, target, BLOCKS_PROTOCOL, 1, { signal })
+      resolvePeer(to, 'replica')
+      const [lane] = await transport.openLanes(to, BLOCKS_PROTOCOL, 1, { signal })
       return new BlockClient(lane!)
     }
   }
