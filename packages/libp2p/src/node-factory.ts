@@ -6,6 +6,7 @@ import { bootstrap } from '@libp2p/bootstrap'
 import { identify } from '@libp2p/identify'
 import { mdns } from '@libp2p/mdns'
 import { preSharedKey } from '@libp2p/pnet'
+import { tls } from '@libp2p/tls'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 import { isIP } from 'node:net'
@@ -47,6 +48,12 @@ export interface ShoalLibp2pInit {
   streamWindow?: number
   /** Hand each batch of encrypted bytes to the socket as one gathered write; default true. */
   gatherWrites?: boolean
+  /**
+   * Connection encryption, in order of preference (peers negotiate the first they share):
+   * `noise` (ChaCha20-Poly1305) and `tls` (TLS 1.3 on node:tls, OpenSSL's AES-GCM). Default
+   * `['noise', 'tls']`.
+   */
+  encrypters?: Array<'noise' | 'tls'>
 }
 
 /**
@@ -79,7 +86,7 @@ export async function createShoalLibp2p (init: ShoalLibp2pInit): Promise<ShoalLi
     privateKey: init.privateKey,
     addresses: { listen: init.listen },
     transports: [bindLocalAddress(tcp(), init.localAddress, init.listen)],
-    connectionEncrypters: [init.gatherWrites === false ? noise() : withGatheredWrites(noise())],
+    connectionEncrypters: (init.encrypters ?? DEFAULT_ENCRYPTERS).map(e => e === 'tls' ? tls() : init.gatherWrites === false ? noise() : withGatheredWrites(noise())),
     streamMuxers: [yamux({
       streamOptions: {
         initialStreamWindowSize: window,
@@ -112,6 +119,9 @@ function checkSwarmKey (key: Uint8Array): Uint8Array {
 export function generateSwarmKey (): Uint8Array {
   return new TextEncoder().encode(`/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString('hex')}`)
 }
+
+/** Encrypters offered when not told otherwise, in order of preference. */
+const DEFAULT_ENCRYPTERS: Array<'noise' | 'tls'> = ['noise', 'tls']
 
 type TransportFactory = ReturnType<typeof tcp>
 type DiscoveryFactory = NonNullable<Parameters<typeof createLibp2p>[0]>['peerDiscovery'] extends Array<infer F> | undefined ? F : never
