@@ -51,13 +51,15 @@ export interface ShoalLibp2pInit {
   /**
    * Connection encryption, in order of preference (peers negotiate the first they share):
    * `noise` (ChaCha20-Poly1305) and `tls` (TLS 1.3 on node:tls, OpenSSL's AES-GCM). Default
-   * `['noise', 'tls']`.
+   * `['noise']`. TLS cost half Noise's CPU per GiB here (`pnpm bench cipher`), but over TLS a
+   * lane does not yet keep the transport contract (a buffer changed after `send` resolved changes
+   * what is sent; 4 MiB frames both ways over shared connections stalled), so it is opt-in.
    */
   encrypters?: Array<'noise' | 'tls'>
 }
 
 /**
- * Creates (but does not start) a libp2p node for Shoal: TCP + Noise + Yamux, identify, bootstrap
+ * Creates (but does not start) a libp2p node for Shoal: TCP + TLS 1.3 or Noise + Yamux, identify, bootstrap
  * and mDNS when asked for.
  *
  * The node is not started so that protocol handlers (`handleLanes`) are registered before it
@@ -86,7 +88,7 @@ export async function createShoalLibp2p (init: ShoalLibp2pInit): Promise<ShoalLi
     privateKey: init.privateKey,
     addresses: { listen: init.listen },
     transports: [bindLocalAddress(tcp(), init.localAddress, init.listen)],
-    connectionEncrypters: (init.encrypters ?? DEFAULT_ENCRYPTERS).map(e => e === 'tls' ? tls() : init.gatherWrites === false ? noise() : withGatheredWrites(noise())),
+    connectionEncrypters: checkEncrypters(init.encrypters ?? DEFAULT_ENCRYPTERS).map(e => e === 'tls' ? tls() : init.gatherWrites === false ? noise() : withGatheredWrites(noise())),
     streamMuxers: [yamux({
       streamOptions: {
         initialStreamWindowSize: window,
@@ -120,8 +122,16 @@ export function generateSwarmKey (): Uint8Array {
   return new TextEncoder().encode(`/key/swarm/psk/1.0.0/\n/base16/\n${randomBytes(32).toString('hex')}`)
 }
 
+/** Throws unless `list` names one or more known encrypters, each once. */
+function checkEncrypters (list: readonly string[]): Array<'noise' | 'tls'> {
+  if (list.length === 0 || new Set(list).size !== list.length || !list.every(e => e === 'noise' || e === 'tls')) {
+    throw new InvalidArgumentError(`encrypters must list tls and/or noise, each once, in order of preference; got ${JSON.stringify(list)}`)
+  }
+  return list as Array<'noise' | 'tls'>
+}
+
 /** Encrypters offered when not told otherwise, in order of preference. */
-const DEFAULT_ENCRYPTERS: Array<'noise' | 'tls'> = ['noise', 'tls']
+const DEFAULT_ENCRYPTERS: Array<'noise' | 'tls'> = ['noise']
 
 type TransportFactory = ReturnType<typeof tcp>
 type DiscoveryFactory = NonNullable<Parameters<typeof createLibp2p>[0]>['peerDiscovery'] extends Array<infer F> | undefined ? F : never

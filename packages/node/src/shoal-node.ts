@@ -68,6 +68,12 @@ export interface ShoalNodeInit {
    */
   privateNetworkKey?: Uint8Array
   /**
+   * Connection encryption in order of preference (peers negotiate the first both offer); default
+   * `['noise']`. `tls` (TLS 1.3, OpenSSL's AES-GCM) costs half Noise's CPU per GiB here (`pnpm
+   * bench cipher`) but does not pass the lane transport's compliance suite yet: opt-in only.
+   */
+  encrypters?: Array<'noise' | 'tls'>
+  /**
    * The drivers this node runs workloads with (e.g. `createQemuDriver()` from
    * `@shoal/driver-qemu`, `createSyntheticDriver()` from `@shoal/driver-synthetic`). An image
    * whose driver is not here can be neither created, started nor migrated in.
@@ -97,7 +103,7 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
 async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () => Promise<void> }): Promise<ShoalNode> {
   const privateKey = await loadOrCreateIdentity(init.dataDir)
   const libp2p = await createShoalLibp2p({
-    privateKey, listen: init.listen ?? ['/ip4/127.0.0.1/tcp/0'], bootstrap: init.bootstrap, mdns: init.mdns, privateNetworkKey: init.privateNetworkKey
+    privateKey, listen: init.listen ?? ['/ip4/127.0.0.1/tcp/0'], bootstrap: init.bootstrap, mdns: init.mdns, privateNetworkKey: init.privateNetworkKey, encrypters: init.encrypters
   })
   const peerId = libp2p.peerId.toString()
   // Lanes are opened and accepted through core's transport seam; only the multi-NIC placement of
