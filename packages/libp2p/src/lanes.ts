@@ -72,7 +72,8 @@ export async function openLanes (node: Libp2p, peer: LanePeer, protocol: string,
       ...(local !== '*' ? { localAddress: local } : {}),
       ...(remote != null ? { remoteAddress: remote } : {}),
       ...(opts.maxFrameSize != null ? { maxFrameSize: opts.maxFrameSize } : {}),
-      ...(owned ? { onAbort: (err: Error) => { conn.abort(err) } } : {})
+      ...(owned ? { onAbort: (err: Error) => { conn.abort(err) } } : {}),
+      ...(keepsPlaintext(conn) ? { copyOnSend: true } : {})
     })
   })
 }
@@ -200,7 +201,8 @@ export async function handleLanes (node: Libp2p, protocol: string, onLane: (lane
       id: `${local ?? '*'}<${remote ?? '?'}#${connection.id}s${stream.id}`,
       ...(local != null ? { localAddress: local } : {}),
       ...(remote != null ? { remoteAddress: remote } : {}),
-      ...(opts.maxFrameSize != null ? { maxFrameSize: opts.maxFrameSize } : {})
+      ...(opts.maxFrameSize != null ? { maxFrameSize: opts.maxFrameSize } : {}),
+      ...(keepsPlaintext(connection) ? { copyOnSend: true } : {})
     })
     try {
       onLane(lane, { peerId, connection })
@@ -225,4 +227,9 @@ function refuse (stream: Stream, peerId: string): void {
     await stream.closeRead()
     await stream.close()
   })().catch(err => { stream.abort(err as Error) })
+}
+
+/** Whether the connection's encrypter holds on to plaintext after a write returned (TLS does). */
+function keepsPlaintext (conn: Connection): boolean {
+  return conn.encryption?.startsWith('/tls') === true
 }

@@ -78,7 +78,10 @@ export interface ShoalLibp2pInit {
  *   moving gigabytes delays pings behind its data.
  */
 export async function createShoalLibp2p (init: ShoalLibp2pInit): Promise<ShoalLibp2p> {
-  const window = init.streamWindow ?? YAMUX_STREAM_WINDOW
+  const encrypters = checkEncrypters(init.encrypters ?? DEFAULT_ENCRYPTERS)
+  // Over TLS, yamux windows of 8 MiB and more stalled connections carrying large frames both ways
+  // (measured: 16 MiB stalled, 4 MiB did not), so a node that may speak TLS keeps them at 4 MiB.
+  const window = Math.min(init.streamWindow ?? YAMUX_STREAM_WINDOW, encrypters.includes('tls') ? TLS_STREAM_WINDOW : Infinity)
   const peerDiscovery: DiscoveryFactory[] = []
   if (init.bootstrap != null && init.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: init.bootstrap }))
   if (init.mdns === true) peerDiscovery.push(mdns())
@@ -88,7 +91,7 @@ export async function createShoalLibp2p (init: ShoalLibp2pInit): Promise<ShoalLi
     privateKey: init.privateKey,
     addresses: { listen: init.listen },
     transports: [bindLocalAddress(tcp(), init.localAddress, init.listen)],
-    connectionEncrypters: checkEncrypters(init.encrypters ?? DEFAULT_ENCRYPTERS).map(e => e === 'tls' ? tls() : init.gatherWrites === false ? noise() : withGatheredWrites(noise())),
+    connectionEncrypters: encrypters.map(e => e === 'tls' ? tls() : init.gatherWrites === false ? noise() : withGatheredWrites(noise())),
     streamMuxers: [yamux({
       streamOptions: {
         initialStreamWindowSize: window,
@@ -129,6 +132,9 @@ function checkEncrypters (list: readonly string[]): Array<'noise' | 'tls'> {
   }
   return list as Array<'noise' | 'tls'>
 }
+
+/** Largest yamux window on a node that may speak TLS (see createShoalLibp2p). */
+const TLS_STREAM_WINDOW = 4 * 1024 * 1024
 
 /** Encrypters offered when not told otherwise, in order of preference. */
 const DEFAULT_ENCRYPTERS: Array<'noise' | 'tls'> = ['noise']

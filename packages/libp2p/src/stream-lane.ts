@@ -26,6 +26,13 @@ export interface StreamLaneInit {
    * reused for the next lane.
    */
   onAbort?: (err: Error) => void
+  /**
+   * Copy each frame before handing it to the stream. Needed where the connection keeps a
+   * reference to the plaintext after `send` returned (TLS: node:tls buffers what it has not yet
+   * encrypted), so that the caller owns its buffer again once `send` resolves, as the lane
+   * transport's contract says. Noise encrypts (copies) as it goes and needs no copy.
+   */
+  copyOnSend?: boolean
 }
 
 /**
@@ -59,6 +66,7 @@ class StreamLane implements Lane {
   private readonly highWater: number
   private readonly lowWater: number
   private readonly lingerMs: number
+  private readonly copyOnSend: boolean
   private onAbort?: (err: Error) => void
   /** Decoded frames not yet consumed; `head` indexes the next one (cheaper than `shift`). */
   private queue: Uint8Array[] = []
@@ -89,6 +97,7 @@ class StreamLane implements Lane {
     this.lowWater = Math.floor(this.highWater / 2)
     this.lingerMs = init.closeLingerMs ?? LANE_CLOSE_LINGER_MS
     this.onAbort = init.onAbort
+    this.copyOnSend = init.copyOnSend === true
     // A paused stream keeps receiving what the peer was already granted: never reset for that.
     stream.maxReadBufferLength = Math.max(stream.maxReadBufferLength, STREAM_READ_BUFFER_LIMIT)
 
@@ -112,7 +121,7 @@ class StreamLane implements Lane {
     this.assertWritable()
     let ok = true
     try {
-      ok = this.stream.send(frame instanceof Uint8Array ? frame : byteList(frame))
+      ok = this.stream.send(this.copyOnSend ? concat(frame) : frame instanceof Uint8Array ? frame : byteList(frame))
     } catch (err) {
       throw this.error ?? new LaneClosedError(`lane ${this.id}: ${(err as Error).message}`)
     }
@@ -345,4 +354,13 @@ function byteList (parts: readonly Uint8Array[]): SendData {
   const bufs = parts.filter(p => p.byteLength > 0)
   const byteLength = bufs.reduce((n, p) => n + p.byteLength, 0)
   return { [UINT8ARRAYLIST]: true, bufs, byteLength, length: byteLength } as unknown as SendData
+}
+
+/** One new buffer holding the frame's bytes. */
+function concat (frame: Uint8Array | readonly Uint8Array[]): Uint8Array {
+  const parts = frame instanceof Uint8Array ? [frame] : frame
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
+  let off = 0
+  for (const p of parts) { out.set(p, off); off += p.byteLength }
+  return out
 }
