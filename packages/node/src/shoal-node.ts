@@ -69,8 +69,8 @@ export interface ShoalNodeInit {
   privateNetworkKey?: Uint8Array
   /**
    * Connection encryption in order of preference (peers negotiate the first both offer); default
-   * `['noise']`. `tls` (TLS 1.3, OpenSSL's AES-GCM) costs half Noise's CPU per GiB here (`pnpm
-   * bench cipher`) but does not pass the lane transport's compliance suite yet: opt-in only.
+   * `['tls', 'noise']`: TLS 1.3 (OpenSSL's AES-GCM) moved a migration faster with less CPU than
+   * Noise here (see `createShoalLibp2p`), and Noise keeps peers without TLS reachable.
    */
   encrypters?: Array<'noise' | 'tls'>
   /**
