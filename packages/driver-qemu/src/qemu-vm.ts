@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process'
 import { closeSync, openSync, readFileSync, rmSync } from 'node:fs'
 import type { ImageSpec } from '@shoal/core'
-import { WorkloadError } from '@shoal/core'
+import { isLiveProcess, WorkloadError } from '@shoal/core'
 import { QUIT_TIMEOUT_MS } from './constants.js'
 import { linkImageFiles, qemuArgs, vmPaths } from './command-line.js'
 import type { VmPaths } from './command-line.js'
@@ -13,8 +13,7 @@ import { logSize, waitForLine } from './serial-log.js'
 /** Whether a pid is a live QEMU process (not a zombie, not a recycled pid of something else). */
 export function isQemuProcess (pid: number): boolean {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    if (/\) Z /.test(stat)) return false
+    if (!isLiveProcess(pid)) return false
     const argv0 = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] ?? ''
     return /qemu/.test(argv0.slice(argv0.lastIndexOf('/') + 1))
   } catch {

@@ -1,20 +1,14 @@
 import { readFileSync } from 'node:fs'
+import { processStat } from '@shoal/core'
 
 /**
  * A process's start time in clock ticks since boot (`/proc/<pid>/stat` field 22): with the pid it
  * names one process for good, so a pid the kernel reused is never taken for the workload.
  */
 export function processStartTime (pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    // Fields after the command name, which may hold spaces and parentheses.
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    if (rest[0] === 'Z') return undefined
-    const t = Number(rest[19])
-    return Number.isSafeInteger(t) ? t : undefined
-  } catch {
-    return undefined
-  }
+  const s = processStat(pid)
+  if (s == null || s.state === 'Z' || !Number.isSafeInteger(s.startTime)) return undefined
+  return s.startTime
 }
 
 /** The process's command line arguments, or undefined when it is gone. */

@@ -7,6 +7,7 @@ import { MAX_LANES_PER_SESSION } from './constants.js'
 import type { ImageStore, Staging } from './image-store.js'
 import type { Logger } from './logger.js'
 import type { Workloads } from './workloads.js'
+import { settleWithin } from './settle-within.js'
 
 /** What {@link IncomingMigrations} needs from the rest of the node. */
 export interface IncomingDeps {
@@ -119,11 +120,7 @@ export class IncomingMigrations {
    * its connections, so the source learns the cause instead of seeing its lanes die.
    */
   async drain (timeoutMs: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined
-    await Promise.race([
-      Promise.allSettled([...this.running]),
-      new Promise<void>(resolve => { timer = setTimeout(resolve, timeoutMs) })
-    ]).finally(() => { clearTimeout(timer) })
+    await settleWithin([...this.running], timeoutMs)
   }
 
   /** Handles a data lane of `LANE_PROTOCOL`. */

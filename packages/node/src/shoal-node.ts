@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto'
-import { mkdirSync, readFileSync, rmSync } from 'node:fs'
+import { mkdirSync, rmSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 import {
   createWorkerPool, InvalidImageError, DEFAULT_PAGE_SIZE, DEFAULT_BLOCK_SIZE, ShoalError, InvalidArgumentError, validateImageSpec,
-  BlockClient, CacheMeta, UnknownVolumeError, ImageExistsError, ImageStateError, PeerGoneError
+  BlockClient, CacheMeta, UnknownVolumeError, ImageExistsError, ImageStateError, PeerGoneError, isLiveProcess
 } from '@shoal/core'
 import type { BlockStore, Driver, ImageSpec, WorkerPool } from '@shoal/core'
 import { createLibp2pLaneTransport, createShoalLibp2p, loadOrCreateIdentity } from '@shoal/libp2p'
@@ -26,6 +26,7 @@ import { migrateOut } from './outgoing.js'
 import { checkMultiaddr, parsePeerId, resolvePeer } from './peer-address.js'
 import { Volumes } from './volumes.js'
 import { Workloads } from './workloads.js'
+import { settleWithin } from './settle-within.js'
 import type { Server } from 'node:http'
 
 export type { CreateImageOptions, MigrateOptions, NodeStatus, ShoalNode } from './node-api.js'
@@ -146,7 +147,7 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
         await transport.handle(MIGRATE_PROTOCOL, (lane, info) => { incoming.onControlLane(lane, info) }, { isAllowed, maxStreamsPerConnection: MAX_CONTROL_STREAMS_PER_CONNECTION })
         await transport.handle(LANE_PROTOCOL, (lane, info) => { incoming.onDataLane(lane, info) }, { isAllowed: p => allow.has(p), maxStreamsPerConnection: 2 * MAX_LANES_PER_SESSION })
         await volumes.load()
-        await workloads.adoptAfterRestart(isAlive)
+        await workloads.adoptAfterRestart(isLiveProcess)
         await transport.handle(BLOCKS_PROTOCOL, (lane, info) => { volumes.serve(lane, info.peerId) }, { isAllowed, maxStreamsPerConnection: MAX_BLOCK_STREAMS_PER_CONNECTION, maxFrameSize: MAX_BLOCK_REQUEST_FRAME })
         await libp2p.start()
         if (init.controlSocket !== false) server = await startControlServer(node, join(init.dataDir, CONTROL_SOCKET))
@@ -254,22 +255,6 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
   }
 
   return node
-}
-
-/** Waits for the promises to settle, at most `ms`. */
-async function settleWithin (promises: Array<Promise<unknown>>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined
-  await Promise.race([Promise.allSettled(promises), new Promise<void>(resolve => { timer = setTimeout(resolve, ms) })]).finally(() => { clearTimeout(timer) })
-}
-
-/** True while a process with this pid exists (and is not a zombie). */
-function isAlive (pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z'
-  } catch {
-    return false
-  }
 }
 
 /** Copies a fully held volume into a cache file and writes its metadata (every block clean). */
