@@ -1,4 +1,4 @@
-import { mkdirSync, readdirSync, statSync } from 'node:fs'
+import { mkdirSync, readdirSync } from 'node:fs'
 import {
   BlockClient, BlockStore, checkBlockSize, DEFAULT_BLOCK_SIZE, fetchFromSources, InvalidArgumentError, serveBlocks, TokenBucket, UnknownVolumeError, zeroHash
 } from '@shoal/core'
@@ -103,9 +103,6 @@ export class Volumes {
     if (this.stores.has(id)) throw new InvalidArgumentError(`volume ${id} already exists on this node`)
     checkBlockSize(blockSize)
     mkdirSync(this.dir, { recursive: true })
-    let st
-    try { st = statSync(path) } catch (err) { throw new InvalidArgumentError(`cannot import ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err }) }
-    if (!st.isFile()) throw new InvalidArgumentError(`cannot import ${path}: not a regular file`)
     const v = await BlockStore.import(this.dir, id, path, blockSize)
     this.stores.set(id, v)
     return info(v)

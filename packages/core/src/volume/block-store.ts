@@ -62,9 +62,13 @@ export class BlockStore {
     checkBlockSize(blockSize)
     const base = join(dir, id)
     if (existsSync(`${base}.hashes`) || existsSync(`${base}.meta`)) throw new InvalidArgumentError(`volume ${id} already exists in ${dir}`)
-    const src = await open(path, 'r')
+    const src = await open(path, 'r').catch((err: NodeJS.ErrnoException) => {
+      throw new InvalidArgumentError(`cannot import ${path}: ${err.code ?? err.message}`, { cause: err })
+    })
     try {
-      const { size } = await src.stat()
+      const st = await src.stat()
+      if (!st.isFile()) throw new InvalidArgumentError(`cannot import ${path}: not a regular file`)
+      const { size } = st
       if (size % blockSize !== 0) throw new InvalidArgumentError(`volume size ${size} is not a multiple of the block size ${blockSize}`)
       const n = size / blockSize
       const hashes = new Uint8Array(n * 32)
