@@ -227,4 +227,46 @@ describe('source and destination sessions over in-memory lanes', () => {
     expect(controller.calls).not.toContain('stop')
     expect(writer.exitCode).toBeNull()
   })
+
+  it('a destination whose node stops before COMMIT aborts (the source resumes); once committing, it finishes', async () => {
+    for (const when of ['verify', 'commit'] as const) {
+      const { image, pool, writer, dir, hooks } = await setup()
+      const controller = processController(writer)
+      const stopping = new AbortController()
+      const reason = new Error('node x is stopping')
+      const net = connect(2)
+      // 'verify': the node stops while the destination computes its digests (before COMMIT).
+      // 'commit': it stops while the commit hook runs (after COMMIT arrived).
+      const dest = new DestinationSession(net.destControl, {
+        pool,
+        hooks: {
+          ...hooks,
+          async commit (state: Uint8Array) {
+            if (when === 'commit') stopping.abort(reason)
+            await hooks.commit(state)
+          }
+        }
+      }, { signal: stopping.signal })
+      net.attach(dest)
+      const onProgress = (p: MigrationProgress): void => { if (when === 'verify' && p.phase === 'verify') stopping.abort(reason) }
+      const [outcome, result] = await Promise.all([
+        runSourceSession({ image, controller, control: net.control, lanes: net.data, pool }, { chunkBytes: 64 * 1024, onProgress }).then(r => r, (e: Error & { report: MigrationReport }) => e),
+        dest.run()
+      ])
+      if (when === 'verify') {
+        expect(outcome.name).toBe('RemoteAbortError')
+        expect(result.committed).toBe(false)
+        expect(result.error?.code).toBe('ERR_PEER_GONE')
+        expect(hooks.committed).toEqual([])
+        expect(existsSync(`${dir}/dst.mem`)).toBe(false)
+        // Paused for the switchover, resumed after the abort.
+        expect(controller.calls.at(-1)).toBe('resume')
+      } else {
+        expect((outcome as MigrationReport).ok).toBe(true)
+        expect(result.committed).toBe(true)
+        expect(hooks.committed).toHaveLength(1)
+      }
+      for (const c of cleanups.splice(0).reverse()) await c()
+    }
+  })
 })

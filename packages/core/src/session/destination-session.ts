@@ -3,7 +3,7 @@ import { open } from 'node:fs/promises'
 import type { FileHandle } from 'node:fs/promises'
 import { DEFAULT_CONTROL_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS } from '../constants.js'
 import { storageFailure, isSystemError } from '../storage-failure.js'
-import { errorCode, InvalidFrameError, LaneClosedError, ProtocolError, RemoteAbortError, ShoalError, TimeoutError } from '../errors.js'
+import { errorCode, InvalidFrameError, LaneClosedError, PeerGoneError, ProtocolError, RemoteAbortError, ShoalError, TimeoutError } from '../errors.js'
 import type { WorkerPool } from '../tracker/worker-pool.js'
 import type { Lane } from '../transport/lane.js'
 import { RegionDigests } from '../verify/region-digests.js'
@@ -139,10 +139,20 @@ export class DestinationSession {
   /** Runs the session to its end; never throws (the result carries the error). */
   async run (): Promise<DestinationResult> {
     let prepared = false
+    // A stopping node ends its sessions that have not started to commit (the source resumes);
+    // one that is committing finishes (the source waits for its COMMITTED).
+    let committing = false
+    const stop = (): void => {
+      if (committing) return
+      const reason: unknown = this.options.signal?.reason
+      this.fail(reason instanceof ShoalError ? reason : new PeerGoneError('the node is stopping'))
+    }
+    this.options.signal?.addEventListener('abort', stop, { once: true })
     try {
       const hello = await this.control.expect(FrameType.Hello, this.options.helloTimeoutMs ?? DEFAULT_CONTROL_TIMEOUT_MS, this.options.signal)
       this.hello = hello
       this.result.image = hello.image
+      if (this.options.signal?.aborted === true) stop()
       prepared = true
       const paths = await this.deps.hooks.prepare(hello)
       const { pool } = this.deps
@@ -186,6 +196,7 @@ export class DestinationSession {
           case FrameType.Commit: {
             if (!verified) throw new ProtocolError('commit before a successful verification')
             if (deviceState == null) throw new ProtocolError('commit without device state')
+            committing = true
             await this.closeFiles()
             await this.deps.hooks.commit(deviceState, this.cacheMetaAfter(hello.blockSize))
             this.result.committed = true
@@ -211,6 +222,7 @@ export class DestinationSession {
       }
       return this.result
     } finally {
+      this.options.signal?.removeEventListener('abort', stop)
       clearInterval(this.idleTimer)
       this.cacheAbort.abort()
       await this.cacheFetchDone?.catch(() => {})
@@ -393,7 +405,7 @@ export class DestinationSession {
    */
   private async lingerAfterCommit (): Promise<void> {
     const until = performance.now() + COMMIT_LINGER_MS
-    while (performance.now() < until && !(this.controlGone && this.lanes.size === 0)) {
+    while (performance.now() < until && !(this.controlGone && this.lanes.size === 0) && this.failure == null) {
       let timer: NodeJS.Timeout | undefined
       const got = await Promise.race([
         this.nextControl().catch(() => undefined),
