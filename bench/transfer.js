@@ -11,7 +11,7 @@ import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { forkPeer, printTable, resultsDir, stats, tcpBaseline, tempDir, writeResults } from './lib/harness.js'
-import { breakdownTable, calibratePageFault, CATEGORIES, MAIN_RULES, sideBreakdown, WORKER_RULES } from './lib/cpu-breakdown.js'
+import { breakdownTable, calibratePageFault, CATEGORIES, DATA_WORKER_RULES, MAIN_RULES, sideBreakdown, WORKER_RULES } from './lib/cpu-breakdown.js'
 
 const GiB = 2 ** 30
 const size = Number(process.env.SHOAL_BENCH_BYTES ?? GiB)
@@ -163,6 +163,7 @@ try {
       rules: {
         main_thread: MAIN_RULES.map(([c, what]) => `${c}: ${what}`),
         worker_threads: WORKER_RULES.map(([c, what]) => `${c}: ${what}`),
+        data_workers: DATA_WORKER_RULES.map(([c, what]) => `${c}: ${what}`),
         unprofiled_threads: ['libuv threadpool -> file_io', 'V8 platform threads -> gc', 'v8:ProfEvntProc -> profiler', 'main-thread CPU the profile did not see -> event_loop']
       }
     }

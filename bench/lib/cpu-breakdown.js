@@ -40,6 +40,7 @@ if (!isMainThread) {
 /** Categories in table order; `key` is what the JSON uses. */
 export const CATEGORIES = [
   ['cipher', 'cipher (Noise ChaCha20-Poly1305, node:crypto)'],
+  ['data_lanes', 'data lanes on data workers (TLS in OpenSSL, sockets, framing)'],
   ['mux_copies', 'muxing and copies (yamux, it-*, uint8arraylist, Buffer copies)'],
   ['codec', 'codec (wire frames)'],
   ['socket_io', 'socket writes (node:net, libuv, in JS)'],
@@ -94,6 +95,23 @@ export const WORKER_RULES = [
   ['verification', 'scan-worker.js `digest`, core/dist/verify/', (f) => and(has('/tracker/scan-worker.js'), fn(/^digest$/))(f) || f.url.includes('/core/dist/verify/')],
   ['scanning', 'scan-worker.js (scan, readWindow, isZero), core/dist/tracker/, node:buffer compare/copy under them', (f) => f.url.includes('/core/dist/tracker/')]
 ]
+
+/**
+ * Data-worker rules (threads running the data plane's data-worker.js): their file I/O (pread of
+ * the source's areas, pwrite of the staging files) and GC apart, everything is the data lanes'
+ * own cost — TLS record encryption in OpenSSL under socket writes, framing, sockets.
+ */
+export const DATA_WORKER_RULES = [
+  ['gc', 'V8 "(garbage collector)"', fn(/^\(garbage collector\)$/)],
+  ['file_io', 'node:fs, node:internal/fs/* (readSync/writevSync of image files)', (f) => f.url === 'node:fs' || f.url.startsWith('node:internal/fs/')],
+  ['hashing', 'node:internal/crypto/hash (hash-mode fingerprints of the bytes sent)', (f) => f.url.includes('node:internal/crypto/hash')],
+  ['data_lanes', 'anything else on a data worker', () => true]
+]
+
+/** True when a worker profile is a data worker's (it ran data-worker.js). */
+function isDataWorker (profile) {
+  return profile.nodes.some(n => n.callFrame.url.includes('/data-plane/data-worker.js'))
+}
 
 /** Which category a stack (leaf first) belongs to under `rules`; `other` when none matches. */
 function categorise (stack, rules) {
@@ -201,7 +219,8 @@ export function sideBreakdown (windows, profiles, faultCost) {
       const role = w.roles[tid] ?? (t.comm === 'v8:ProfEvntProc' ? 'profiler' : 'unknown')
       const prof = profiles[role]
       if ((role === 'main' || role.startsWith('worker:')) && prof != null) {
-        const c = profileCategories(prof, role === 'main' ? MAIN_RULES : WORKER_RULES, w.fromUs, w.toUs)
+        const data = role !== 'main' && isDataWorker(prof)
+        const c = profileCategories(prof, role === 'main' ? MAIN_RULES : data ? DATA_WORKER_RULES : WORKER_RULES, w.fromUs, w.toUs)
         delete c.idle
         const busy = Object.values(c).reduce((x, y) => x + y, 0)
         acct.profiled_busy_s += busy
@@ -210,7 +229,8 @@ export function sideBreakdown (windows, profiles, faultCost) {
         // the loop was marked idle (main thread: socket reads, epoll).
         const seen = Math.min(busy, cpu)
         for (const [k, v] of Object.entries(c)) cat[k] += busy > 0 ? v / busy * seen : 0
-        cat[role === 'main' ? 'event_loop' : 'other'] += cpu - seen
+        // A data worker's unseen CPU is its sockets' reads and TLS decryption (libuv callbacks).
+        cat[role === 'main' ? 'event_loop' : data ? 'data_lanes' : 'other'] += cpu - seen
       } else if (role === 'threadpool') { cat.file_io += cpu; acct.threadpool_s += cpu } else if (role === 'v8') { cat.gc += cpu; acct.v8_platform_s += cpu } else if (role === 'profiler') { cat.profiler += cpu; acct.profiler_s += cpu } else { cat.other += cpu; acct.unknown_threads_s += cpu }
     }
   }

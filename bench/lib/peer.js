@@ -25,7 +25,7 @@ let mark = { times: threadTimes(), us: 0 }
 
 const handlers = {
   async init ({ dataDir, shmDir, listen, workers }) {
-    node = await createShoalNode({ dataDir, shmDir, listen, workers, controlSocket: false, drivers: [createSyntheticDriver(), createQemuDriver()], ...(process.env.SHOAL_BENCH_ENCRYPTERS != null ? { encrypters: process.env.SHOAL_BENCH_ENCRYPTERS.split(',') } : {}) })
+    node = await createShoalNode({ dataDir, shmDir, listen, workers, controlSocket: false, ...(process.env.SHOAL_BENCH_DATA_WORKERS != null ? { dataWorkers: Number(process.env.SHOAL_BENCH_DATA_WORKERS) } : {}), drivers: [createSyntheticDriver(), createQemuDriver()], ...(process.env.SHOAL_BENCH_ENCRYPTERS != null ? { encrypters: process.env.SHOAL_BENCH_ENCRYPTERS.split(',') } : {}) })
     await node.start()
     return { peerId: node.peerId, addrs: node.addrs() }
   },

@@ -8,6 +8,11 @@ export const LANE_PROTOCOL = '/shoal/lane/1.0.0'
 export const BLOCKS_PROTOCOL = '/shoal/blocks/1.0.0'
 /** Data lanes a migration opens when not told otherwise. */
 export const DEFAULT_LANES = 4
+/**
+ * Data worker threads per node (see ShoalNodeInit.dataWorkers). Chosen by measurement on a
+ * 2-core machine (docs/PERFORMANCE.md); a many-core host wants more.
+ */
+export const DEFAULT_DATA_WORKERS = 1
 /** Name of the control socket inside the data directory. */
 export const CONTROL_SOCKET = 'control.sock'
 /** Where memory files live (tmpfs, so workloads and Shoal share them without disk I/O). */

@@ -19,6 +19,8 @@ export interface IncomingDeps {
   /** Where clean cache blocks of a volume can come from, besides the source. */
   cacheSources: (req: CacheSourcesRequest, exclude: string[]) => Promise<CacheSources>
   log: Logger
+  /** Where this node's data workers take data lanes (`host:port`); empty without workers. */
+  dataEndpoints: () => string[]
   /** Aborted when the node stops. */
   signal: AbortSignal
 }
@@ -74,6 +76,7 @@ export class IncomingMigrations {
           })
           return staging
         },
+        dataEndpoints: this.deps.dataEndpoints,
         register: (key) => { sessionKey = key; this.sessions.set(key, { session, peer: info.peerId, lanes: 0 }) },
         cacheSources: async (req) => await this.deps.cacheSources(req, [info.peerId]),
         commit: async (deviceState, cacheMeta) => {

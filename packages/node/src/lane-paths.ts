@@ -1,6 +1,6 @@
 import type { Connection, PeerId } from '@libp2p/interface'
 import { ipOf, isLoopback, listenIps, localAddressFor, openLanes } from '@shoal/libp2p'
-import type { ShoalLibp2p } from '@shoal/libp2p'
+import type { DataPlane, ShoalLibp2p } from '@shoal/libp2p'
 import type { Lane, LaneStats } from '@shoal/core'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { LANE_PROTOCOL } from './constants.js'
@@ -39,16 +39,56 @@ export async function lanePaths (libp2p: ShoalLibp2p, target: TargetPeer, connec
   return byIp.size > 0 ? [...byIp.values()] : target.addrs
 }
 
-/** Opens `count` data lanes spread over the paths, each on a connection of its own. */
-export async function openDataLanes (libp2p: ShoalLibp2p, target: TargetPeer, paths: Multiaddr[], count: number, signal?: AbortSignal): Promise<Lane[]> {
-  return await openLanes(libp2p, { peerId: target.peerId, addrs: paths }, LANE_PROTOCOL, count, { signal, fresh: true })
+/** Opens `count` data lanes spread over `paths` (or throws when none could be opened). */
+export type DataLaneOpener = (paths: Multiaddr[], count: number, signal?: AbortSignal) => Promise<Lane[]>
+
+/** Data lanes as libp2p streams, each on a connection of its own. */
+export function libp2pDataLanes (libp2p: ShoalLibp2p, target: TargetPeer): DataLaneOpener {
+  return async (paths, count, signal) => await openLanes(libp2p, { peerId: target.peerId, addrs: paths }, LANE_PROTOCOL, count, { signal, fresh: true })
+}
+
+/**
+ * Data lanes on this node's data workers to the destination's data workers at `endpoints` (from
+ * its ACCEPT): lane i takes path i mod paths (its NIC pair), an endpoint of the destination on
+ * that path's address (spread over its workers), and worker i mod workers here.
+ */
+export function workerDataLanes (plane: DataPlane, libp2p: ShoalLibp2p, target: TargetPeer, endpoints: readonly string[]): DataLaneOpener {
+  const parsed = endpoints.map(parseEndpoint)
+  const peer = target.peerId.toString()
+  return async (paths, count, signal) => {
+    const ours = listenIps(libp2p)
+    const dials = Array.from({ length: count }, async (_, i) => {
+      const ip = ipOf(paths[i % paths.length]!)
+      const onPath = parsed.filter(e => e.host === ip)
+      const candidates = onPath.length > 0 ? onPath : parsed
+      const e = candidates[Math.floor(i / paths.length) % candidates.length]!
+      const localAddress = isLoopback(e.host) ? undefined : localAddressFor(e.host, ours)
+      return await plane.dial({ peer, host: e.host, port: e.port, localAddress, worker: i % plane.size, signal })
+    })
+    const settled = await Promise.allSettled(dials)
+    const lanes = settled.flatMap(r => r.status === 'fulfilled' ? [r.value] : [])
+    if (lanes.length === 0) throw (settled.find(r => r.status === 'rejected') as PromiseRejectedResult).reason
+    return lanes
+  }
+}
+
+/** `1.2.3.4:5` or `[::1]:5` → host and port. */
+export function parseEndpoint (e: string): { host: string, port: number } {
+  const at = e.lastIndexOf(':')
+  const host = e.slice(0, at).replace(/^\[(.*)\]$/, '$1')
+  return { host, port: Number(e.slice(at + 1)) }
+}
+
+/** `host:port` as an endpoint string (IPv6 in brackets). */
+export function formatEndpoint (host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
 }
 
 /**
  * Replacement lanes for paths that lost theirs (a NIC went down and came back): one new lane per
  * path with fewer active lanes than it started with. A path still down fails fast or times out.
  */
-export function laneReplenisher (libp2p: ShoalLibp2p, target: TargetPeer, paths: Multiaddr[], initial: Lane[]): (active: LaneStats[]) => Promise<Lane[]> {
+export function laneReplenisher (open: DataLaneOpener, paths: Multiaddr[], initial: Lane[]): (active: LaneStats[]) => Promise<Lane[]> {
   const wanted = new Map<string, number>()
   for (const l of initial) if (l.remoteAddress != null) wanted.set(l.remoteAddress, (wanted.get(l.remoteAddress) ?? 0) + 1)
   return async (active) => {
@@ -60,7 +100,7 @@ export function laneReplenisher (libp2p: ShoalLibp2p, target: TargetPeer, paths:
       const missing = (wanted.get(ip) ?? 0) - have
       if (missing <= 0) continue
       try {
-        fresh.push(...await openDataLanes(libp2p, target, [path], missing, AbortSignal.timeout(REOPEN_TIMEOUT_MS)))
+        fresh.push(...await open([path], missing, AbortSignal.timeout(REOPEN_TIMEOUT_MS)))
       } catch {
         // Still down: the next retry tries again.
       }

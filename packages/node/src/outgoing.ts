@@ -1,12 +1,12 @@
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { CacheMeta, CacheMetaError, ImageStateError, InvalidArgumentError, LaneClosedError, NoLanesError, TimeoutError, PeerGoneError, RemoteAbortError, runSourceSession, ShoalError } from '@shoal/core'
-import type { CacheManifest, DirtySource, LaneTransport, ImageSpec, Lane, LaneStats, MigrationProgress, MigrationReport, WorkerPool, WorkloadController } from '@shoal/core'
+import type { AcceptFrame, CacheManifest, DirtySource, LaneTransport, ImageSpec, Lane, LaneStats, MigrationProgress, MigrationReport, WorkerPool, WorkloadController } from '@shoal/core'
 import type { PeerId } from '@libp2p/interface'
-import type { ShoalLibp2p } from '@shoal/libp2p'
+import type { DataPlane, ShoalLibp2p } from '@shoal/libp2p'
 import { DEFAULT_LANES, MIGRATE_PROTOCOL, PEER_CHECK_TIMEOUT_MS } from './constants.js'
 import type { ImageRecord, ImageStore } from './image-store.js'
-import { laneReplenisher, lanePaths, openDataLanes } from './lane-paths.js'
+import { laneReplenisher, lanePaths, libp2pDataLanes, workerDataLanes } from './lane-paths.js'
 import type { Logger } from './logger.js'
 import type { MigrateOptions } from './node-api.js'
 import { resolvePeer } from './peer-address.js'
@@ -15,6 +15,8 @@ import type { Workloads } from './workloads.js'
 /** What {@link migrateOut} needs from the rest of the node. */
 export interface OutgoingDeps {
   libp2p: ShoalLibp2p
+  /** This node's data workers, if it has any. */
+  dataPlane?: () => DataPlane | undefined
   /** Opens the control lane (core's transport seam). */
   transport: LaneTransport
   store: ImageStore
@@ -62,9 +64,14 @@ export async function migrateOut (deps: OutgoingDeps, name: string, to: string, 
     // One lane per usable (local NIC, remote NIC) pair, and at least DEFAULT_LANES.
     const count = opts.lanes ?? Math.max(paths.length, DEFAULT_LANES)
     let replenish: ((active: LaneStats[]) => Promise<Lane[]>) | undefined
-    const open = async (): Promise<Lane[]> => {
-      const lanes = await openDataLanes(libp2p, target, paths, count, opts.signal)
-      replenish = laneReplenisher(libp2p, target, paths, lanes)
+    const open = async (accepted: AcceptFrame): Promise<Lane[]> => {
+      // On both sides' data workers when both have them; else libp2p streams on this thread.
+      const plane = deps.dataPlane?.()
+      const opener = plane != null && accepted.dataEndpoints != null
+        ? workerDataLanes(plane, libp2p, target, accepted.dataEndpoints)
+        : libp2pDataLanes(libp2p, target)
+      const lanes = await opener(paths, count, opts.signal)
+      replenish = laneReplenisher(opener, paths, lanes)
       log.info('migration out', { image: name, to: peer, lanes: lanes.map(l => l.id) })
       return lanes
     }

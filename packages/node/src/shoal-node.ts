@@ -7,11 +7,13 @@ import {
   BlockClient, CacheMeta, UnknownVolumeError, ImageExistsError, ImageStateError, PeerGoneError, isLiveProcess
 } from '@shoal/core'
 import type { BlockStore, Driver, ImageSpec, WorkerPool } from '@shoal/core'
-import { createLibp2pLaneTransport, createShoalLibp2p, loadOrCreateIdentity } from '@shoal/libp2p'
+import { createDataPlane, createLibp2pLaneTransport, createShoalLibp2p, listenIps, loadOrCreateIdentity } from '@shoal/libp2p'
+import type { DataPlane } from '@shoal/libp2p'
+import { formatEndpoint } from './lane-paths.js'
 import { Admission } from './admission.js'
 import type { AdmissionLimits } from './admission.js'
 import {
-  BLOCKS_PROTOCOL, CONTROL_SOCKET, DEFAULT_SHM_DIR, LANE_PROTOCOL, MAX_BLOCK_REQUEST_FRAME, MAX_BLOCK_STREAMS_PER_CONNECTION,
+  BLOCKS_PROTOCOL, CONTROL_SOCKET, DEFAULT_DATA_WORKERS, DEFAULT_SHM_DIR, LANE_PROTOCOL, MAX_BLOCK_REQUEST_FRAME, MAX_BLOCK_STREAMS_PER_CONNECTION,
   MAX_CONTROL_STREAMS_PER_CONNECTION, MAX_LANES_PER_SESSION, MIGRATE_PROTOCOL, STOP_DRAIN_MS
 } from './constants.js'
 import { startControlServer } from './control-server.js'
@@ -48,6 +50,12 @@ export interface ShoalNodeInit {
   shmDir?: string
   /** Tracker and digest worker threads; default = cores. */
   workers?: number
+  /**
+   * Data worker threads: each owns data lanes' connections (TLS, authenticated with this node's
+   * identity) and reads and writes their payload itself. 0 keeps data lanes on the main thread
+   * as libp2p streams. Default {@link DEFAULT_DATA_WORKERS}.
+   */
+  dataWorkers?: number
   /** Serve the local control API on `<dataDir>/control.sock`; default true. */
   controlSocket?: boolean
   /** Bytes per second this node spends serving replica blocks to other peers; default unlimited. */
@@ -119,6 +127,7 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
   const stopping = new AbortController()
   const outgoing = new Set<Promise<unknown>>()
   let pool: WorkerPool | undefined
+  let dataPlane: DataPlane | undefined
   let server: Server | undefined
   const poolOf = (): WorkerPool => {
     if (pool == null) throw new ShoalError('the node is not started')
@@ -126,6 +135,7 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
   }
   const incoming = new IncomingMigrations({
     store, workloads, admission, pool: poolOf, log, signal: stopping.signal,
+    dataEndpoints: () => dataPlane?.listening().map(l => formatEndpoint(l.host, l.port)) ?? [],
     cacheSources: async (req, exclude) => await volumes.cacheSources(req, exclude)
   })
 
@@ -150,6 +160,17 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
         await workloads.adoptAfterRestart(isLiveProcess)
         await transport.handle(BLOCKS_PROTOCOL, (lane, info) => { volumes.serve(lane, info.peerId) }, { isAllowed, maxStreamsPerConnection: MAX_BLOCK_STREAMS_PER_CONNECTION, maxFrameSize: MAX_BLOCK_REQUEST_FRAME })
         await libp2p.start()
+        const dataWorkers = init.dataWorkers ?? DEFAULT_DATA_WORKERS
+        if (dataWorkers > 0) {
+          dataPlane = await createDataPlane({
+            workers: dataWorkers, privateKey, listen: [...new Set(listenIps(libp2p))],
+            onLane: (lane, info) => {
+              if (!allow.has(info.peerId)) { log.warn('refused data lane: peer not on the allow-list', { peer: info.peerId }); lane.abort(); return }
+              incoming.onDataLane(lane, info)
+            },
+            onWorkerExit: (index, err) => { log.error('data worker died; its lanes failed over, it is started again', { worker: index, error: err.message }) }
+          })
+        }
         if (init.controlSocket !== false) server = await startControlServer(node, join(init.dataDir, CONTROL_SOCKET))
       } catch (err) {
         // Leave nothing running: a node that cannot start must let its process exit.
@@ -172,6 +193,7 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
       await settleWithin([...outgoing], STOP_DRAIN_MS)
       if (init.keepWorkloadsOnStop === true) workloads.detachAll()
       else await workloads.stopAll()
+      await dataPlane?.stop()
       await libp2p.stop()
       await volumes.close()
       await pool?.stop()
@@ -223,7 +245,7 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
     },
     async startImage (name, opts) { return await workloads.start(name, opts?.force === true) },
     async migrate (name, to, opts = {}) {
-      const run = migrateOut({ libp2p, transport, store, workloads, pool: poolOf, log }, name, to, { ...opts, signal: opts.signal != null ? AbortSignal.any([opts.signal, stopping.signal]) : stopping.signal })
+      const run = migrateOut({ libp2p, transport, dataPlane: () => dataPlane, store, workloads, pool: poolOf, log }, name, to, { ...opts, signal: opts.signal != null ? AbortSignal.any([opts.signal, stopping.signal]) : stopping.signal })
       outgoing.add(run)
       try { return await run } finally { outgoing.delete(run) }
     },

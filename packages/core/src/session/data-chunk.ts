@@ -9,6 +9,10 @@ export interface DataChunk extends Chunk {
   runs: Run[]
   /** Bytes of the runs, kept until acknowledged so that a re-send sends the same bytes. */
   parts?: Uint8Array[]
+  /** Times the chunk went out (more than once when a lane failed with it in flight). */
+  sends?: number
+  /** Some send read its bytes from a load plan (on a data worker) instead of `parts`. */
+  planned?: boolean
 }
 
 /**

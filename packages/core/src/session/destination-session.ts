@@ -5,7 +5,8 @@ import { DEFAULT_CONTROL_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS } from '../constant
 import { storageFailure, isSystemError } from '../storage-failure.js'
 import { errorCode, InvalidFrameError, LaneClosedError, PeerGoneError, ProtocolError, RemoteAbortError, ShoalError, TimeoutError } from '../errors.js'
 import type { WorkerPool } from '../tracker/worker-pool.js'
-import type { Lane } from '../transport/lane.js'
+import { isOffThreadLane } from '../transport/lane.js'
+import type { DataSink, Lane } from '../transport/lane.js'
 import { RegionDigests } from '../verify/region-digests.js'
 import { Bitmap } from '../bitmap.js'
 import { CacheFetch } from '../volume/cache-fetch.js'
@@ -14,6 +15,7 @@ import { hashListDigest, ManifestAssembler } from '../volume/cache-manifest.js'
 import type { CacheManifest } from '../volume/cache-manifest.js'
 import type { CacheMetaInit } from '../volume/cache-meta.js'
 import { decodeFrame, encodeFrame } from '../wire/codec.js'
+import type { DataHeader } from '../wire/codec.js'
 import { Area, FrameType } from '../wire/frames.js'
 import type { DataFrame, Frame, HelloFrame, LaneHelloFrame } from '../wire/frames.js'
 import { ControlChannel } from './control-channel.js'
@@ -49,6 +51,11 @@ export interface DestinationHooks {
    * node's own stores). Without it, or when it fails, the source sends every block.
    */
   cacheSources?: (req: CacheSourcesRequest) => Promise<CacheSources>
+  /**
+   * Where this node takes data lanes on its data workers (`host:port`), sent in the ACCEPT so
+   * that the source opens its data lanes there; none (or no hook) means on the control lane's transport.
+   */
+  dataEndpoints?: () => string[]
   /** Removes whatever `prepare` created. Called on every failure before commit. */
   discard: () => Promise<void>
 }
@@ -89,15 +96,21 @@ export async function readLaneHello (lane: Lane, timeoutMs = DEFAULT_CONTROL_TIM
   return { hello: f, frames }
 }
 
+/** One staging file of the session, by area. */
+interface StagingFile { fh: FileHandle, path: string, unitSize: number, units: number, digests: RegionDigests }
+
 /**
  * The receiving side of a migration: validates every frame before writing, writes pages and
  * blocks into staging files, acknowledges chunks, verifies digests, and commits or discards.
  */
 export class DestinationSession {
   private hello?: HelloFrame
-  private files: Array<{ fh: FileHandle, path: string, unitSize: number, units: number, digests: RegionDigests } | undefined> = []
+  private files: Array<StagingFile | undefined> = []
   private currentRound = 0
   private readonly pendingWrites = new Set<Promise<unknown>>()
+  /** Frames admitted and being written (here or by a data worker), by ticket. */
+  private readonly admitted = new Map<number, { file: StagingFile, header: DataHeader, bytes: number, done: () => void }>()
+  private nextTicket = 1
   private readonly result: DestinationResult = { image: '', committed: false, bytes: 0, staleFrames: 0 }
   private readonly control: ControlChannel
   private failure?: Error
@@ -160,7 +173,8 @@ export class DestinationSession {
       this.files[Area.Cache] = { fh: await open(paths.cachePath, 'r+'), path: paths.cachePath, unitSize: hello.blockSize, units: hello.cacheSize / hello.blockSize, digests: new RegionDigests(pool, paths.cachePath, hello.cacheSize) }
       for (const f of this.files) f?.digests.start()
       this.deps.hooks.register?.(Buffer.from(hello.sessionId).toString('hex'))
-      await this.control.send({ type: FrameType.Accept, sessionId: hello.sessionId })
+      const dataEndpoints = this.deps.hooks.dataEndpoints?.()
+      await this.control.send({ type: FrameType.Accept, sessionId: hello.sessionId, ...(dataEndpoints != null && dataEndpoints.length > 0 ? { dataEndpoints } : {}) })
       this.watchControlLane()
       let deviceState: Uint8Array | undefined
       let verified = false
@@ -326,6 +340,8 @@ export class DestinationSession {
       }
       lane.abort(err instanceof Error ? err : undefined)
     }
+    // A data worker owns this lane's connection: it writes the payloads, we decide and acknowledge.
+    if (isOffThreadLane(lane)) lane.sinkData(this.sinkFor(lane, onError))
     try {
       while (true) {
         const r = await frames.next()
@@ -423,12 +439,45 @@ export class DestinationSession {
   }
 
   /**
-   * Validates and writes one data frame. Rounds are barriers: every chunk of round k is
-   * acknowledged before round k+1 starts, so a round-k frame seen after a later round began is a
-   * duplicate re-sent over a failed lane and is dropped; and writes of a new round wait for the
-   * older round's writes, so an old duplicate can never land over newer bytes.
+   * Validates and writes one data frame (see {@link DestinationSession.admit}). Memory is staged on
+   * tmpfs, where a write is a memory copy: written synchronously, a frame of scattered pages costs
+   * microseconds instead of a thread-pool round trip per page.
    */
   private async write (f: DataFrame): Promise<boolean> {
+    const ticket = await this.admit(f, f.payload.byteLength)
+    if (ticket == null) return false
+    const { file } = this.admitted.get(ticket)!
+    let error: Error | undefined
+    try {
+      let off = 0
+      for (const r of f.runs) {
+        const len = r.count * file.unitSize
+        let done = 0
+        while (done < len) {
+          done += f.area === Area.Memory
+            ? writeSync(file.fh.fd, f.payload, off + done, len - done, r.start * file.unitSize + done)
+            : (await file.fh.write(f.payload, off + done, len - done, r.start * file.unitSize + done)).bytesWritten
+        }
+        off += len
+      }
+    } catch (err) {
+      error = err as Error
+    }
+    this.written(ticket, error)
+    // A full disk is not a broken lane: it ends the session, named, on both sides.
+    if (error != null) throw storageFailure(error, `the incoming ${Area[f.area].toLowerCase()} ${file.path}`)
+    return true
+  }
+
+  /**
+   * Decides about a data frame before its payload is written (here or by a data worker): checks
+   * it against the image, and returns a ticket, or undefined for a stale duplicate. Rounds are
+   * barriers: every chunk of round k is acknowledged before round k+1 starts, so a round-k frame
+   * seen after a later round began is a duplicate re-sent over a failed lane and is dropped; and
+   * writes of a new round wait for the older round's writes, so an old duplicate can never land
+   * over newer bytes. The write must be reported to {@link DestinationSession.written}.
+   */
+  private async admit (f: DataHeader, payloadBytes: number): Promise<number | undefined> {
     const file = this.files[f.area]
     if (this.hello == null || file == null) throw new ProtocolError('data before the session was accepted')
     let units = 0
@@ -436,11 +485,11 @@ export class DestinationSession {
       if (r.start + r.count > file.units) throw new InvalidFrameError(`run ${r.start}+${r.count} beyond ${Area[f.area]} (${file.units} units)`)
       units += r.count
     }
-    if (f.payload.byteLength !== units * file.unitSize) throw new InvalidFrameError(`payload of ${f.payload.byteLength} bytes, runs need ${units * file.unitSize}`)
-    if (f.round < this.currentRound) { this.result.staleFrames++; return false }
+    if (payloadBytes !== units * file.unitSize) throw new InvalidFrameError(`payload of ${payloadBytes} bytes, runs need ${units * file.unitSize}`)
+    if (f.round < this.currentRound) { this.result.staleFrames++; return undefined }
     if (f.round > this.currentRound) {
       await Promise.allSettled([...this.pendingWrites])
-      if (f.round < this.currentRound) { this.result.staleFrames++; return false }
+      if (f.round < this.currentRound) { this.result.staleFrames++; return undefined }
       this.currentRound = f.round
     }
     if (f.area === Area.Cache && this.cacheFetch != null) {
@@ -450,32 +499,48 @@ export class DestinationSession {
         if (f.round > 1) for (let i = r.start; i < r.start + r.count; i++) this.lateBlocks?.set(i)
       }
     }
+    if (this.failure != null) throw this.failure
     for (const r of f.runs) file.digests.touch(r.start * file.unitSize, (r.start + r.count) * file.unitSize)
-    // Memory is staged on tmpfs, where a write is a memory copy: written synchronously, a frame of
-    // scattered pages costs microseconds instead of a thread-pool round trip per page.
-    const sync = f.area === Area.Memory
-    const p = (async () => {
-      let off = 0
-      for (const r of f.runs) {
-        const len = r.count * file.unitSize
-        let done = 0
-        while (done < len) {
-          done += sync
-            ? writeSync(file.fh.fd, f.payload, off + done, len - done, r.start * file.unitSize + done)
-            : (await file.fh.write(f.payload, off + done, len - done, r.start * file.unitSize + done)).bytesWritten
+    let done!: () => void
+    const pending = new Promise<void>(resolve => { done = resolve })
+    const ticket = this.nextTicket++
+    this.admitted.set(ticket, { file, header: f, bytes: payloadBytes, done })
+    this.pendingWrites.add(pending)
+    void pending.then(() => { this.pendingWrites.delete(pending) })
+    return ticket
+  }
+
+  /** The decisions a data worker asks for before it writes the frames of `lane`. */
+  private sinkFor (lane: Lane, onError: (err: unknown) => void): DataSink {
+    return {
+      files: this.files.map(f => f == null ? undefined : { path: f.path, unitSize: f.unitSize, units: f.units }),
+      admit: async (header, payloadBytes) => {
+        this.lastActivity = performance.now()
+        try {
+          return await this.admit(header, payloadBytes)
+        } catch (err) {
+          onError(err)
+          return undefined
         }
-        off += len
+      },
+      written: (ticket, error) => {
+        const a = this.admitted.get(ticket)
+        if (a == null) return
+        this.written(ticket, error)
+        if (error != null) { onError(storageFailure(error, `the incoming ${Area[a.header.area].toLowerCase()} ${a.file.path}`)); return }
+        lane.send(encodeFrame({ type: FrameType.Ack, chunkIds: [a.header.chunkId] })).catch(onError)
       }
-    })()
-    this.pendingWrites.add(p)
-    try {
-      // A full disk is not a broken lane: it ends the session, named, on both sides.
-      await p.catch((err: unknown) => { throw storageFailure(err, `the incoming ${Area[f.area].toLowerCase()} ${file.path}`) })
-    } finally {
-      this.pendingWrites.delete(p)
-      for (const r of f.runs) file.digests.touch(r.start * file.unitSize, (r.start + r.count) * file.unitSize)
     }
-    this.result.bytes += f.payload.byteLength
-    return true
+  }
+
+  /** The write of admitted frame `ticket` ended (`error` if it failed). */
+  private written (ticket: number, error?: Error): void {
+    const a = this.admitted.get(ticket)
+    if (a == null) return
+    this.admitted.delete(ticket)
+    // Touched again: a digest pass that ran during the write may have hashed a half-written region.
+    for (const r of a.header.runs) a.file.digests.touch(r.start * a.file.unitSize, (r.start + r.count) * a.file.unitSize)
+    if (error == null) this.result.bytes += a.bytes
+    a.done()
   }
 }

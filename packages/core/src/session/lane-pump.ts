@@ -3,7 +3,9 @@ import { errorCode, RemoteAbortError, ProtocolError, TimeoutError } from '../err
 const RATE_WINDOW_MS = 2000
 import type { ChunkScheduler } from '../scheduler/chunk-scheduler.js'
 import type { TokenBucket } from '../pacing/token-bucket.js'
-import type { Lane } from '../transport/lane.js'
+import { isOffThreadLane } from '../transport/lane.js'
+import type { Lane, OffThreadLane } from '../transport/lane.js'
+import type { LoadPlan } from '../tracker/load-plan.js'
 import { decodeFrame, encodeDataFrame } from '../wire/codec.js'
 import { FrameType } from '../wire/frames.js'
 import type { Frame } from '../wire/frames.js'
@@ -39,6 +41,8 @@ export interface LanePumpDeps {
   scheduler: ChunkScheduler<DataChunk>
   /** Loads a chunk's bytes the first time it is sent (the tracker records them as sent). */
   load: (chunk: DataChunk) => Promise<Uint8Array[]>
+  /** How a data worker reads a chunk's bytes, for a lane whose payload stays off this thread. */
+  plan?: (chunk: DataChunk) => LoadPlan
   /** Called for every acknowledged chunk. */
   onAck: (chunk: DataChunk, lane: LaneStats) => void
   /** Bandwidth budgets this lane pays each chunk's bytes to (e.g. the session's and its own). */
@@ -66,7 +70,11 @@ export class LanePump {
   private stopped = false
   private draining = false
 
+  /** The lane, when its payload is carried off this thread and chunks can be sent as plans. */
+  private readonly offThread?: OffThreadLane
+
   constructor (readonly lane: Lane, private readonly deps: LanePumpDeps) {
+    if (isOffThreadLane(lane) && deps.plan != null) this.offThread = lane
     this.key = `lane${deps.index}`
     this.stats = { id: lane.id, index: deps.index, localAddress: lane.localAddress, remoteAddress: lane.remoteAddress, bytes: 0, chunks: 0, requeued: 0, rate: 0, state: 'active' }
     deps.scheduler.addLane(this.key)
@@ -140,8 +148,16 @@ export class LanePump {
         }
         const chunk = await scheduler.take(this.key)
         if (chunk == null) return
-        chunk.parts ??= await this.deps.load(chunk)
-        await this.lane.send(encodeDataFrame({ round: chunk.round, chunkId: chunk.id, area: chunk.area, runs: chunk.runs }, chunk.parts))
+        chunk.sends = (chunk.sends ?? 0) + 1
+        const header = { round: chunk.round, chunkId: chunk.id, area: chunk.area, runs: chunk.runs }
+        if (this.offThread != null && chunk.parts == null) {
+          // The lane's worker reads the bytes: they never come to this thread.
+          chunk.planned = true
+          await this.offThread.sendData(header, this.deps.plan!(chunk))
+        } else {
+          chunk.parts ??= await this.deps.load(chunk)
+          await this.lane.send(encodeDataFrame(header, chunk.parts))
+        }
         // Paid after sending, so a lane waiting for budget holds no unacknowledged chunk.
         for (const b of this.deps.budgets ?? []) await b.take(chunk.bytes)
       }

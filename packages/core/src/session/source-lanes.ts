@@ -102,10 +102,13 @@ export class SourceLanes {
       index,
       scheduler: init.scheduler,
       load: async (c) => await this.load(c),
+      plan: (c) => init.trackers[c.area]!.plan(c.runs),
       window: init.window ?? DEFAULT_LANE_WINDOW,
       stallTimeoutMs: init.stallMs ?? DEFAULT_LANE_STALL_MS,
       onAck: (c) => {
         init.onAck(c.bytes)
+        // Sent twice, read at least once by a worker: which bytes the destination kept is unknown.
+        if ((c.sends ?? 0) > 1 && c.planned === true) init.trackers[c.area]!.forget(c.runs)
         for (const p of c.parts ?? []) this.buffers.release(p)
       },
       onControl: init.onControl,

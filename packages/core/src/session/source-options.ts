@@ -1,4 +1,5 @@
 import type { ImageSpec, WorkloadController } from '../image.js'
+import type { AcceptFrame } from '../wire/frames.js'
 import type { DirtySource } from '../tracker/cooperative-tracker.js'
 import type { WorkerPool } from '../tracker/worker-pool.js'
 import type { Lane } from '../transport/lane.js'
@@ -66,7 +67,7 @@ export interface SourceSessionDeps {
    * Data lanes to the destination (at least one), or a function that opens them, called once the
    * destination accepted the session (so a refused session opens no lanes).
    */
-  lanes: Lane[] | { count: number, open: () => Promise<Lane[]> }
+  lanes: Lane[] | { count: number, open: (accepted: AcceptFrame) => Promise<Lane[]> }
   /** Worker threads for scans and digests. */
   pool: WorkerPool
   /**

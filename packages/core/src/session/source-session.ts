@@ -9,7 +9,7 @@ import { ChunkScheduler } from '../scheduler/chunk-scheduler.js'
 import { createDirtyTracker } from '../tracker/dirty-tracker.js'
 import { createCooperativeTracker } from '../tracker/cooperative-tracker.js'
 import { Area, FrameType } from '../wire/frames.js'
-import type { CacheStatusFrame, Frame } from '../wire/frames.js'
+import type { AcceptFrame, CacheStatusFrame, Frame } from '../wire/frames.js'
 import { parseCacheStats } from '../volume/cache-manifest.js'
 import { Pacer } from '../pacing/pacer.js'
 import { TokenBucket } from '../pacing/token-bucket.js'
@@ -63,6 +63,8 @@ export class SourceSession {
   private link?: ControlLink
   private lanes?: SourceLanes
   private rounds?: RoundRunner
+  /** The destination's ACCEPT (where it takes data lanes). */
+  private accepted?: AcceptFrame
   /** Cache blocks the destination claimed (it gets them elsewhere). */
   private claim?: Bitmap
   private fetchDoneAfterRound = -1
@@ -135,7 +137,7 @@ export class SourceSession {
       blockSize: image.cache.blockSize, cacheSize: image.cache.size, lanes: Array.isArray(lanes) ? lanes.length : lanes.count, driver: image.driver,
       driverConfig: JSON.stringify(image.driverConfig)
     })
-    await this.control.expect(FrameType.Accept, this.controlTimeout, this.options.signal)
+    this.accepted = await this.control.expect(FrameType.Accept, this.controlTimeout, this.options.signal)
   }
 
   /** A cache that caches a volume: the manifest out, the destination's claim back. */
@@ -220,7 +222,7 @@ export class SourceSession {
       onAck: (bytes) => { this.report.bytes += bytes; this.meter.acked(bytes) },
       onControl: (f) => { this.onControlFrame(f) }
     })
-    const opened = Array.isArray(deps.lanes) ? deps.lanes : await deps.lanes.open()
+    const opened = Array.isArray(deps.lanes) ? deps.lanes : await deps.lanes.open(this.accepted!)
     if (opened.length === 0) throw new NoLanesError('no data lane could be opened')
     await lanes.start(opened)
     if (deps.replenish != null) lanes.replenishWith(deps.replenish, options.laneRetryMs)

@@ -150,6 +150,12 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
       const handle = fd ??= openSync(path, 'r')
       return await readRuns((buf, off, len, pos) => readSync(handle, buf, off, len, pos), runs, unitSize)
     },
+    plan (runs: readonly Run[]) {
+      checkRuns(runs, units)
+      return { kind: 'file', path, unitSize }
+    },
+    // Every write after a unit was read is marked, so either send's bytes are corrected next round.
+    forget () {},
     assume (unit, hash) {
       // Checked by the first (full) scan only: from then on the marks say what changed.
       if (!first) throw new RangeError('assume() must come before the first scan')

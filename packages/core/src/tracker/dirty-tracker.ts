@@ -3,6 +3,7 @@ import type { FileHandle } from 'node:fs/promises'
 import { open } from 'node:fs/promises'
 import type { Bitmap } from '../bitmap.js'
 import { zeroHash } from '../verify/digest.js'
+import type { LoadPlan } from './load-plan.js'
 import type { Run } from '../wire/frames.js'
 import { AreaDigests, AssumedUnits, checkRuns, scanArea, sliceUnits } from './area-scan.js'
 import { createExtentProbe } from './data-extents.js'
@@ -91,6 +92,17 @@ export interface DirtyTracker {
   /** The bytes to send for `runs` (whole units), recorded as what the destination will hold. */
   load: (runs: readonly Run[]) => Promise<Uint8Array[]>
   /**
+   * Like {@link DirtyTracker.load}, for a data worker to carry out: how to read the bytes of
+   * `runs`, recorded as what the destination will hold once the plan ran.
+   */
+  plan: (runs: readonly Run[]) => LoadPlan
+  /**
+   * A chunk of these units was sent twice from plans (its first lane failed), and the two sends
+   * may have read different bytes: the destination may hold either, so the next scan must send
+   * them again unless the tracker knows both sends were the same bytes.
+   */
+  forget: (runs: readonly Run[]) => void
+  /**
    * The destination will hold bytes hashing to `hash` for `unit` (it gets them elsewhere, e.g.
    * from a replica), so a scan reports the unit only if its bytes here differ. Hash mode takes
    * it as the unit's fingerprint; shadow mode checks it once, in the next scan's worker.
@@ -151,6 +163,20 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
         digests.unfresh(r.start * unitSize, (r.start + r.count) * unitSize)
       }
       return parts
+    },
+    plan (runs) {
+      checkRuns(runs, units)
+      if (mode === 'shadow') return { kind: 'shadow', shadow: baseline, unitSize }
+      // As in load(): the bytes sent may be newer than those the scan hashed.
+      for (const r of runs) digests.unfresh(r.start * unitSize, (r.start + r.count) * unitSize)
+      return { kind: 'file', path, unitSize, hashes: baseline }
+    },
+    forget (runs) {
+      checkRuns(runs, units)
+      // Shadow mode sends the shadow both times (it changes only in scans, between rounds).
+      if (mode !== 'hash') return
+      // A fingerprint no bytes have: the next scan reports the unit whatever it holds.
+      for (const r of runs) baseView.fill(0xff, r.start * 32, (r.start + r.count) * 32)
     },
     assume (unit, hash) {
       if (mode !== 'hash') { assumed.set(unit, hash); return }

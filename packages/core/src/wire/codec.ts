@@ -104,6 +104,9 @@ class Reader {
   }
 
   rest (): Uint8Array { const v = this.buf.subarray(this.off); this.off = this.buf.byteLength; return v }
+  /** Bytes not read yet. */
+  get remaining (): number { return this.buf.byteLength - this.off }
+
   end (): void {
     if (this.off !== this.buf.byteLength) throw new InvalidFrameError(`${this.buf.byteLength - this.off} trailing bytes`)
   }
@@ -134,8 +137,11 @@ export function encodeFrame (frame: Frame): Uint8Array[] {
         .u64(frame.memorySize).u32(frame.blockSize).u64(frame.cacheSize).u16(frame.lanes)
         .str(frame.driver).str(frame.driverConfig).done()]
     }
-    case FrameType.Accept:
-      return [new Writer(SESSION_ID_SIZE, frame.type).bytes(checkSession(frame.sessionId)).done()]
+    case FrameType.Accept: {
+      if (frame.dataEndpoints == null || frame.dataEndpoints.length === 0) return [new Writer(SESSION_ID_SIZE, frame.type).bytes(checkSession(frame.sessionId)).done()]
+      const list = checkEndpoints(frame.dataEndpoints).join(',')
+      return [new Writer(SESSION_ID_SIZE + strSize(list), frame.type).bytes(checkSession(frame.sessionId)).str(list).done()]
+    }
     case FrameType.LaneHello:
       return [new Writer(SESSION_ID_SIZE + 2, frame.type).bytes(checkSession(frame.sessionId)).u16(frame.lane).done()]
     case FrameType.Data:
@@ -234,6 +240,20 @@ export function encodeFrameBytes (frame: Frame): Uint8Array {
   return Buffer.concat(encodeFrame(frame))
 }
 
+/** Longest list of data endpoints an ACCEPT may carry, as text. */
+const MAX_ENDPOINTS_TEXT = 4096
+const ENDPOINT = /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]):\d{1,5}$/
+
+/** `host:port` endpoints: IPv4 `a.b.c.d:port` or IPv6 `[addr]:port`, at most 64. */
+function checkEndpoints (list: readonly string[]): string[] {
+  if (list.length === 0 || list.length > 64) throw new InvalidFrameError('data endpoints: 1..64 entries')
+  for (const e of list) {
+    const port = Number(e.slice(e.lastIndexOf(':') + 1))
+    if (!ENDPOINT.test(e) || port < 1 || port > 65535) throw new InvalidFrameError(`data endpoint ${JSON.stringify(e.slice(0, 64))} is not host:port`)
+  }
+  return [...list]
+}
+
 function checkSession (id: Uint8Array): Uint8Array {
   if (id.byteLength !== SESSION_ID_SIZE) throw new InvalidFrameError('session id must be 16 bytes')
   return id
@@ -294,30 +314,14 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
     }
     case FrameType.Accept:
       frame = { type, sessionId: r.bytes(SESSION_ID_SIZE, 'session id') }
+      if (r.remaining > 0) frame.dataEndpoints = checkEndpoints(r.str('data endpoints', MAX_ENDPOINTS_TEXT).split(','))
       break
     case FrameType.LaneHello:
       frame = { type, sessionId: r.bytes(SESSION_ID_SIZE, 'session id'), lane: r.u16('lane') }
       break
-    case FrameType.Data: {
-      const round = r.u32('round')
-      const chunkId = r.u32('chunk id')
-      const area = r.u8('area')
-      if (area !== Area.Memory && area !== Area.Cache) throw new InvalidFrameError(`unknown area ${area}`)
-      const n = r.u32('run count')
-      if (n === 0 || n > MAX_RUNS) throw new InvalidFrameError(`run count ${n} not in 1..${MAX_RUNS}`)
-      const runs: Run[] = []
-      let prevEnd = -1
-      for (let i = 0; i < n; i++) {
-        const start = r.u32('run start')
-        const count = r.u32('run count')
-        if (count === 0) throw new InvalidFrameError('empty run')
-        if (start < prevEnd) throw new InvalidFrameError('runs must be sorted and disjoint')
-        prevEnd = start + count
-        runs.push({ start, count })
-      }
-      frame = { type, round, chunkId, area, runs, payload: r.rest() }
+    case FrameType.Data:
+      frame = { ...readDataHeader(r), payload: r.rest() }
       break
-    }
     case FrameType.Ack: {
       const n = r.u32('ack count')
       if (n === 0 || n > MAX_ACKS) throw new InvalidFrameError(`ack count ${n} not in 1..${MAX_ACKS}`)
@@ -441,6 +445,68 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
   }
   r.end()
   return frame
+}
+
+/** A DATA frame without its payload. */
+export type DataHeader = Omit<DataFrame, 'payload'>
+
+function readDataHeader (r: Reader): DataHeader {
+  const round = r.u32('round')
+  const chunkId = r.u32('chunk id')
+  const area = r.u8('area')
+  if (area !== Area.Memory && area !== Area.Cache) throw new InvalidFrameError(`unknown area ${area}`)
+  const n = r.u32('run count')
+  if (n === 0 || n > MAX_RUNS) throw new InvalidFrameError(`run count ${n} not in 1..${MAX_RUNS}`)
+  const runs: Run[] = []
+  let prevEnd = -1
+  for (let i = 0; i < n; i++) {
+    const start = r.u32('run start')
+    const count = r.u32('run count')
+    if (count === 0) throw new InvalidFrameError('empty run')
+    if (start < prevEnd) throw new InvalidFrameError('runs must be sorted and disjoint')
+    prevEnd = start + count
+    runs.push({ start, count })
+  }
+  return { type: FrameType.Data, round, chunkId, area, runs }
+}
+
+/** Offset of a DATA frame's run count from the frame's start. */
+const DATA_RUN_COUNT_AT = FRAME_HEADER_SIZE + 4 + 4 + 1
+
+/**
+ * The size of a DATA frame's header (frame header, fields and runs; the payload follows), from
+ * the first {@link DATA_HEADER_PREFIX} bytes of the frame; undefined if `prefix` is not a DATA frame.
+ */
+export function dataHeaderSize (prefix: Uint8Array): number | undefined {
+  if (prefix.byteLength < DATA_HEADER_PREFIX || prefix[5] !== FrameType.Data) return undefined
+  const dv = new DataView(prefix.buffer, prefix.byteOffset, prefix.byteLength)
+  const n = dv.getUint32(DATA_RUN_COUNT_AT, true)
+  if (n === 0 || n > MAX_RUNS) throw new InvalidFrameError(`run count ${n} not in 1..${MAX_RUNS}`)
+  return DATA_RUN_COUNT_AT + 4 + 8 * n
+}
+
+/** Bytes of a frame needed to tell a DATA frame's header size ({@link dataHeaderSize}). */
+export const DATA_HEADER_PREFIX = DATA_RUN_COUNT_AT + 4
+
+/**
+ * Decodes and validates the header of a DATA frame given without its payload (`header` is the
+ * frame's first {@link dataHeaderSize} bytes; its length field still counts the payload, which
+ * must be `payloadBytes` long). Lets a receiver write the payload where it lies.
+ */
+export function decodeDataHeader (header: Uint8Array, limits: DecodeLimits = {}): DataHeader & { payloadBytes: number } {
+  const max = limits.maxFrameSize ?? MAX_FRAME_SIZE
+  if (header.byteLength < DATA_HEADER_PREFIX) throw new InvalidFrameError('truncated frame header')
+  const dv = new DataView(header.buffer, header.byteOffset, header.byteLength)
+  const total = dv.getUint32(0, true) + 4
+  if (total > max) throw new InvalidFrameError(`frame of ${total} bytes exceeds ${max}`)
+  const version = dv.getUint8(4)
+  if (version !== PROTOCOL_VERSION) throw new UnsupportedVersionError(`protocol version ${version} not supported (this node speaks ${PROTOCOL_VERSION})`)
+  if (dv.getUint8(5) !== FrameType.Data) throw new InvalidFrameError('not a data frame')
+  const r = new Reader(header.subarray(FRAME_HEADER_SIZE))
+  const h = readDataHeader(r)
+  r.end()
+  if (total < header.byteLength) throw new InvalidFrameError(`frame length field ${total - 4} shorter than its header`)
+  return { ...h, payloadBytes: total - header.byteLength }
 }
 
 /**

@@ -61,7 +61,15 @@ export interface HelloFrame {
 }
 
 /** Destination → source: the session is accepted. */
-export interface AcceptFrame { type: FrameType.Accept, sessionId: Uint8Array }
+export interface AcceptFrame {
+  type: FrameType.Accept
+  sessionId: Uint8Array
+  /**
+   * Where this destination takes data lanes off its main thread (`host:port` of its data workers'
+   * TLS listeners); absent when it has none (data lanes then use the transport of the control lane).
+   */
+  dataEndpoints?: string[]
+}
 /** Source → destination, first frame on a data lane. */
 export interface LaneHelloFrame { type: FrameType.LaneHello, sessionId: Uint8Array, lane: number }
 /** A batch of pages or blocks. `payload` holds the units of `runs` back to back. */
