@@ -11,9 +11,10 @@ describe('live migration between two real libp2p peers on loopback', () => {
   const cleanups: Array<() => unknown> = []
   afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c() })
 
-  it('migrates a 64 MiB memory + 256 MiB cache image while the workload writes; the resumed workload lost nothing', async () => {
-    const src = await startNode('127.0.0.1', cleanups)
-    const dst = await startNode('127.0.0.2', cleanups)
+  for (const dataWorkers of [1, 0]) {
+  it(`migrates a 64 MiB memory + 256 MiB cache image while the workload writes (data lanes ${dataWorkers > 0 ? 'on data workers' : 'as libp2p streams on the main thread'}); the resumed workload lost nothing`, async () => {
+    const src = await startNode('127.0.0.1', cleanups, { dataWorkers })
+    const dst = await startNode('127.0.0.2', cleanups, { dataWorkers })
     dst.allowPeer(src.peerId)
     await src.createImage({ name: 'vm1', memorySize: 64 * MiB, cacheSize: 256 * MiB, fill: 'random', config: { rate: 5000, recordRate: 500 } })
     await src.startImage('vm1')
@@ -26,6 +27,8 @@ describe('live migration between two real libp2p peers on loopback', () => {
     expect(report.bytes).toBeGreaterThan(64 * MiB)
     expect(report.lanes).toHaveLength(4)
     expect(report.lanes.every(l => l.bytes > 0 && l.state === 'closed')).toBe(true)
+    // Worker lanes are named after their data worker (`#w<worker>.<lane>`).
+    expect(report.lanes.every(l => /#w\d+\./.test(l.id))).toBe(dataWorkers > 0)
     expect(report.rounds.length).toBeGreaterThanOrEqual(2) // the workload kept dirtying pages during round 1
     expect(report.downtimeMs).toBeGreaterThan(0)
     expect(progress.length).toBeGreaterThan(0)
@@ -45,6 +48,7 @@ describe('live migration between two real libp2p peers on loopback', () => {
     expect(v.ok).toBe(true)
     expect(v.writes).toBeGreaterThan(0)
   })
+  }
 
   it('refuses a peer that is not on the allow-list, on both sides, and writes nothing', async () => {
     const src = await startNode('127.0.0.1', cleanups)

@@ -20,6 +20,13 @@ export function parsePositiveInt (value: string): number {
   return n
 }
 
+/** Parses a non-negative integer (a count where 0 means none) for a commander option. */
+export function parseCount (value: string): number {
+  const n = Number(value)
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n > 256) throw new InvalidArgumentError(`"${value}" is not an integer from 0 to 256`)
+  return n
+}
+
 /** Parses a non-negative number (a rate) for a commander option. */
 export function parseRate (value: string): number {
   const n = Number(value)

@@ -2,7 +2,7 @@
 import { Command, CommanderError, Option } from 'commander'
 import { errorCode, exitCodeOf, InvalidArgumentError } from '@shoal/core'
 import { generateSwarmKey } from '@shoal/libp2p'
-import { collect, parseBlock, parseBlockSize, parseLanes, parsePositiveInt, parseRate, parseShare, parseSize } from './args.js'
+import { collect, parseBlock, parseBlockSize, parseCount, parseLanes, parsePositiveInt, parseRate, parseShare, parseSize } from './args.js'
 import { runDemo } from './commands/demo.js'
 import { runImageCheck, runImageCreate, runImageHot, runImageRemove, runImageStart, runVolumeImport, runVolumePull, runVolumeRemove } from './commands/image.js'
 import { runMigrate } from './commands/migrate.js'
@@ -27,6 +27,7 @@ program.command('node')
   .option('--mdns', 'discover peers on the LAN by mDNS', false)
   .option('--shm-dir <dir>', 'directory for memory files (tmpfs)')
   .option('--workers <n>', 'tracker worker threads (default: cores)', parsePositiveInt)
+  .option('--data-workers <n>', 'data worker threads that carry data lanes (TLS) and their file I/O; 0 = data lanes on the main thread as libp2p streams (default 1)', parseCount)
   .option('--serve-rate <bytes/s>', 'cap on bytes per second served to peers pulling replica blocks (e.g. 50M)', parseSize)
   .option('--block-request-rate <n>', 'blocks per second one peer may ask this node for (default 4000)', parsePositiveInt)
   .option('--max-memory <size>', 'largest memory an incoming image may have (default: this host\'s RAM)', parseSize)

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { link, mkdir, open, readFile, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { IDENTITY_FILE } from './constants.js'
 import { InvalidIdentityError } from './errors.js'
 import type { PrivateKey } from '@libp2p/interface'
@@ -63,4 +64,9 @@ function decodeIdentity (bytes: Uint8Array, path: string): PrivateKey {
     throw new InvalidIdentityError(`identity file ${path} holds a ${key.type} key, expected Ed25519`)
   }
   return key
+}
+
+/** The peer ID (as text) that `key` proves. */
+export function peerIdOf (key: PrivateKey): string {
+  return peerIdFromPrivateKey(key).toString()
 }

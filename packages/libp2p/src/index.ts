@@ -23,7 +23,7 @@
  */
 import './polyfill.js'
 
-export { loadOrCreateIdentity } from './identity.js'
+export { loadOrCreateIdentity, peerIdOf } from './identity.js'
 export { createShoalLibp2p, generateSwarmKey } from './node-factory.js'
 export type { ShoalLibp2p, ShoalLibp2pInit } from './node-factory.js'
 export { streamToLane } from './stream-lane.js'

@@ -13,6 +13,7 @@ export interface NodeCommandOptions {
   mdns: boolean
   shmDir?: string
   workers?: number
+  dataWorkers?: number
   serveRate?: number
   blockRequestRate?: number
   maxMemory?: number
@@ -35,6 +36,7 @@ export async function runNode (o: NodeCommandOptions): Promise<void> {
     mdns: o.mdns,
     shmDir: o.shmDir,
     workers: o.workers,
+    dataWorkers: o.dataWorkers,
     serveRate: o.serveRate,
     blockRequestRate: o.blockRequestRate,
     admission: { maxMemoryBytes: o.maxMemory, maxCacheBytes: o.maxCache, maxIncoming: o.maxIncoming, maxIncomingPerPeer: o.maxIncomingPerPeer, spaceMarginBytes: o.spaceMargin },

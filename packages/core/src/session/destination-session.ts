@@ -529,7 +529,8 @@ export class DestinationSession {
         this.written(ticket, error)
         if (error != null) { onError(storageFailure(error, `the incoming ${Area[a.header.area].toLowerCase()} ${a.file.path}`)); return }
         lane.send(encodeFrame({ type: FrameType.Ack, chunkIds: [a.header.chunkId] })).catch(onError)
-      }
+      },
+      abandon: (ticket) => { this.written(ticket, new LaneClosedError('lane lost before the write')) }
     }
   }
 

@@ -49,6 +49,11 @@ export interface DataSink {
   admit: (header: DataHeader, payloadBytes: number) => Promise<number | undefined>
   /** The admitted frame `ticket` was written (or failed to be, with a system error). */
   written: (ticket: number, error?: Error) => void
+  /**
+   * The lane broke before admitted frame `ticket` was written: nothing more of it will be
+   * written (its chunk is unacknowledged, so the source sends it again on another lane).
+   */
+  abandon: (ticket: number) => void
 }
 
 /**

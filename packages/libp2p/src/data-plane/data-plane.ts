@@ -205,6 +205,8 @@ class WorkerLane implements OffThreadLane {
   private nextSeq = 1
   private readonly taken = new Map<number, { resolve: () => void, reject: (e: Error) => void }>()
   private sink?: DataSink
+  /** Frames the session admitted that the worker has not reported written yet. */
+  private readonly admitted = new Set<number>()
   private closing?: Promise<void>
   private closed?: () => void
 
@@ -271,6 +273,9 @@ class WorkerLane implements OffThreadLane {
     const reason = err ?? new LaneClosedError('lane closed')
     for (const t of this.taken.values()) t.reject(reason instanceof ShoalError ? reason : new LaneClosedError(reason.message))
     this.taken.clear()
+    // The worker reports everything it wrote before the lane's end: the rest was never written.
+    for (const t of this.admitted) this.sink?.abandon(t)
+    this.admitted.clear()
     this.closed?.()
     this.wake()
   }
@@ -283,12 +288,17 @@ class WorkerLane implements OffThreadLane {
         const sink = this.sink
         if (sink == null) return
         void sink.admit(m.header, m.payloadBytes).then(ticket => {
-          this.owner.post({ op: 'admit', lane: this.key, id: m.id, ...(ticket != null ? { ticket } : {}) })
+          if (ticket == null) { this.owner.post({ op: 'admit', lane: this.key, id: m.id }); return }
+          // A lane that broke meanwhile writes nothing more.
+          if (this.done) { sink.abandon(ticket); return }
+          this.admitted.add(ticket)
+          this.owner.post({ op: 'admit', lane: this.key, id: m.id, ticket })
         })
         return
       }
       case 'written': {
         const err = m.error != null ? Object.assign(new Error(m.error.message), { code: m.error.code }) : undefined
+        this.admitted.delete(m.ticket)
         this.sink?.written(m.ticket, err)
       }
     }
