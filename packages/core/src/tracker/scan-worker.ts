@@ -5,6 +5,7 @@ import { parentPort } from 'node:worker_threads'
 import { SCAN_READ_BYTES } from '../constants.js'
 import { toErrorInfo } from '../errors.js'
 import type { DigestTask, ScanTask, WorkerReply, WorkerTask } from './worker-protocol.js'
+import { regionDigest, zeroRegionDigest } from '../verify/region-hash.js'
 
 // One read buffer per worker, reused: the scan must not allocate per chunk.
 let readBuf = Buffer.allocUnsafe(SCAN_READ_BYTES)
@@ -95,8 +96,8 @@ function scan (t: ScanTask): WorkerReply {
         const to = Math.min((j + 1) * R, t.digests.size - base)
         let allHole = holes != null
         for (let v = u + Math.floor(from / t.unitSize); allHole && v < u + Math.ceil(to / t.unitSize); v++) allHole = isHole(v)
-        const d = allHole ? zeroRegionHash(to - from) : createHash('sha256').update(buf.subarray(from, to)).digest()
-        d.copy(digests, region * 32)
+        if (allHole) digests.set(zeroRegionDigest(to - from), region * 32)
+        else regionDigest(buf.subarray(from, to), digests, region * 32)
         if (!isFresh) Atomics.or(fresh, region >>> 3, 1 << (region & 7))
       }
       pace(startedAt, t.cpuShare)
@@ -131,8 +132,8 @@ function readWindow (fd: number, buf: Buffer, u: number, n: number, unitSize: nu
 }
 
 const zeroHashes = new Map<number, Buffer>()
-/** SHA-256 of `len` zero bytes (cached: a hole's unit fingerprint and region digest). */
-function zeroRegionHash (len: number): Buffer {
+/** SHA-256 of `len` zero bytes (cached: a hole's unit fingerprint in hash mode). */
+function zeroUnitHash (len: number): Buffer {
   let h = zeroHashes.get(len)
   if (h == null) {
     h = createHash('sha256').update(Buffer.alloc(len)).digest()
@@ -140,7 +141,6 @@ function zeroRegionHash (len: number): Buffer {
   }
   return h
 }
-const zeroUnitHash = zeroRegionHash
 
 const ZEROS = Buffer.alloc(64 * 1024)
 const sleeper = new Int32Array(new SharedArrayBuffer(4))
@@ -172,7 +172,7 @@ function digest (t: DigestTask): WorkerReply {
       const r = list != null ? list[k]! : k
       const len = Math.min(t.regionSize, t.size - r * t.regionSize)
       bytes += readFully(fd, buf, len, r * t.regionSize)
-      createHash('sha256').update(buf.subarray(0, len)).digest().copy(out, r * 32)
+      regionDigest(buf.subarray(0, len), out, r * 32)
       pace(startedAt, t.cpuShare)
     }
   } finally {

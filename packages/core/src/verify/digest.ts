@@ -3,9 +3,10 @@ import { VERIFY_REGION_BYTES } from '../constants.js'
 import type { WorkerPool } from '../tracker/worker-pool.js'
 
 /**
- * SHA-256 digest of a file's first `size` bytes, computed in parallel: one SHA-256 per
- * VERIFY_REGION_BYTES region on the worker pool, then a SHA-256 over the size and the region
- * digests. Both sides of a migration compute it the same way, so equal digests mean equal bytes.
+ * Verification digest of a file's first `size` bytes, computed in parallel: one region digest
+ * (XXH64, see region-hash.ts) per VERIFY_REGION_BYTES region on the worker pool, then a SHA-256
+ * over the size and the region digests. Both sides of a migration compute it the same way, so
+ * equal digests mean equal bytes.
  */
 export async function digestFile (pool: WorkerPool, path: string, size: number, signal?: AbortSignal): Promise<Uint8Array> {
   const regions = Math.ceil(size / VERIFY_REGION_BYTES)
@@ -51,7 +52,7 @@ export async function digestRegions (pool: WorkerPool, target: RegionDigestTarge
 
 const ZERO_HASHES = new Map<number, Buffer>()
 
-/** SHA-256 of `size` zero bytes (what a fresh, zero-filled unit or region hashes to), cached. */
+/** SHA-256 of `size` zero bytes (what a fresh, zero-filled unit or block hashes to), cached. */
 export function zeroHash (size: number): Buffer {
   let h = ZERO_HASHES.get(size)
   if (h == null) {

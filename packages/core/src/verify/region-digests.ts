@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto'
 import { VERIFY_REGION_BYTES } from '../constants.js'
 import type { WorkerPool } from '../tracker/worker-pool.js'
-import { digestRegions, zeroHash } from './digest.js'
+import { digestRegions } from './digest.js'
+import { zeroRegionDigest } from './region-hash.js'
 
 /**
  * Background pass period. Short, so that each pass is small: verification must wait for a pass
@@ -83,7 +84,7 @@ export class RegionDigests {
     const len = Buffer.alloc(8)
     len.writeBigUInt64LE(BigInt(this.size))
     h.update(len)
-    const zero = zeroHash(this.regionSize)
+    const zero = zeroRegionDigest(this.regionSize)
     const tail = this.size - (this.regions - 1) * this.regionSize
     const all = Buffer.from(this.out, 0, this.regions * 32)
     for (let first = 0; first < this.regions; first += COMBINE_BATCH) {
@@ -93,7 +94,7 @@ export class RegionDigests {
         const at = i * 32
         if (batch.readBigUInt64LE(at) !== 0n || batch.readBigUInt64LE(at + 8) !== 0n || batch.readBigUInt64LE(at + 16) !== 0n || batch.readBigUInt64LE(at + 24) !== 0n) continue
         const r = first + i
-        ;(r === this.regions - 1 && tail !== this.regionSize ? zeroHash(tail) : zero).copy(batch, at)
+        batch.set(r === this.regions - 1 && tail !== this.regionSize ? zeroRegionDigest(tail) : zero, at)
       }
       h.update(batch)
     }

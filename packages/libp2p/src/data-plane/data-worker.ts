@@ -262,19 +262,27 @@ function writePieces (sink: Sink, h: Held): void {
 /** Reads a chunk as its plan says and sends it; answers `taken` once the socket has room again. */
 async function sendData (lane: string, l: LaneState, m: Extract<ToWorker, { op: 'data' }>): Promise<void> {
   try {
-    const unitSize = m.plan.unitSize
-    const bytes = m.header.runs.reduce((n, r) => n + r.count * unitSize, 0)
-    pool ??= new BufferPool(bytes)
-    const buf = pool.acquire(bytes)
-    executeLoadPlan(m.plan, m.header.runs, buf, (path) => {
-      let fd = l.readFds.get(path)
-      if (fd == null) { fd = openSync(path, 'r'); l.readFds.set(path, fd) }
-      return fd
-    })
-    const [head] = encodeDataFrame(m.header, [buf])
+    const { plan, header } = m
+    const unitSize = plan.unitSize
     l.socket.cork()
-    l.socket.write(head!)
-    l.socket.write(buf, () => { pool!.release(buf) })
+    if (plan.kind === 'shadow') {
+      // Sent straight from the shadow (shared memory): it changes only in scans, which wait for
+      // every chunk of the round to be acknowledged, so the bytes stay put until TLS took them.
+      const parts = header.runs.map(r => Buffer.from(plan.shadow, r.start * unitSize, r.count * unitSize))
+      for (const p of encodeDataFrame(header, parts)) l.socket.write(p)
+    } else {
+      const bytes = header.runs.reduce((n, r) => n + r.count * unitSize, 0)
+      pool ??= new BufferPool(bytes)
+      const buf = pool.acquire(bytes)
+      executeLoadPlan(plan, header.runs, buf, (path) => {
+        let fd = l.readFds.get(path)
+        if (fd == null) { fd = openSync(path, 'r'); l.readFds.set(path, fd) }
+        return fd
+      })
+      const [head] = encodeDataFrame(header, [buf])
+      l.socket.write(head!)
+      l.socket.write(buf, () => { pool!.release(buf) })
+    }
     l.socket.uncork()
     if (l.socket.writableLength > SEND_HIGH_WATER) {
       await new Promise<void>(resolve => {
