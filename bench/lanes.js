@@ -52,6 +52,10 @@ for (const delay of delays) {
         cpu_s_per_GiB_source: +((cpuSeconds(c.pid(1)) - cpu0[0]) / gib).toFixed(2),
         cpu_s_per_GiB_dest: +((cpuSeconds(c.pid(2)) - cpu0[1]) / gib).toFixed(2),
         total_s: +secs.toFixed(1),
+        // Where the time beyond bytes / capacity went: per round scan and send, and the pause.
+        rounds: res.report.rounds.map(r => ({ scan_ms: Math.round(r.scanMs), send_ms: Math.round(r.sendMs), MB: +(r.bytes / 1e6).toFixed(1), ...(r.final === true ? { final: true } : {}) })),
+        downtime_ms: res.report.downtimeMs,
+        report_total_ms: res.report.totalMs,
         lanes_used: res.report.lanes.map(l => `${l.localAddress}>${l.remoteAddress}`).join(' ')
       }
       results.push(row)
@@ -61,6 +65,6 @@ for (const delay of delays) {
     c.down()
   }
 }
-printTable(results.map(({ lanes_used: _, ...r }) => r))
+printTable(results.map(({ lanes_used: _, rounds: __, ...r }) => r))
 for (const s of skipped) console.log(`not measured: ${s.lanes} lanes, ${s.delay_ms} ms delay: ${s.skipped}`)
 writeResults('lanes', [...results, ...skipped])

@@ -8,7 +8,8 @@
 // Reports, does not assert, the targets: efficiency (Shoal / summed nominal uplinks) >= 0.9 at
 // R = 3 and Shoal >= aria2 at every R. Needs root; installs aria2 and iperf3 if missing.
 //
-// Env: SHOAL_BENCH_BYTES (1 GiB), SHOAL_BENCH_REPLICAS ('1,2,3'), SHOAL_BENCH_RATE_MBIT (200),
+// Env: SHOAL_BENCH_BYTES (1 GiB), SHOAL_BENCH_REPLICAS ('1,2,3'), SHOAL_BENCH_RATE_MBIT ('200,1000':
+// each replica's uplink; every R runs at each rate, each case records its uplink_mbit),
 // SHOAL_BENCH_REPS (3, medians; the bench takes ~9 min with 3, ~3.5 min with 1),
 // SHOAL_BENCH_BLOCK (volume block size in bytes; default: the node's), SHOAL_BENCH_IPERF (0 skips
 // iperf3), SHOAL_BENCH_SKIP_SHOAL / SHOAL_BENCH_SKIP_ARIA2 (=1 skips that half), and for trying
@@ -26,7 +27,11 @@ const GiB = 2 ** 30
 const MiB = 2 ** 20
 const size = Number(process.env.SHOAL_BENCH_BYTES ?? GiB)
 const replicaCases = (process.env.SHOAL_BENCH_REPLICAS ?? '1,2,3').split(',').map(Number)
-const rateMbit = Number(process.env.SHOAL_BENCH_RATE_MBIT ?? 200)
+// Every replica's uplink, per case: '200,1000' runs each R at 200 Mbit/s and again at 1 Gbit/s.
+const rates = (process.env.SHOAL_BENCH_RATE_MBIT ?? '200,1000').split(',').map(Number)
+if (rates.some(r => !(r > 0))) { console.error('SHOAL_BENCH_RATE_MBIT: positive Mbit/s, comma-separated'); process.exit(2) }
+/** The uplink rate of the cluster that is up now (the cases loop over `rates`). */
+let rateMbit = rates[0]
 const reps = Number(process.env.SHOAL_BENCH_REPS ?? 3)
 const blockSize = process.env.SHOAL_BENCH_BLOCK != null ? Number(process.env.SHOAL_BENCH_BLOCK) : undefined
 const doIperf = process.env.SHOAL_BENCH_IPERF !== '0'
@@ -206,93 +211,101 @@ let c
 try {
   console.log(`volume: ${size} random bytes in ${volFile}`)
   const sha = createVolumeFile()
-  c = clusterUp(PREFIX, ['--hosts', String(1 + maxR), '--nics', '1', '--rate', `${rateMbit}mbit`])
-  const peerIds = Array.from({ length: maxR }, (_, i) => c.info(replicaHost(i)).peerId)
+  // One cluster per uplink rate (tbf is set when the links are made), replicas importing anew.
+  for (const rate of rates) {
+    rateMbit = rate
+    c = clusterUp(PREFIX, ['--hosts', String(1 + maxR), '--nics', '1', '--rate', `${rateMbit}mbit`])
+    const peerIds = Array.from({ length: maxR }, (_, i) => c.info(replicaHost(i)).peerId)
 
-  // Replicas import the volume once (hashing it block by block). The destination pulls it and
-  // drops it again after each run (DELETE /volumes/<id>) so that the next run pulls from scratch:
-  // a pull copies blocks the node already holds in any volume instead of fetching them, so a
-  // leftover copy (or the same bytes under a fresh id) would not measure the network at all.
-  const volumeId = 'msvol'
-  let volumeBlockSize
-  if (!skipShoal) {
-    const t = performance.now()
-    const infos = await Promise.all(Array.from({ length: maxR }, (_, i) => call(c.socket(replicaHost(i)), 'POST', '/volumes', { id: volumeId, path: volFile, ...(blockSize != null ? { blockSize } : {}) })))
-    volumeBlockSize = infos[0].blockSize
-    console.log(`${maxR} replicas imported the volume in ${((performance.now() - t) / 1000).toFixed(1)} s (block size ${volumeBlockSize})`)
-  }
-  // The destination knows the replicas only by peer ID (allow-list), not their addresses: name
-  // them by multiaddr in `from`.
-  const replicaAddrs = Array.from({ length: maxR }, (_, i) => {
-    const h = replicaHost(i)
-    const a = c.info(h).addrs.find(a => a.includes(`/${ip(h)}/`))
-    if (a == null) throw new Error(`host ${h} has no address on ${ip(h)}`)
-    return a.includes('/p2p/') ? a : `${a}/p2p/${peerIds[i]}`
-  })
-
-  const servers = []
-  if (!skipAria2) for (let i = 0; i < maxR; i++) servers.push(await startRangeServer(c, replicaHost(i)))
-
-  for (const r of replicaCases) {
-    const iperf = doIperf ? await iperfFanIn(c.ns(DEST), ip(DEST), Array.from({ length: r }, (_, i) => [c.ns(replicaHost(i)), ip(replicaHost(i))])) : null
-    const aria = []
-    const shoal = []
-    const ariaRun = async (rep) => {
-      const a = await runAria2(c, r, sha)
-      aria.push(a)
-      console.log(JSON.stringify({ replicas: r, rep, tool: 'aria2c', MBps: +a.MBps.toFixed(1), secs: +a.secs.toFixed(1) }))
+    // Replicas import the volume once (hashing it block by block). The destination pulls it and
+    // drops it again after each run (DELETE /volumes/<id>) so that the next run pulls from scratch:
+    // a pull copies blocks the node already holds in any volume instead of fetching them, so a
+    // leftover copy (or the same bytes under a fresh id) would not measure the network at all.
+    const volumeId = 'msvol'
+    let volumeBlockSize
+    if (!skipShoal) {
+      const t = performance.now()
+      const infos = await Promise.all(Array.from({ length: maxR }, (_, i) => call(c.socket(replicaHost(i)), 'POST', '/volumes', { id: volumeId, path: volFile, ...(blockSize != null ? { blockSize } : {}) })))
+      volumeBlockSize = infos[0].blockSize
+      console.log(`${maxR} replicas imported the volume in ${((performance.now() - t) / 1000).toFixed(1)} s (block size ${volumeBlockSize})`)
     }
-    const shoalRun = async (rep) => {
-      const s = await runShoal(c, r, volumeId, peerIds, replicaAddrs)
-      shoal.push(s)
-      console.log(JSON.stringify({ replicas: r, rep, tool: 'shoal', MBps: +s.MBps.toFixed(1), call_MBps: +s.callMBps.toFixed(1), secs: +s.secs.toFixed(1), cpu_s: +s.cpu.toFixed(1), replicas_cpu_s: +s.replicasCpu.toFixed(1), machine_busy: +s.machineBusy.toFixed(2), bytes_per_source: s.perSource, corrupt: s.corrupt, leftover: s.leftover, dropped: s.dropped }))
-      await call(c.socket(DEST), 'DELETE', `/volumes/${encodeURIComponent(volumeId)}`)
-    }
-    for (let rep = 0; rep < reps; rep++) {
-      // Alternate which tool goes first, so neither always runs right after the other.
-      const order = rep % 2 === 0 ? [ariaRun, shoalRun] : [shoalRun, ariaRun]
-      for (const run of order) {
-        if ((run === ariaRun && skipAria2) || (run === shoalRun && skipShoal)) continue
-        await run(rep)
-      }
-    }
-    const nominal = r * rateMbit * 1e6 / 8 / 1e6
-    const med = (xs) => xs.length > 0 ? stats(xs).median : null
-    const fix = (v, d = 1) => v == null ? null : +v.toFixed(d)
-    const shoalMBps = med(shoal.map(s => s.MBps))
-    const ariaMBps = med(aria.map(a => a.MBps))
-    // Per-source bytes and CPU of the run closest to the median.
-    const mid = shoal.length > 0 ? shoal.reduce((b, s) => Math.abs(s.MBps - shoalMBps) < Math.abs(b.MBps - shoalMBps) ? s : b) : null
-    results.push({
-      replicas: r,
-      rate_mbit: rateMbit,
-      shoal_MBps: fix(shoalMBps),
-      aria2_MBps: fix(ariaMBps),
-      sum_uplinks_MBps: fix(nominal),
-      efficiency: shoalMBps == null ? null : fix(shoalMBps / nominal, 3),
-      aria2_efficiency: ariaMBps == null ? null : fix(ariaMBps / nominal, 3),
-      shoal_vs_aria2: shoalMBps == null || ariaMBps == null ? null : fix(shoalMBps / ariaMBps, 3),
-      iperf_MBps: iperf == null ? null : fix(iperf.reduce((a, b) => a + b, 0)),
-      shoal_call_MBps: fix(med(shoal.map(s => s.callMBps))),
-      shoal_s: fix(med(shoal.map(s => s.secs))),
-      aria2_s: fix(med(aria.map(a => a.secs))),
-      dest_cpu_s: mid == null ? null : fix(mid.cpu, 2),
-      dest_cpu_s_per_GiB: mid == null ? null : fix(mid.cpu / (size / GiB), 2),
-      replicas_cpu_s: mid == null ? null : fix(mid.replicasCpu, 2),
-      machine_cpu_busy: mid == null ? null : fix(mid.machineBusy, 2),
-      bytes_per_source: mid?.perSource ?? null,
-      corrupt_blocks: mid?.corrupt ?? null,
-      leftover: mid?.leftover ?? null,
-      dropped: mid?.dropped ?? null,
-      iperf_per_replica_MBps: iperf?.map(x => fix(x)) ?? null,
-      runs: { shoal: shoal.map(s => fix(s.MBps)), aria2: aria.map(a => fix(a.MBps)) }
+    // The destination knows the replicas only by peer ID (allow-list), not their addresses: name
+    // them by multiaddr in `from`.
+    const replicaAddrs = Array.from({ length: maxR }, (_, i) => {
+      const h = replicaHost(i)
+      const a = c.info(h).addrs.find(a => a.includes(`/${ip(h)}/`))
+      if (a == null) throw new Error(`host ${h} has no address on ${ip(h)}`)
+      return a.includes('/p2p/') ? a : `${a}/p2p/${peerIds[i]}`
     })
+
+    const servers = []
+    if (!skipAria2) for (let i = 0; i < maxR; i++) servers.push(await startRangeServer(c, replicaHost(i)))
+
+    for (const r of replicaCases) {
+      const iperf = doIperf ? await iperfFanIn(c.ns(DEST), ip(DEST), Array.from({ length: r }, (_, i) => [c.ns(replicaHost(i)), ip(replicaHost(i))])) : null
+      const aria = []
+      const shoal = []
+      const ariaRun = async (rep) => {
+        const a = await runAria2(c, r, sha)
+        aria.push(a)
+        console.log(JSON.stringify({ replicas: r, rep, tool: 'aria2c', MBps: +a.MBps.toFixed(1), secs: +a.secs.toFixed(1) }))
+      }
+      const shoalRun = async (rep) => {
+        const s = await runShoal(c, r, volumeId, peerIds, replicaAddrs)
+        shoal.push(s)
+        console.log(JSON.stringify({ replicas: r, rep, tool: 'shoal', MBps: +s.MBps.toFixed(1), call_MBps: +s.callMBps.toFixed(1), secs: +s.secs.toFixed(1), cpu_s: +s.cpu.toFixed(1), replicas_cpu_s: +s.replicasCpu.toFixed(1), machine_busy: +s.machineBusy.toFixed(2), bytes_per_source: s.perSource, corrupt: s.corrupt, leftover: s.leftover, dropped: s.dropped }))
+        await call(c.socket(DEST), 'DELETE', `/volumes/${encodeURIComponent(volumeId)}`)
+      }
+      for (let rep = 0; rep < reps; rep++) {
+        // Alternate which tool goes first, so neither always runs right after the other.
+        const order = rep % 2 === 0 ? [ariaRun, shoalRun] : [shoalRun, ariaRun]
+        for (const run of order) {
+          if ((run === ariaRun && skipAria2) || (run === shoalRun && skipShoal)) continue
+          await run(rep)
+        }
+      }
+      const nominal = r * rateMbit * 1e6 / 8 / 1e6
+      const med = (xs) => xs.length > 0 ? stats(xs).median : null
+      const fix = (v, d = 1) => v == null ? null : +v.toFixed(d)
+      const shoalMBps = med(shoal.map(s => s.MBps))
+      const ariaMBps = med(aria.map(a => a.MBps))
+      // Per-source bytes and CPU of the run closest to the median.
+      const mid = shoal.length > 0 ? shoal.reduce((b, s) => Math.abs(s.MBps - shoalMBps) < Math.abs(b.MBps - shoalMBps) ? s : b) : null
+      results.push({
+        replicas: r,
+        rate_mbit: rateMbit,
+        uplink_mbit: rateMbit,
+        shoal_MBps: fix(shoalMBps),
+        aria2_MBps: fix(ariaMBps),
+        sum_uplinks_MBps: fix(nominal),
+        efficiency: shoalMBps == null ? null : fix(shoalMBps / nominal, 3),
+        aria2_efficiency: ariaMBps == null ? null : fix(ariaMBps / nominal, 3),
+        shoal_vs_aria2: shoalMBps == null || ariaMBps == null ? null : fix(shoalMBps / ariaMBps, 3),
+        iperf_MBps: iperf == null ? null : fix(iperf.reduce((a, b) => a + b, 0)),
+        shoal_call_MBps: fix(med(shoal.map(s => s.callMBps))),
+        shoal_s: fix(med(shoal.map(s => s.secs))),
+        aria2_s: fix(med(aria.map(a => a.secs))),
+        dest_cpu_s: mid == null ? null : fix(mid.cpu, 2),
+        dest_cpu_s_per_GiB: mid == null ? null : fix(mid.cpu / (size / GiB), 2),
+        replicas_cpu_s: mid == null ? null : fix(mid.replicasCpu, 2),
+        machine_cpu_busy: mid == null ? null : fix(mid.machineBusy, 2),
+        bytes_per_source: mid?.perSource ?? null,
+        corrupt_blocks: mid?.corrupt ?? null,
+        leftover: mid?.leftover ?? null,
+        dropped: mid?.dropped ?? null,
+        iperf_per_replica_MBps: iperf?.map(x => fix(x)) ?? null,
+        runs: { shoal: shoal.map(s => fix(s.MBps)), aria2: aria.map(a => fix(a.MBps)) }
+      })
+    }
+    for (const s of servers) s.kill('SIGTERM')
+    c.down()
+    c = undefined
   }
-  for (const s of servers) s.kill('SIGTERM')
 
   const share = (m) => m == null ? '-' : Object.entries(m).map(([h, b]) => `${h}:${(b / MiB).toFixed(0)}M`).join(' ')
   console.log()
   printTable(results.map(r => ({
+    uplink_mbit: r.uplink_mbit,
     R: r.replicas,
     shoal_MBps: r.shoal_MBps ?? '-',
     aria2_MBps: r.aria2_MBps ?? '-',
@@ -305,8 +318,11 @@ try {
     cpu_busy: r.machine_cpu_busy ?? '-',
     bytes_per_source: share(r.bytes_per_source)
   })))
-  const last = results.find(r => r.replicas === 3)
-  if (last?.efficiency != null) console.log(`\ntarget efficiency >= 0.9 at R = 3: ${last.efficiency >= 0.9 ? 'met' : 'NOT met'} (${last.efficiency})`)
+  for (const last of results.filter(r => r.replicas === 3)) {
+    const vsIperf = last.iperf_MBps != null && last.shoal_MBps != null ? +(last.shoal_MBps / last.iperf_MBps).toFixed(3) : null
+    last.shoal_vs_iperf = vsIperf
+    console.log(`\nuplinks ${last.uplink_mbit} Mbit/s, R = 3: efficiency ${last.efficiency} of nominal (target >= 0.9: ${last.efficiency >= 0.9 ? 'met' : 'NOT met'}), ${vsIperf ?? '-'} of iperf3 (target >= 0.9: ${vsIperf != null && vsIperf >= 0.9 ? 'met' : 'NOT met'})`)
+  }
   if (!skipShoal && !skipAria2) {
     const behind = results.filter(r => r.shoal_vs_aria2 < 1).map(r => `${r.replicas} (${((r.shoal_vs_aria2 - 1) * 100).toFixed(1)}%)`)
     console.log(`target Shoal >= aria2 at every R: ${behind.length === 0 ? 'met' : `NOT met at R = ${behind.join(', ')}`}`)
@@ -324,7 +340,7 @@ try {
       date: new Date().toISOString(),
       volume_bytes: size,
       block_size: volumeBlockSize ?? blockSize ?? null,
-      rate_mbit: rateMbit,
+      rate_mbit: rates,
       replicas: replicaCases,
       reps,
       topology: `${1 + maxR} hosts in network namespaces, 1 NIC each on one bridge; host 1 = destination, hosts 2..${1 + maxR} = replicas; tbf on every host's egress only`,

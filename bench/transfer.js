@@ -141,7 +141,8 @@ try {
       threadpool_s_per_GiB: +(x.acct.threadpool_s / gib).toFixed(3),
       v8_platform_s_per_GiB: +(x.acct.v8_platform_s / gib).toFixed(3),
       profiler_threads_s_per_GiB: +(x.acct.profiler_s / gib).toFixed(3),
-      unknown_threads_s_per_GiB: +(x.acct.unknown_threads_s / gib).toFixed(3)
+      unknown_threads_s_per_GiB: +(x.acct.unknown_threads_s / gib).toFixed(3),
+      by_thread_s_per_GiB: Object.fromEntries(Object.entries(x.threads).map(([k, v]) => [k.replace(/_s$/, ''), +(v / gib).toFixed(3)]))
     })
     const breakdown = {
       lanes: profLanes,
@@ -169,6 +170,11 @@ try {
     }
     console.log(`\nCPU breakdown, ${profLanes} lanes, ${profReps} profiled run(s), ${gib.toFixed(2)} GiB; profiled ${breakdown.MBps_profiled} MB/s vs unprofiled ${breakdown.MBps_unprofiled} MB/s (${breakdown.profiling_throughput_loss_pct}% lost to profiling)\n`)
     printTable(rows)
+    // What stays serial (the main thread) against what runs on workers: the scaling model's inputs.
+    const threadRows = Object.keys(s.threads).map(k => ({ thread: k.replace(/_s$/, '').replace(/_/g, ' '), source_cpu_s_per_GiB: +(s.threads[k] / gib).toFixed(3), dest_cpu_s_per_GiB: +(d.threads[k] / gib).toFixed(3) }))
+    console.log('\nCPU by thread kind (per GiB)\n')
+    printTable(threadRows)
+    breakdown.by_thread = threadRows
     if (plain != null) plain.breakdown = breakdown
     else output = [...results, { lanes: profLanes, breakdown }]
   }

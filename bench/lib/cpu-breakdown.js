@@ -209,6 +209,8 @@ export function calibratePageFault (bytes = 256 * 2 ** 20) {
 export function sideBreakdown (windows, profiles, faultCost) {
   const cat = Object.fromEntries(CATEGORIES.map(([k]) => [k, 0]))
   const acct = { user_s: 0, system_s: 0, profiled_busy_s: 0, profiled_cpu_s: 0, threadpool_s: 0, v8_platform_s: 0, profiler_s: 0, unknown_threads_s: 0, minflt: 0, majflt: 0 }
+  // CPU by kind of thread: what stays serial (main) against what scales (workers).
+  const threads = { main_s: 0, data_workers_s: 0, tracker_workers_s: 0, threadpool_s: 0, v8_platform_s: 0, profiler_s: 0, other_s: 0 }
   for (const w of windows) {
     acct.minflt += w.delta.minflt
     acct.majflt += w.delta.majflt
@@ -218,8 +220,9 @@ export function sideBreakdown (windows, profiles, faultCost) {
       acct.system_s += t.system
       const role = w.roles[tid] ?? (t.comm === 'v8:ProfEvntProc' ? 'profiler' : 'unknown')
       const prof = profiles[role]
+      const data = role.startsWith('worker:') && prof != null && isDataWorker(prof)
+      threads[role === 'main' ? 'main_s' : data ? 'data_workers_s' : role.startsWith('worker:') ? 'tracker_workers_s' : role === 'threadpool' ? 'threadpool_s' : role === 'v8' ? 'v8_platform_s' : role === 'profiler' ? 'profiler_s' : 'other_s'] += cpu
       if ((role === 'main' || role.startsWith('worker:')) && prof != null) {
-        const data = role !== 'main' && isDataWorker(prof)
         const c = profileCategories(prof, role === 'main' ? MAIN_RULES : data ? DATA_WORKER_RULES : WORKER_RULES, w.fromUs, w.toUs)
         delete c.idle
         const busy = Object.values(c).reduce((x, y) => x + y, 0)
@@ -235,7 +238,7 @@ export function sideBreakdown (windows, profiles, faultCost) {
     }
   }
   const pageFault = Math.min(acct.system_s, (acct.minflt + acct.majflt) * faultCost)
-  return { seconds: cat, acct, pageFault_s: pageFault }
+  return { seconds: cat, acct, threads, pageFault_s: pageFault }
 }
 
 /**

@@ -73,4 +73,26 @@ describe('chunk scheduler', () => {
     s.close()
     expect(await ended).toBeUndefined()
   })
+
+  it('tells a producer when the queue is short again: below() waits while queued bytes reach the limit, counting re-queued chunks', async () => {
+    const s = new ChunkScheduler<{ id: number, bytes: number }>()
+    s.addLane('a')
+    s.addLane('b')
+    s.push([1, 2, 3].map(id => ({ id, bytes: 100 })))
+    expect(s.queuedBytes).toBe(300)
+    let short = false
+    const waiting = s.below(150).then(() => { short = true })
+    await s.take('a')
+    await Promise.resolve()
+    expect(short).toBe(false) // 200 still queued
+    await s.take('b')
+    await waiting
+    expect(s.queuedBytes).toBe(100)
+    // A failed lane's chunks count again; a closed scheduler releases every waiter.
+    s.failLane('a')
+    expect(s.queuedBytes).toBe(200)
+    const closed = s.below(50)
+    s.close()
+    await closed
+  })
 })

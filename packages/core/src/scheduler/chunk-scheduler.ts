@@ -19,11 +19,28 @@ export class ChunkScheduler<C extends Chunk> {
   private idleWaiters: Array<{ resolve: () => void, reject: (e: Error) => void }> = []
   private closed = false
   private failure?: Error
+  private queuedBytesNow = 0
+  private belowWaiters: Array<{ limit: number, resolve: () => void }> = []
 
   /** Adds chunks at the back of the queue. */
   push (chunks: Iterable<C>): void {
-    for (const c of chunks) this.queue.push(c)
+    for (const c of chunks) {
+      this.queue.push(c)
+      this.queuedBytesNow += c.bytes
+    }
     this.wakeTakers()
+  }
+
+  /** Bytes of the chunks waiting for a lane. */
+  get queuedBytes (): number { return this.queuedBytesNow }
+
+  /**
+   * Resolves once fewer than `limit` bytes wait for a lane (at once if they already do, or once
+   * the scheduler is closed or failed): a producer uses it not to run far ahead of the lanes.
+   */
+  async below (limit: number): Promise<void> {
+    if (this.queuedBytesNow < limit || this.closed || this.failure != null) return
+    await new Promise<void>(resolve => { this.belowWaiters.push({ limit, resolve }) })
   }
 
   /** Chunks waiting for a lane. */
@@ -56,6 +73,8 @@ export class ChunkScheduler<C extends Chunk> {
       const c = this.queue.shift()
       if (c != null) {
         mine.set(c.id, c)
+        this.queuedBytesNow -= c.bytes
+        this.wakeBelow()
         return c
       }
       await new Promise<void>(resolve => {
@@ -91,6 +110,7 @@ export class ChunkScheduler<C extends Chunk> {
     this.inFlight.delete(lane)
     const back = [...mine.values()].sort((a, b) => a.id - b.id)
     this.queue.unshift(...back)
+    for (const c of back) this.queuedBytesNow += c.bytes
     if (this.inFlight.size === 0 && this.queue.length > 0) {
       this.fail(new NoLanesError())
     }
@@ -109,12 +129,24 @@ export class ChunkScheduler<C extends Chunk> {
   fail (err: Error): void {
     this.failure ??= err
     for (const w of this.idleWaiters.splice(0)) w.reject(err)
+    for (const w of this.belowWaiters.splice(0)) w.resolve()
   }
 
   /** Stops handing out chunks; waiting takers get undefined. */
   close (): void {
     this.closed = true
     this.wakeTakers()
+    for (const w of this.belowWaiters.splice(0)) w.resolve()
+  }
+
+  private wakeBelow (): void {
+    if (this.belowWaiters.length === 0) return
+    const still: typeof this.belowWaiters = []
+    for (const w of this.belowWaiters) {
+      if (this.queuedBytesNow < w.limit) w.resolve()
+      else still.push(w)
+    }
+    this.belowWaiters = still
   }
 
   private wakeTakers (): void {

@@ -1,3 +1,4 @@
+import { SCAN_LOOKAHEAD_BYTES } from '../constants.js'
 import type { ChunkScheduler } from '../scheduler/chunk-scheduler.js'
 import type { DirtyTracker } from '../tracker/dirty-tracker.js'
 import type { Area, Frame } from '../wire/frames.js'
@@ -65,6 +66,8 @@ export class RoundRunner {
         signal: ctx.signal,
         digest: final,
         paused: final,
+        // While the workload runs, scan only as far ahead of the lanes as keeps them busy.
+        ...(final ? {} : { ahead: async () => { await ctx.scheduler.below(SCAN_LOOKAHEAD_BYTES) } }),
         onSlice: (dirty, from, to) => {
           const chunks = planChunks(dirty, a.area, a.unitSize, final ? Math.min(ctx.chunkBytes, FINAL_CHUNK_BYTES) : ctx.chunkBytes, round, () => ++this.chunkId, from, to)
           for (const c of chunks) {

@@ -83,6 +83,8 @@ export interface AreaScanResult {
   bytesRead: number
   /** Bytes of the file the scan knew to be holes (not read). */
   holeBytes: number
+  /** Milliseconds spent waiting for `ahead` (the caller's queue was long enough). */
+  waitMs: number
 }
 
 /**
@@ -103,24 +105,39 @@ export function sliceUnits (unitSize: number, want = Math.ceil(64 * 1024 * 1024 
  * unit was read, which the next scan finds (its map shows the new data), exactly like a write
  * landing behind a worker's read; the final scan runs paused, so nothing is left behind.
  */
-export async function scanArea (pool: WorkerPool, a: AreaScan, opts: { signal?: AbortSignal, onSlice?: (dirty: Bitmap, start: number, end: number) => void }): Promise<AreaScanResult> {
+export async function scanArea (pool: WorkerPool, a: AreaScan, opts: { signal?: AbortSignal, onSlice?: (dirty: Bitmap, start: number, end: number) => void, ahead?: () => Promise<void> }): Promise<AreaScanResult> {
   const dirty = Bitmap.shared(a.units)
   const extents = await a.extents?.(a.path, a.units * a.unitSize)
   const holes = extents != null ? holeUnits(extents, a.unitSize, a.units) : undefined
   const tasks: Array<Promise<number>> = []
+  // Paced by `ahead`: at most one slice per worker in progress, so what the caller has queued
+  // is what the scan is ahead by.
+  const scanning = new Set<Promise<number>>()
+  let waitMs = 0
   for (let start = 0; start < a.units; start += a.slice) {
+    if (opts.ahead != null) {
+      const t = performance.now()
+      while (scanning.size >= pool.size) await Promise.race(scanning)
+      await opts.ahead()
+      waitMs += performance.now() - t
+    }
     if (opts.signal?.aborted === true) throw new AbortedError()
     const end = Math.min(a.units, start + a.slice)
-    tasks.push(pool.run({
+    const task = pool.run({
       op: 'scan', path: a.path, mode: a.mode, unitSize: a.unitSize, start, end,
       baseline: a.baseline, bitmap: dirty.bits.buffer as SharedArrayBuffer, assumed: a.assumed.task, digests: a.digests.task,
       ...(a.cpuShare != null ? { cpuShare: a.cpuShare } : {}),
       ...(holes != null ? { holes } : {}),
       ...(a.nonzero != null ? { nonzero: a.nonzero } : {})
-    }).then((reply) => { opts.onSlice?.(dirty, start, end); return reply.bytes }))
+    }).then((reply) => { opts.onSlice?.(dirty, start, end); return reply.bytes })
+    tasks.push(task)
+    if (opts.ahead != null) {
+      scanning.add(task)
+      task.then(() => { scanning.delete(task) }, () => { scanning.delete(task) })
+    }
   }
   const bytesRead = (await Promise.all(tasks)).reduce((x, y) => x + y, 0)
-  return { dirty, bytesRead, holeBytes: a.units * a.unitSize - bytesRead }
+  return { dirty, bytesRead, holeBytes: a.units * a.unitSize - bytesRead, waitMs }
 }
 
 /** Throws unless every run lies within `units` units. */

@@ -45,6 +45,12 @@ export interface ScanOptions {
    * them while the rest of the area is still being scanned.
    */
   onSlice?: (dirty: Bitmap, start: number, end: number) => void
+  /**
+   * Awaited before each slice is handed to a worker: resolves when the caller wants more (its
+   * send queue is short). A scan need not run far ahead of the lanes; on a machine with few cores
+   * it would take their CPU for nothing. The time waited counts as `waitMs`, not as scan work.
+   */
+  ahead?: () => Promise<void>
 }
 
 /** Result of a scan. */
@@ -147,7 +153,7 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
     async scan (opts = {}) {
       const cpuShare = opts.paused === true ? undefined : init.cpuShare
       const r = await scanArea(pool, { path, mode, unitSize, units, slice, baseline, digests, assumed, cpuShare, extents, nonzero }, opts)
-      return { dirty: r.dirty, bytesRead: r.bytesRead, holeBytes: r.holeBytes, digest: opts.digest === true ? digests.combine() : undefined }
+      return { dirty: r.dirty, bytesRead: r.bytesRead, holeBytes: r.holeBytes, digest: opts.digest === true ? digests.combine() : undefined, ...(r.waitMs > 0 ? { waitMs: r.waitMs } : {}) }
     },
     async load (runs) {
       checkRuns(runs, units)
