@@ -22,11 +22,11 @@ describe('data lanes on data worker threads (real TLS sockets, libp2p identities
   const cleanups: Array<() => void | Promise<void>> = []
   afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c() })
 
-  async function plane (name: string, workers: number, onLane: (lane: OffThreadLane, info: { peerId: string }) => void = (l) => { l.abort() }): Promise<{ plane: DataPlane, peerId: string }> {
+  async function plane (name: string, workers: number, onLane: (lane: OffThreadLane, info: { peerId: string }) => void = (l) => { l.abort() }, maxLanesPerPeer?: number): Promise<{ plane: DataPlane, peerId: string }> {
     const dir = tempDir(`dp-${name}`)
     cleanups.push(dir.cleanup)
     const key = await loadOrCreateIdentity(dir.path)
-    const p = await createDataPlane({ workers, privateKey: key, listen: ['127.0.0.1'], onLane })
+    const p = await createDataPlane({ workers, privateKey: key, listen: ['127.0.0.1'], onLane, ...(maxLanesPerPeer != null ? { maxLanesPerPeer } : {}) })
     cleanups.push(async () => { await p.stop() })
     return { plane: p, peerId: peerIdOf(key) }
   }
@@ -140,6 +140,30 @@ describe('data lanes on data worker threads (real TLS sockets, libp2p identities
     expect(img.writer.exitCode).toBeNull()
     // Started again, on a new port.
     await expect.poll(() => src!.listening().length, { timeout: 5000 }).toBe(1)
+  })
+
+  it('one peer holds a bounded number of lanes at once, over all workers; a closed lane frees its place', async () => {
+    const got: OffThreadLane[] = []
+    const dst = await plane('dst', 2, (lane) => { got.push(lane) }, 2)
+    const src = await plane('src', 1)
+    const [a, b] = dst.plane.listening()
+    const lanes = [
+      await src.plane.dial({ peer: dst.peerId, ...a! }),
+      await src.plane.dial({ peer: dst.peerId, ...b! })
+    ]
+    await expect.poll(() => got.length).toBe(2)
+    // The third is refused: the destination drops it as soon as it proved who it is.
+    const third = await src.plane.dial({ peer: dst.peerId, ...a! })
+    const ended = await (async () => { try { for await (const f of third) void f; return 'closed' } catch { return 'broken' } })()
+    expect(['closed', 'broken']).toContain(ended)
+    expect(got).toHaveLength(2)
+    lanes[0]!.abort()
+    await expect.poll(async () => {
+      const again = await src.plane.dial({ peer: dst.peerId, ...b! })
+      await new Promise(resolve => setTimeout(resolve, 100))
+      again.abort()
+      return got.length
+    }, { timeout: 5000 }).toBe(3)
   })
 
   it('a lane proves the peer ID on both ends: a dial expecting another peer fails, naming it', async () => {

@@ -7,6 +7,8 @@ import type { FromWorker, ToWorker } from './protocol.js'
 
 /** How long a data lane's TLS handshake (and identity check) may take. */
 const HANDSHAKE_TIMEOUT_MS = 10_000
+/** Incoming data lanes one peer may hold open at once (16 per migration, 2 migrations, slack). */
+const DEFAULT_MAX_LANES_PER_PEER = 64
 /** Wait before a worker that died is started again. */
 const RESPAWN_DELAY_MS = 500
 
@@ -23,6 +25,11 @@ export interface DataPlaneInit {
    * refuse it (peer not allowed, too many lanes).
    */
   onLane: (lane: OffThreadLane, info: { peerId: string }) => void
+  /**
+   * Lanes one peer may hold open here at once, over all workers (default 64): what an
+   * authenticated peer can make this node buffer before its lanes join a session is bounded by it.
+   */
+  maxLanesPerPeer?: number
   /** Told when a worker died (it is started again). */
   onWorkerExit?: (index: number, error: Error) => void
 }
@@ -70,8 +77,23 @@ export async function createDataPlane (init: DataPlaneInit): Promise<DataPlane> 
   let nextLane = 1
   let nextWorker = 0
 
+  // Incoming lanes per peer, over all workers.
+  const perPeer = new Map<string, number>()
+  const maxPerPeer = init.maxLanesPerPeer ?? DEFAULT_MAX_LANES_PER_PEER
+  const onLane = (lane: WorkerLane, info: { peerId: string }): void => {
+    const n = perPeer.get(info.peerId) ?? 0
+    if (n >= maxPerPeer) { lane.abort(new LaneClosedError(`peer ${info.peerId} holds ${n} data lanes here already`)); return }
+    perPeer.set(info.peerId, n + 1)
+    lane.onEnd = () => {
+      const left = (perPeer.get(info.peerId) ?? 1) - 1
+      if (left > 0) perPeer.set(info.peerId, left)
+      else perPeer.delete(info.peerId)
+    }
+    init.onLane(lane, info)
+  }
+
   const start = async (index: number): Promise<WorkerHandle> => {
-    const h = new WorkerHandle(index, init.onLane)
+    const h = new WorkerHandle(index, onLane)
     handles[index] = h
     h.worker.on('exit', (code) => {
       const err = new LaneClosedError(`data worker ${index} stopped (exit code ${code})`)
@@ -119,7 +141,7 @@ class WorkerHandle {
   private ready?: { resolve: () => void, reject: (e: Error) => void }
   private dead?: Error
 
-  constructor (readonly index: number, private readonly onLane: DataPlaneInit['onLane']) {
+  constructor (readonly index: number, private readonly onLane: (lane: WorkerLane, info: { peerId: string }) => void) {
     this.worker = new Worker(new URL('./data-worker.js', import.meta.url))
     this.worker.on('message', (m: FromWorker) => { this.message(m) })
     // An uncaught error ends the worker: 'exit' follows and breaks its lanes.
@@ -209,6 +231,8 @@ class WorkerLane implements OffThreadLane {
   private readonly admitted = new Set<number>()
   private closing?: Promise<void>
   private closed?: () => void
+  /** Called once when the lane is gone. */
+  onEnd?: () => void
 
   constructor (private readonly owner: WorkerHandle, private readonly key: string, readonly localAddress?: string, readonly remoteAddress?: string) {
     this.id = `${localAddress ?? '?'}>${remoteAddress ?? '?'}#w${owner.index}.${key}`
@@ -277,6 +301,7 @@ class WorkerLane implements OffThreadLane {
     for (const t of this.admitted) this.sink?.abandon(t)
     this.admitted.clear()
     this.closed?.()
+    this.onEnd?.()
     this.wake()
   }
 

@@ -16,8 +16,10 @@ import { FrameStream } from './frame-stream.js'
 import { DATA_LANE_ALPN } from './protocol.js'
 import type { FromWorker, ToWorker } from './protocol.js'
 
-/** Received bytes a lane may hold (waiting for a decision or a sink) before it stops reading. */
+/** Received bytes a lane may hold (waiting for a decision) before it stops reading. */
 const MAX_HELD_BYTES = 32 * 1024 * 1024
+/** The same before the lane joined a session (its peer may not have one): a source's first chunks. */
+const MAX_EARLY_BYTES = 4 * 1024 * 1024
 /** Unsent bytes a lane queues in its socket before a DATA send waits for the socket to drain. */
 const SEND_HIGH_WATER = 4 * 1024 * 1024
 /** Most buffers in one writev (Linux IOV_MAX is 1024). */
@@ -197,7 +199,7 @@ function track (lane: string, socket: TLSSocket): void {
         if (l.sink == null) l.early.push(h)
         else ask(lane, l, h)
       }
-      if (l.held + l.stream.pending > MAX_HELD_BYTES) socket.pause()
+      if (l.held + l.stream.pending > (l.sink == null ? MAX_EARLY_BYTES : MAX_HELD_BYTES)) socket.pause()
     } catch (err) {
       fail(lane, err)
     }
