@@ -208,6 +208,7 @@ async function runShoal (c, r, id, peerIds, addrs) {
 const t00 = performance.now()
 const results = []
 let c
+let volumeBlockSize
 try {
   console.log(`volume: ${size} random bytes in ${volFile}`)
   const sha = createVolumeFile()
@@ -222,7 +223,6 @@ try {
     // a pull copies blocks the node already holds in any volume instead of fetching them, so a
     // leftover copy (or the same bytes under a fresh id) would not measure the network at all.
     const volumeId = 'msvol'
-    let volumeBlockSize
     if (!skipShoal) {
       const t = performance.now()
       const infos = await Promise.all(Array.from({ length: maxR }, (_, i) => call(c.socket(replicaHost(i)), 'POST', '/volumes', { id: volumeId, path: volFile, ...(blockSize != null ? { blockSize } : {}) })))

@@ -1,16 +1,20 @@
 // `pnpm bench transfer`: migrate a 1 GiB idle image over 1 and 4 lanes on loopback, two real
-// processes, noise on; MB/s, CPU seconds per GiB on each side, and the ratio to a plain node:net
+// processes, with and without data workers (TLS 1.3 by default); MB/s, CPU seconds per GiB on each side, and the ratio to a plain node:net
 // TCP stream measured in the same run. Then the same migration again with both peers under
 // `--cpu-prof` (every thread, worker_threads included) for the CPU breakdown per side and
 // category (lib/cpu-breakdown.js), and the throughput lost to profiling.
 //
 // SHOAL_BENCH_PROF=0 skips the profiled pass; SHOAL_BENCH_PIN=1 pins the source to core 0 and the
 // destination to core 1 (taskset) and writes transfer-pinned.json instead.
+// SHOAL_BENCH_DATA_WORKERS ('0,1'): data worker counts to compare, each case with both peers at
+// that count (0 = data lanes as libp2p streams on the main thread); the profiled pass uses
+// SHOAL_BENCH_PROF_DATA_WORKERS (default: the node's default).
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { forkPeer, printTable, resultsDir, stats, tcpBaseline, tempDir, writeResults } from './lib/harness.js'
+import { DEFAULT_DATA_WORKERS } from '@shoal/node'
 import { breakdownTable, calibratePageFault, CATEGORIES, DATA_WORKER_RULES, MAIN_RULES, sideBreakdown, WORKER_RULES } from './lib/cpu-breakdown.js'
 
 const GiB = 2 ** 30
@@ -21,6 +25,8 @@ const profile = process.env.SHOAL_BENCH_PROF !== '0'
 const profLanes = Number(process.env.SHOAL_BENCH_PROF_LANES ?? 4)
 const profReps = Number(process.env.SHOAL_BENCH_PROF_REPS ?? reps)
 const pin = process.env.SHOAL_BENCH_PIN === '1'
+const dataWorkerCases = (process.env.SHOAL_BENCH_DATA_WORKERS ?? '0,1').split(',').map(Number)
+const profDataWorkers = process.env.SHOAL_BENCH_PROF_DATA_WORKERS != null ? Number(process.env.SHOAL_BENCH_PROF_DATA_WORKERS) : undefined
 const profDir = join(resultsDir, 'prof', pin ? 'transfer-pinned' : 'transfer')
 // In every peer (and every worker_thread of it): lets /proc threads be matched to profiles.
 const importBreakdown = ['--import', pathToFileURL(fileURLToPath(new URL('./lib/cpu-breakdown.js', import.meta.url))).href]
@@ -29,7 +35,7 @@ const peers = []
 process.on('exit', () => { for (const p of peers) p.kill() })
 
 /** Two peers that allow each other; pinned to cores 0 and 1 with SHOAL_BENCH_PIN=1. */
-async function startPair (execArgv) {
+async function startPair (execArgv, dataWorkers) {
   const src = forkPeer(execArgv)
   const dst = forkPeer(execArgv)
   peers.push(src, dst)
@@ -40,8 +46,8 @@ async function startPair (execArgv) {
     execFileSync('taskset', ['-a', '-c', '-p', '1', String(dst.child.pid)], { stdio: 'ignore' })
   }
   const dirs = [tempDir('src'), tempDir('src-shm', '/dev/shm'), tempDir('dst'), tempDir('dst-shm', '/dev/shm')]
-  const a = await src.rpc('init', { dataDir: dirs[0], shmDir: dirs[1], listen: ['/ip4/127.0.0.1/tcp/0'] })
-  const b = await dst.rpc('init', { dataDir: dirs[2], shmDir: dirs[3], listen: ['/ip4/127.0.0.2/tcp/0'] })
+  const a = await src.rpc('init', { dataDir: dirs[0], shmDir: dirs[1], listen: ['/ip4/127.0.0.1/tcp/0'], dataWorkers })
+  const b = await dst.rpc('init', { dataDir: dirs[2], shmDir: dirs[3], listen: ['/ip4/127.0.0.2/tcp/0'], dataWorkers })
   await dst.rpc('allow', { peerId: a.peerId })
   await src.rpc('allow', { peerId: b.peerId })
   return { src, dst, to: b.addrs[0], dirs }
@@ -87,37 +93,40 @@ const faultCost = calibratePageFault()
 const results = []
 let output = results
 try {
-  const pair = await startPair(importBreakdown)
   const tcp = []
   for (let i = 0; i < reps; i++) tcp.push(await tcpBaseline(size))
   const tcpMBps = stats(tcp).median
 
-  for (const lanes of laneCases) {
-    const runs = []
-    for (let i = 0; i < reps; i++) runs.push(await migrateOnce(pair, `img-${lanes}-${i}`, lanes))
-    const m = stats(runs.map(r => r.MBps))
-    results.push({
-      lanes,
-      MBps: +m.median.toFixed(1),
-      MBps_min: +m.min.toFixed(1),
-      MBps_max: +m.max.toFixed(1),
-      cpu_s_per_GiB_source: +stats(runs.map(r => r.cs)).median.toFixed(2),
-      cpu_s_per_GiB_dest: +stats(runs.map(r => r.cd)).median.toFixed(2),
-      sys_s_per_GiB_source: +stats(runs.map(r => r.sysS)).median.toFixed(2),
-      sys_s_per_GiB_dest: +stats(runs.map(r => r.sysD)).median.toFixed(2),
-      tcp_baseline_MBps: +tcpMBps.toFixed(1),
-      ratio_to_tcp: +(m.median / tcpMBps).toFixed(3),
-      runs: reps,
-      ...(pin ? { pinned: 'source core 0, destination core 1' } : {})
-    })
+  for (const dataWorkers of dataWorkerCases) {
+    const pair = await startPair(importBreakdown, dataWorkers)
+    for (const lanes of laneCases) {
+      const runs = []
+      for (let i = 0; i < reps; i++) runs.push(await migrateOnce(pair, `img-${dataWorkers}-${lanes}-${i}`, lanes))
+      const m = stats(runs.map(r => r.MBps))
+      results.push({
+        data_workers: dataWorkers,
+        lanes,
+        MBps: +m.median.toFixed(1),
+        MBps_min: +m.min.toFixed(1),
+        MBps_max: +m.max.toFixed(1),
+        cpu_s_per_GiB_source: +stats(runs.map(r => r.cs)).median.toFixed(2),
+        cpu_s_per_GiB_dest: +stats(runs.map(r => r.cd)).median.toFixed(2),
+        sys_s_per_GiB_source: +stats(runs.map(r => r.sysS)).median.toFixed(2),
+        sys_s_per_GiB_dest: +stats(runs.map(r => r.sysD)).median.toFixed(2),
+        tcp_baseline_MBps: +tcpMBps.toFixed(1),
+        ratio_to_tcp: +(m.median / tcpMBps).toFixed(3),
+        runs: reps,
+        ...(pin ? { pinned: 'source core 0, destination core 1' } : {})
+      })
+    }
+    await stopPair(pair)
   }
-  await stopPair(pair)
   printTable(results)
 
   if (profile) {
     rmSync(profDir, { recursive: true, force: true })
     mkdirSync(profDir, { recursive: true })
-    const ppair = await startPair([...importBreakdown, '--cpu-prof', `--cpu-prof-dir=${profDir}`])
+    const ppair = await startPair([...importBreakdown, '--cpu-prof', `--cpu-prof-dir=${profDir}`], profDataWorkers)
     const pids = { src: ppair.src.child.pid, dst: ppair.dst.child.pid }
     const runs = []
     for (let i = 0; i < profReps; i++) runs.push(await migrateOnce(ppair, `img-prof-${profLanes}-${i}`, profLanes))
@@ -129,7 +138,7 @@ try {
     const d = side('dst')
     const rows = breakdownTable(s, d, gib)
     const m = stats(runs.map(r => r.MBps))
-    const plain = results.find(r => r.lanes === profLanes)
+    const plain = results.find(r => r.lanes === profLanes && r.data_workers === (profDataWorkers ?? DEFAULT_DATA_WORKERS))
     const acct = (x) => ({
       user_s_per_GiB: +(x.acct.user_s / gib).toFixed(3),
       system_s_per_GiB: +(x.acct.system_s / gib).toFixed(3),
@@ -146,6 +155,7 @@ try {
     })
     const breakdown = {
       lanes: profLanes,
+      data_workers: profDataWorkers ?? DEFAULT_DATA_WORKERS,
       runs: profReps,
       GiB: +gib.toFixed(3),
       command: `SHOAL_BENCH_PROF_LANES=${profLanes} SHOAL_BENCH_PROF_REPS=${profReps}${pin ? ' SHOAL_BENCH_PIN=1' : ''} pnpm bench transfer`,

@@ -24,8 +24,8 @@ const roles = { [process.pid]: 'main' }
 let mark = { times: threadTimes(), us: 0 }
 
 const handlers = {
-  async init ({ dataDir, shmDir, listen, workers }) {
-    node = await createShoalNode({ dataDir, shmDir, listen, workers, controlSocket: false, ...(process.env.SHOAL_BENCH_DATA_WORKERS != null ? { dataWorkers: Number(process.env.SHOAL_BENCH_DATA_WORKERS) } : {}), drivers: [createSyntheticDriver(), createQemuDriver()], ...(process.env.SHOAL_BENCH_ENCRYPTERS != null ? { encrypters: process.env.SHOAL_BENCH_ENCRYPTERS.split(',') } : {}) })
+  async init ({ dataDir, shmDir, listen, workers, dataWorkers }) {
+    node = await createShoalNode({ dataDir, shmDir, listen, workers, controlSocket: false, ...(dataWorkers != null ? { dataWorkers } : {}), drivers: [createSyntheticDriver(), createQemuDriver()], ...(process.env.SHOAL_BENCH_ENCRYPTERS != null ? { encrypters: process.env.SHOAL_BENCH_ENCRYPTERS.split(',') } : {}) })
     await node.start()
     return { peerId: node.peerId, addrs: node.addrs() }
   },
