@@ -43,6 +43,16 @@ export function cpuSeconds (pid) {
   return (Number(f[11]) + Number(f[12])) / 100 // utime, stime in clock ticks (100 Hz)
 }
 
+/** The received rate (MB/s) from iperf3's JSON output, or a clear error. */
+function iperfReceived (code, out) {
+  if (code !== 0) throw new Error(`iperf3 exited ${code}`)
+  try {
+    return JSON.parse(out).end.sum_received.bits_per_second / 8 / 1e6
+  } catch {
+    throw new Error(`iperf3 printed no result (${JSON.stringify(out.slice(0, 200))})`)
+  }
+}
+
 /**
  * Raw capacity of links: one iperf3 server per link in `serverNs`, one client per link in
  * `clientNs`, all at once for `secs`; returns the summed received rate in MB/s.
@@ -55,7 +65,8 @@ export async function iperfCapacity (clientNs, serverNs, pairs, secs = 5) {
       const c = spawn('ip', ['netns', 'exec', clientNs, 'iperf3', '-c', dst, '-B', src, '-p', String(5301 + i), '-t', String(secs), '-J'], { stdio: ['ignore', 'pipe', 'inherit'] })
       let out = ''
       c.stdout.on('data', d => { out += d })
-      c.on('exit', code => code === 0 ? resolve(JSON.parse(out).end.sum_received.bits_per_second / 8 / 1e6) : reject(new Error(`iperf3 exited ${code}`)))
+      // 'close', not 'exit': the output may still be in the pipe when the process has exited.
+      c.on('close', code => { try { resolve(iperfReceived(code, out)) } catch (err) { reject(err) } })
     }))
     return (await Promise.all(runs)).reduce((a, b) => a + b, 0)
   } finally {
@@ -76,7 +87,8 @@ export async function iperfFanIn (serverNs, dst, senders, secs = 5) {
       const c = spawn('ip', ['netns', 'exec', ns, 'iperf3', '-c', dst, '-B', src, '-p', String(5301 + i), '-t', String(secs), '-J'], { stdio: ['ignore', 'pipe', 'inherit'] })
       let out = ''
       c.stdout.on('data', d => { out += d })
-      c.on('exit', code => code === 0 ? resolve(JSON.parse(out).end.sum_received.bits_per_second / 8 / 1e6) : reject(new Error(`iperf3 exited ${code}`)))
+      // 'close', not 'exit': the output may still be in the pipe when the process has exited.
+      c.on('close', code => { try { resolve(iperfReceived(code, out)) } catch (err) { reject(err) } })
     })))
   } finally {
     for (const s of servers) s.kill()
