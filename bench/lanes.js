@@ -54,8 +54,8 @@ for (const delay of delays) {
         total_s: +secs.toFixed(1),
         // Where the time beyond bytes / capacity went: per round scan and send, and the pause.
         rounds: res.report.rounds.map(r => ({ scan_ms: Math.round(r.scanMs), send_ms: Math.round(r.sendMs), MB: +(r.bytes / 1e6).toFixed(1), ...(r.final === true ? { final: true } : {}) })),
-        downtime_ms: res.report.downtimeMs,
-        report_total_ms: res.report.totalMs,
+        downtime_ms: Math.round(res.report.downtimeMs),
+        report_total_ms: Math.round(res.report.totalMs),
         lanes_used: res.report.lanes.map(l => `${l.localAddress}>${l.remoteAddress}`).join(' ')
       }
       results.push(row)

@@ -32,6 +32,8 @@ const profDir = join(resultsDir, 'prof', pin ? 'transfer-pinned' : 'transfer')
 const importBreakdown = ['--import', pathToFileURL(fileURLToPath(new URL('./lib/cpu-breakdown.js', import.meta.url))).href]
 
 const peers = []
+// Every temp dir of every pair registers an exit hook.
+process.setMaxListeners(64)
 process.on('exit', () => { for (const p of peers) p.kill() })
 
 /** Two peers that allow each other; pinned to cores 0 and 1 with SHOAL_BENCH_PIN=1. */

@@ -39,7 +39,7 @@ if (!isMainThread) {
 
 /** Categories in table order; `key` is what the JSON uses. */
 export const CATEGORIES = [
-  ['cipher', 'cipher (Noise ChaCha20-Poly1305, node:crypto)'],
+  ['cipher', 'cipher on the main thread (Noise ChaCha20-Poly1305, node:crypto)'],
   ['data_lanes', 'data lanes on data workers (TLS in OpenSSL, sockets, framing)'],
   ['mux_copies', 'muxing and copies (yamux, it-*, uint8arraylist, Buffer copies)'],
   ['codec', 'codec (wire frames)'],
@@ -47,8 +47,8 @@ export const CATEGORIES = [
   ['event_loop', 'event loop outside JS (socket reads, epoll)'],
   ['gc', 'allocation and GC'],
   ['scanning', 'scanning (tracker workers: compare, shadow copy)'],
-  ['hashing', 'hashing (SHA-256 region digests during scans)'],
-  ['verification', 'verification (digest pass, SHA-256 + workload check)'],
+  ['hashing', 'hashing (SHA-256: hash-mode fingerprints, block hashes)'],
+  ['verification', 'verification digests (XXH64 regions in scans and passes; workload check)'],
   ['file_io', 'file I/O (fs reads/writes, libuv threadpool)'],
   ['migration', 'migration logic (core session, scheduler, lanes)'],
   ['other', 'other (libp2p misc, startup, timers, unattributed native)'],

@@ -1,4 +1,5 @@
 /** Defaults of the peer daemon, in one place. */
+import { availableParallelism } from 'node:os'
 
 /** libp2p protocol of the control lane of a migration. */
 export const MIGRATE_PROTOCOL = '/shoal/migrate/1.0.0'
@@ -9,10 +10,13 @@ export const BLOCKS_PROTOCOL = '/shoal/blocks/1.0.0'
 /** Data lanes a migration opens when not told otherwise. */
 export const DEFAULT_LANES = 4
 /**
- * Data worker threads per node (see ShoalNodeInit.dataWorkers). Chosen by measurement on a
- * 2-core machine (docs/PERFORMANCE.md); a many-core host wants more.
+ * Data worker threads per node (see ShoalNodeInit.dataWorkers): half the cores less one, at least
+ * 1 and at most 16 (a migration has at most 16 lanes). Measured on this project's 2-core
+ * machines, where both peers share the cores: 1 worker beat 0 and 2 (docs/PERFORMANCE.md). On a
+ * large host the other half is left to the workload, the tracker pool and the main thread; that
+ * split is a projection, not a measurement.
  */
-export const DEFAULT_DATA_WORKERS = 1
+export const DEFAULT_DATA_WORKERS = Math.max(1, Math.min(16, Math.floor(availableParallelism() / 2) - 1))
 /** Name of the control socket inside the data directory. */
 export const CONTROL_SOCKET = 'control.sock'
 /** Where memory files live (tmpfs, so workloads and Shoal share them without disk I/O). */
