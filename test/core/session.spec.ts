@@ -1,20 +1,14 @@
-import { spawn } from 'node:child_process'
-import type { ChildProcess } from 'node:child_process'
-import { createHash, randomFillSync } from 'node:crypto'
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { existsSync, readFileSync } from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
 import {
-  Bitmap, createMemoryLanePair, createWorkerPool, DestinationSession, ImageExistsError, readLaneHello, runSourceSession
+  Bitmap, createMemoryLanePair, DestinationSession, ImageExistsError, readLaneHello, runSourceSession
 } from '@shoal/core'
-import type { BlockResult, BlockSource, CacheMetaInit, DestinationHooks, ImageSpec, Lane, MigrationProgress, MigrationReport, WorkerPool } from '@shoal/core'
+import type { BlockResult, BlockSource, CacheMetaInit, Lane, MigrationProgress, MigrationReport } from '@shoal/core'
 import { processController } from '../fixtures/process-controller.js'
-import { tempDir } from '../fixtures/temp.js'
+import { sessionImage } from '../fixtures/session-image.js'
+import type { SessionImage } from '../fixtures/session-image.js'
 
-const WRITER = `
-const fs = require('node:fs'); const fd = fs.openSync(process.argv[1], 'r+'); const pages = Number(process.argv[2]);
-const buf = Buffer.alloc(4096); let n = 0; process.stdout.write('ready\\n');
-setInterval(() => { for (let i = 0; i < 50; i++) { n++; buf.fill(n & 255); buf.writeUInt32LE(n, 0); fs.writeSync(fd, buf, 0, 4096, Math.floor(Math.random() * pages) * 4096) } }, 5);
-`
 
 /** Wraps a lane so that it breaks after `after` sends. */
 function breakingLane (lane: Lane, after: number): Lane {
@@ -32,38 +26,8 @@ describe('source and destination sessions over in-memory lanes', () => {
   const cleanups: Array<() => void | Promise<void>> = []
   afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c() })
 
-  async function setup (pages = 2048, blocks = 8): Promise<{ image: ImageSpec, pool: WorkerPool, writer: ChildProcess, dir: string, hooks: DestinationHooks & { committed: Uint8Array[] } }> {
-    const dir = tempDir('session', '/dev/shm')
-    cleanups.push(dir.cleanup)
-    const image: ImageSpec = {
-      name: 'img', driver: 'test', driverConfig: {},
-      memory: { path: `${dir.path}/src.mem`, size: pages * 4096, pageSize: 4096 },
-      cache: { path: `${dir.path}/src.cache`, size: blocks * 65536, blockSize: 65536 }
-    }
-    const mem = Buffer.alloc(image.memory.size); randomFillSync(mem, 0, mem.byteLength / 2)
-    writeFileSync(image.memory.path, mem)
-    const cache = Buffer.alloc(image.cache.size); randomFillSync(cache)
-    writeFileSync(image.cache.path, cache)
-    const pool = createWorkerPool({ workers: 2 })
-    cleanups.push(async () => { await pool.stop() })
-    const writer = spawn(process.execPath, ['-e', WRITER, image.memory.path, String(pages)], { stdio: ['ignore', 'pipe', 'inherit'] })
-    cleanups.push(() => { writer.kill('SIGKILL') })
-    await new Promise<void>(resolve => writer.stdout!.once('data', () => { resolve() }))
-    const committed: Uint8Array[] = []
-    const hooks = {
-      committed,
-      async prepare () {
-        writeFileSync(`${dir.path}/dst.mem`, ''); rmSync(`${dir.path}/dst.mem`)
-        writeFileSync(`${dir.path}/dst.mem`, Buffer.alloc(0)); 
-        const { truncateSync } = await import('node:fs')
-        truncateSync(`${dir.path}/dst.mem`, image.memory.size)
-        writeFileSync(`${dir.path}/dst.cache`, Buffer.alloc(0)); truncateSync(`${dir.path}/dst.cache`, image.cache.size)
-        return { memoryPath: `${dir.path}/dst.mem`, cachePath: `${dir.path}/dst.cache` }
-      },
-      async commit (state: Uint8Array) { committed.push(state) },
-      async discard () { rmSync(`${dir.path}/dst.mem`, { force: true }); rmSync(`${dir.path}/dst.cache`, { force: true }) }
-    }
-    return { image, pool, writer, dir: dir.path, hooks }
+  async function setup (pages = 2048, blocks = 8): Promise<SessionImage> {
+    return await sessionImage(cleanups, pages, blocks)
   }
 
   function connect (lanes: number, wrap: (l: Lane, i: number) => Lane = l => l): { control: Lane, data: Lane[], attach: (d: DestinationSession) => void, destControl: Lane } {

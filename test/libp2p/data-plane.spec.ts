@@ -1,22 +1,15 @@
-import { spawn } from 'node:child_process'
-import type { ChildProcess } from 'node:child_process'
-import { randomFillSync } from 'node:crypto'
-import { existsSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { connect } from 'node:tls'
 import { afterEach, describe, expect, it } from 'vitest'
-import { createMemoryLanePair, createWorkerPool, DestinationSession, encodeFrameBytes, FrameType, isOffThreadLane, readLaneHello, runSourceSession } from '@shoal/core'
-import type { DataSink, DestinationHooks, ImageSpec, Lane, MigrationReport, OffThreadLane, WorkerPool } from '@shoal/core'
+import { createMemoryLanePair, DestinationSession, encodeFrameBytes, FrameType, isOffThreadLane, readLaneHello, runSourceSession } from '@shoal/core'
+import type { DataSink, Lane, MigrationReport, OffThreadLane } from '@shoal/core'
 import { createDataPlane, DATA_LANE_ALPN, loadOrCreateIdentity, peerIdOf } from '@shoal/libp2p'
 import type { DataPlane } from '@shoal/libp2p'
 import { processController } from '../fixtures/process-controller.js'
+import { sessionImage } from '../fixtures/session-image.js'
+import type { SessionImage } from '../fixtures/session-image.js'
 import { tempDir } from '../fixtures/temp.js'
 
-// A workload: random 4 KiB writes over its memory file every 5 ms.
-const WRITER = `
-const fs = require('node:fs'); const fd = fs.openSync(process.argv[1], 'r+'); const pages = Number(process.argv[2]);
-const buf = Buffer.alloc(4096); let n = 0; process.stdout.write('ready\\n');
-setInterval(() => { for (let i = 0; i < 50; i++) { n++; buf.fill(n & 255); buf.writeUInt32LE(n, 0); fs.writeSync(fd, buf, 0, 4096, Math.floor(Math.random() * pages) * 4096) } }, 5);
-`
 
 describe('data lanes on data worker threads (real TLS sockets, libp2p identities)', () => {
   const cleanups: Array<() => void | Promise<void>> = []
@@ -31,42 +24,9 @@ describe('data lanes on data worker threads (real TLS sockets, libp2p identities
     return { plane: p, peerId: peerIdOf(key) }
   }
 
-  /** A running image (memory on tmpfs, a random cache) and staging hooks for its destination. */
-  async function image (pages: number, blocks: number): Promise<{ spec: ImageSpec, pool: WorkerPool, writer: ChildProcess, dir: string, hooks: DestinationHooks & { committed: Uint8Array[] } }> {
-    const dir = tempDir('dp-image', '/dev/shm')
-    cleanups.push(dir.cleanup)
-    const spec: ImageSpec = {
-      name: 'img', driver: 'test', driverConfig: {},
-      memory: { path: `${dir.path}/src.mem`, size: pages * 4096, pageSize: 4096 },
-      cache: { path: `${dir.path}/src.cache`, size: blocks * 65536, blockSize: 65536 }
-    }
-    const mem = Buffer.alloc(spec.memory.size); randomFillSync(mem, 0, mem.byteLength / 2)
-    writeFileSync(spec.memory.path, mem)
-    writeFileSync(spec.cache.path, randomFillSync(Buffer.alloc(spec.cache.size)))
-    const pool = createWorkerPool({ workers: 2 })
-    cleanups.push(async () => { await pool.stop() })
-    const writer = spawn(process.execPath, ['-e', WRITER, spec.memory.path, String(pages)], { stdio: ['ignore', 'pipe', 'inherit'] })
-    cleanups.push(() => { writer.kill('SIGKILL') })
-    await new Promise<void>(resolve => writer.stdout!.once('data', () => { resolve() }))
-    const committed: Uint8Array[] = []
-    const hooks = {
-      committed,
-      async prepare () {
-        for (const [f, size] of [['dst.mem', spec.memory.size], ['dst.cache', spec.cache.size]] as const) {
-          writeFileSync(`${dir.path}/${f}`, Buffer.alloc(0))
-          truncateSync(`${dir.path}/${f}`, size)
-        }
-        return { memoryPath: `${dir.path}/dst.mem`, cachePath: `${dir.path}/dst.cache` }
-      },
-      async commit (state: Uint8Array) { committed.push(state) },
-      async discard () { rmSync(`${dir.path}/dst.mem`, { force: true }); rmSync(`${dir.path}/dst.cache`, { force: true }) }
-    }
-    return { spec, pool, writer, dir: dir.path, hooks }
-  }
-
   /** Source and destination sessions whose data lanes are worker lanes between two data planes. */
-  async function migrate (opts: { pages: number, lanes: number, srcWorkers: number, onDestLane?: (lane: OffThreadLane) => void, duringRun?: (src: DataPlane) => void }): Promise<{ outcome: MigrationReport | (Error & { report: MigrationReport }), dest: Awaited<ReturnType<DestinationSession['run']>>, img: Awaited<ReturnType<typeof image>>, controller: ReturnType<typeof processController> }> {
-    const img = await image(opts.pages, 16)
+  async function migrate (opts: { pages: number, lanes: number, srcWorkers: number, onDestLane?: (lane: OffThreadLane) => void, duringRun?: (src: DataPlane) => void }): Promise<{ outcome: MigrationReport | (Error & { report: MigrationReport }), dest: Awaited<ReturnType<DestinationSession['run']>>, img: SessionImage, controller: ReturnType<typeof processController> }> {
+    const img = await sessionImage(cleanups, opts.pages, 16)
     const controller = processController(img.writer)
     let session: DestinationSession | undefined
     const dst = await plane('dst', 2, (lane) => {
@@ -83,7 +43,7 @@ describe('data lanes on data worker threads (real TLS sockets, libp2p identities
       return lanes
     }
     const [outcome, dest] = await Promise.all([
-      runSourceSession({ image: img.spec, controller, control, lanes: { count: opts.lanes, open }, pool: img.pool }, { chunkBytes: 64 * 1024 })
+      runSourceSession({ image: img.image, controller, control, lanes: { count: opts.lanes, open }, pool: img.pool }, { chunkBytes: 64 * 1024 })
         .then(r => r, (e: Error & { report: MigrationReport }) => e),
       session.run()
     ])
@@ -117,8 +77,8 @@ describe('data lanes on data worker threads (real TLS sockets, libp2p identities
     expect(failed).toHaveLength(1)
     expect(failed[0]!.requeued).toBeGreaterThan(0)
     // The copy equals the source as it was at the pause (the writer is still stopped).
-    expect(readFileSync(`${img.dir}/dst.mem`).equals(readFileSync(img.spec.memory.path))).toBe(true)
-    expect(readFileSync(`${img.dir}/dst.cache`).equals(readFileSync(img.spec.cache.path))).toBe(true)
+    expect(readFileSync(`${img.dir}/dst.mem`).equals(readFileSync(img.image.memory.path))).toBe(true)
+    expect(readFileSync(`${img.dir}/dst.cache`).equals(readFileSync(img.image.cache.path))).toBe(true)
   })
 
   it('a data worker that crashes fails the migration cleanly: the source resumes, the copy is discarded, the worker comes back', async () => {

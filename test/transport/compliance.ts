@@ -1,7 +1,7 @@
 // The compliance suite every LaneTransport runs (as js-libp2p's interface-compliance-tests do for
 // transports): ordering, large frames and the frame limit, back-pressure, close, abort, buffer
 // ownership, refusal, independent lanes. See LaneTransport's docs for the contract.
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it as itVitest } from 'vitest'
 import { Area, decodeFrame, encodeFrameBytes, FrameType, LaneClosedError } from '@shoal/core'
 import type { Lane, LaneTransport } from '@shoal/core'
 
@@ -39,7 +39,16 @@ function acceptor (): { onLane: (lane: Lane) => void, next: () => Promise<Lane> 
   }
 }
 
-export function laneTransportCompliance (name: string, makePair: () => Promise<TransportPair>): void {
+/**
+ * Runs the suite against `makePair`. `skip` names tests that do not apply to a transport, each
+ * with the reason (reported as skipped, never silently passed).
+ */
+export function laneTransportCompliance (name: string, makePair: () => Promise<TransportPair>, skip: Record<string, string> = {}): void {
+  const it = (title: string, fn: () => Promise<void>): void => {
+    const why = skip[title]
+    if (why != null) itVitest.skip(`${title} — not applicable: ${why}`, fn)
+    else itVitest(title, fn)
+  }
   describe(`LaneTransport compliance: ${name}`, () => {
     let pair: TransportPair | undefined
     afterEach(async () => { await pair?.close(); pair = undefined })

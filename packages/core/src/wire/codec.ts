@@ -509,6 +509,11 @@ export function decodeDataHeader (header: Uint8Array, limits: DecodeLimits = {})
   return { ...h, payloadBytes: total - header.byteLength }
 }
 
+/** What {@link FrameDecoder.nextItem} returns: a whole frame, or a DATA frame's header and payload pieces. */
+export type DecodedItem =
+  | { kind: 'frame', bytes: Uint8Array }
+  | { kind: 'data', header: DataHeader, payloadBytes: number, pieces: Uint8Array[] }
+
 /**
  * Cuts a byte stream into frames. Push chunks as they arrive; `next()` returns whole frames.
  * The length is checked before any body byte is buffered, so an oversized frame costs nothing.
@@ -534,14 +539,35 @@ export class FrameDecoder {
 
   /** Returns the next whole frame (header included) or undefined if more bytes are needed. */
   next (): Uint8Array | undefined {
+    const total = this.whole()
+    return total == null ? undefined : this.take(total)
+  }
+
+  /**
+   * Like {@link FrameDecoder.next}, but a DATA frame comes back as its decoded header and its
+   * payload as views of the buffers it arrived in (no copy), so a receiver can write the payload
+   * where it lies. Other frames come back whole.
+   */
+  nextItem (): DecodedItem | undefined {
+    const total = this.whole()
+    if (total == null) return undefined
+    if (total < DATA_HEADER_PREFIX) return { kind: 'frame', bytes: this.take(total) }
+    const size = dataHeaderSize(this.peek(DATA_HEADER_PREFIX))
+    if (size == null) return { kind: 'frame', bytes: this.take(total) }
+    if (size > total) throw new InvalidFrameError(`frame length field ${total - 4} shorter than its header`)
+    const header = decodeDataHeader(this.take(size), { maxFrameSize: this.maxFrameSize })
+    const { payloadBytes, ...h } = header
+    return { kind: 'data', header: h, payloadBytes, pieces: this.pieces(payloadBytes) }
+  }
+
+  /** The size of the next frame once all of it has arrived (checked before any body byte is kept). */
+  private whole (): number | undefined {
     if (this.buffered < 4) return undefined
     const head = this.peek(4)
-    const length = head[0]! | (head[1]! << 8) | (head[2]! << 16) | (head[3]! * 0x1000000)
-    const total = length + 4
+    const total = (head[0]! | (head[1]! << 8) | (head[2]! << 16)) + head[3]! * 0x1000000 + 4
     if (total > this.maxFrameSize) throw new InvalidFrameError(`frame of ${total} bytes exceeds ${this.maxFrameSize}`)
     if (total < FRAME_HEADER_SIZE) throw new InvalidFrameError('frame shorter than its header')
-    if (this.buffered < total) return undefined
-    return this.take(total)
+    return this.buffered < total ? undefined : total
   }
 
   private peek (n: number): Uint8Array {
@@ -558,20 +584,31 @@ export class FrameDecoder {
     return out
   }
 
+  /** `n` bytes as one buffer (copied only when they span received buffers). */
   private take (n: number): Uint8Array {
-    const first = this.chunks[0]!
-    this.buffered -= n
-    if (first.byteLength === n) { this.chunks.shift(); return first }
-    if (first.byteLength > n) { this.chunks[0] = first.subarray(n); return first.subarray(0, n) }
+    const parts = this.pieces(n)
+    if (parts.length === 1) return parts[0]!
     const out = new Uint8Array(n)
     let off = 0
-    while (off < n) {
+    for (const p of parts) { out.set(p, off); off += p.byteLength }
+    return out
+  }
+
+  /** `n` bytes as views of the received buffers. */
+  private pieces (n: number): Uint8Array[] {
+    const out: Uint8Array[] = []
+    this.buffered -= n
+    while (n > 0) {
       const c = this.chunks[0]!
-      const k = Math.min(c.byteLength, n - off)
-      out.set(c.subarray(0, k), off)
-      off += k
-      if (k === c.byteLength) this.chunks.shift()
-      else this.chunks[0] = c.subarray(k)
+      if (c.byteLength <= n) {
+        out.push(c)
+        this.chunks.shift()
+        n -= c.byteLength
+      } else {
+        out.push(c.subarray(0, n))
+        this.chunks[0] = c.subarray(n)
+        n = 0
+      }
     }
     return out
   }

@@ -1,12 +1,14 @@
 import { Worker } from 'node:worker_threads'
 import { generateCertificate } from '@libp2p/tls/utils'
 import type { PrivateKey } from '@libp2p/interface'
-import { fromErrorInfo, LaneClosedError, ShoalError } from '@shoal/core'
+import { fromErrorInfo, LaneClosedError, MAX_FRAME_SIZE, ShoalError } from '@shoal/core'
 import type { DataHeader, DataSink, LoadPlan, OffThreadLane } from '@shoal/core'
 import type { FromWorker, ToWorker } from './protocol.js'
 
 /** How long a data lane's TLS handshake (and identity check) may take. */
 const HANDSHAKE_TIMEOUT_MS = 10_000
+/** Bytes a lane's reader reports as read at once (and whenever its inbox runs empty). */
+const CONSUMED_BATCH = 256 * 1024
 /** Incoming data lanes one peer may hold open at once (16 per migration, 2 migrations, slack). */
 const DEFAULT_MAX_LANES_PER_PEER = 64
 /** Wait before a worker that died is started again. */
@@ -30,6 +32,14 @@ export interface DataPlaneInit {
    * authenticated peer can make this node buffer before its lanes join a session is bounded by it.
    */
   maxLanesPerPeer?: number
+  /** Largest frame a lane accepts (default core's MAX_FRAME_SIZE); a larger one fails the lane. */
+  maxFrameSize?: number
+  /**
+   * DATA frames wait in the worker for the session's sink (`OffThreadLane.sinkData`), so their
+   * payload never reaches the session's thread (default true). With false, a lane without a sink
+   * hands every frame to its reader, as any other Lane does.
+   */
+  holdData?: boolean
   /** Told when a worker died (it is started again). */
   onWorkerExit?: (index: number, error: Error) => void
 }
@@ -102,7 +112,7 @@ export async function createDataPlane (init: DataPlaneInit): Promise<DataPlane> 
       init.onWorkerExit?.(index, err)
       setTimeout(() => { if (!stopped) start(index).catch(() => {}) }, RESPAWN_DELAY_MS).unref()
     })
-    await h.init({ op: 'init', cert: identity.cert, key: identity.key, listen: init.listen, handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS })
+    await h.init({ op: 'init', cert: identity.cert, key: identity.key, listen: init.listen, handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS, maxFrameSize: init.maxFrameSize ?? MAX_FRAME_SIZE, holdData: init.holdData ?? true })
     return h
   }
   try {
@@ -233,19 +243,31 @@ class WorkerLane implements OffThreadLane {
   private closed?: () => void
   /** Called once when the lane is gone. */
   onEnd?: () => void
+  /** Bytes read from the inbox and not yet reported to the worker. */
+  private unreported = 0
 
   constructor (private readonly owner: WorkerHandle, private readonly key: string, readonly localAddress?: string, readonly remoteAddress?: string) {
     this.id = `${localAddress ?? '?'}>${remoteAddress ?? '?'}#w${owner.index}.${key}`
   }
 
   async send (frame: Uint8Array | readonly Uint8Array[]): Promise<void> {
-    if (this.done) throw this.error ?? new LaneClosedError('lane closed')
+    if (this.done) throw this.sendError()
+    // Copied into the message here: the caller may reuse its buffers once this resolves.
     const bytes = frame instanceof Uint8Array ? frame : Buffer.concat(frame as Uint8Array[])
-    this.owner.post({ op: 'send', lane: this.key, frame: bytes })
+    const seq = this.nextSeq++
+    await new Promise<void>((resolve, reject) => {
+      this.taken.set(seq, { resolve, reject })
+      this.owner.post({ op: 'send', lane: this.key, seq, frame: bytes })
+    })
+  }
+
+  /** Why sends fail now: the lane's error, as a LaneClosedError when it was not one of ours. */
+  private sendError (): Error {
+    return this.error instanceof ShoalError ? this.error : new LaneClosedError(this.error?.message ?? 'lane closed')
   }
 
   async sendData (header: Omit<DataHeader, 'type'>, plan: LoadPlan): Promise<void> {
-    if (this.done) throw this.error ?? new LaneClosedError('lane closed')
+    if (this.done) throw this.sendError()
     const seq = this.nextSeq++
     await new Promise<void>((resolve, reject) => {
       this.taken.set(seq, { resolve, reject })
@@ -263,7 +285,10 @@ class WorkerLane implements OffThreadLane {
       next: async () => {
         while (true) {
           const f = this.inbox.shift()
-          if (f != null) return { value: f, done: false }
+          if (f != null) {
+            this.read(f.byteLength)
+            return { value: f, done: false }
+          }
           if (this.done) {
             if (this.error != null) throw this.error
             return { value: undefined, done: true }
@@ -327,6 +352,14 @@ class WorkerLane implements OffThreadLane {
         this.sink?.written(m.ticket, err)
       }
     }
+  }
+
+  /** Tells the worker what was read, in batches (it stops reading the socket while too much is unread). */
+  private read (bytes: number): void {
+    this.unreported += bytes
+    if (this.unreported < CONSUMED_BATCH && this.inbox.length > 0) return
+    this.owner.post({ op: 'consumed', lane: this.key, bytes: this.unreported })
+    this.unreported = 0
   }
 
   private wake (): void {

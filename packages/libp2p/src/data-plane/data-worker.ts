@@ -10,9 +10,8 @@ import type { ConnectionOptions, Server, TLSSocket } from 'node:tls'
 import { parentPort } from 'node:worker_threads'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { verifyPeerCertificate } from '@libp2p/tls/utils'
-import { BufferPool, encodeDataFrame, executeLoadPlan, InvalidFrameError, LaneClosedError, toErrorInfo } from '@shoal/core'
+import { BufferPool, encodeDataFrame, executeLoadPlan, FrameDecoder, InvalidFrameError, LaneClosedError, toErrorInfo } from '@shoal/core'
 import type { Run } from '@shoal/core'
-import { FrameStream } from './frame-stream.js'
 import { DATA_LANE_ALPN } from './protocol.js'
 import type { FromWorker, ToWorker } from './protocol.js'
 
@@ -20,6 +19,8 @@ import type { FromWorker, ToWorker } from './protocol.js'
 const MAX_HELD_BYTES = 32 * 1024 * 1024
 /** The same before the lane joined a session (its peer may not have one): a source's first chunks. */
 const MAX_EARLY_BYTES = 4 * 1024 * 1024
+/** Bytes forwarded to the session's thread and not read there yet before the lane stops reading. */
+const MAX_FORWARDED_BYTES = 4 * 1024 * 1024
 /** Unsent bytes a lane queues in its socket before a DATA send waits for the socket to drain. */
 const SEND_HIGH_WATER = 4 * 1024 * 1024
 /** Most buffers in one writev (Linux IOV_MAX is 1024). */
@@ -33,7 +34,7 @@ interface Held { id: number, header: Extract<FromWorker, { op: 'header' }>['head
 
 interface LaneState {
   socket: TLSSocket
-  stream: FrameStream
+  stream: FrameDecoder
   /** Destination: where DATA frames go; until it is set they wait in `early`. */
   sink?: Sink
   early: Held[]
@@ -43,7 +44,9 @@ interface LaneState {
   nextId: number
   /** Source: files read by load plans, by path (closed with the lane: a path may be replaced). */
   readFds: Map<string, number>
-  /** Source: DATA sends run one after another. */
+  /** Frames forwarded to the session's thread that it has not read yet (bytes). */
+  forwarded: number
+  /** Sends (DATA and others) run one after another. */
   sending: Promise<void>
   ended: boolean
 }
@@ -52,6 +55,9 @@ const lanes = new Map<string, LaneState>()
 const servers: Server[] = []
 let identity: { cert: string, key: string } | undefined
 let handshakeTimeoutMs = 10_000
+let maxFrameSize: number | undefined
+/** DATA frames wait for a sink (a session's data lane) instead of going to the session's thread. */
+let holdData = true
 let nextIncoming = 1
 let pool: BufferPool | undefined
 
@@ -68,12 +74,26 @@ function handle (m: ToWorker): void {
     case 'init':
       identity = { cert: m.cert, key: m.key }
       handshakeTimeoutMs = m.handshakeTimeoutMs
+      maxFrameSize = m.maxFrameSize
+      holdData = m.holdData
       void listen(m.listen).then(listening => { post({ op: 'ready', listening }) }, (err: Error) => { post({ op: 'failed', error: toErrorInfo(err) }) })
       return
     case 'dial': dial(m); return
     case 'send': {
       const l = lanes.get(m.lane)
-      if (l != null && !l.ended) l.socket.write(m.frame)
+      if (l == null || l.ended) return
+      l.sending = l.sending.then(async () => {
+        l.socket.write(m.frame)
+        await roomIn(l)
+        post({ op: 'taken', lane: m.lane, seq: m.seq })
+      })
+      return
+    }
+    case 'consumed': {
+      const l = lanes.get(m.lane)
+      if (l == null) return
+      l.forwarded -= m.bytes
+      flow(l)
       return
     }
     case 'data': {
@@ -115,7 +135,8 @@ function handle (m: ToWorker): void {
       return
     }
     case 'abort':
-      lanes.get(m.lane)?.socket.destroy()
+      // A reset, not a FIN: the peer must see the lane fail, not end.
+      if (lanes.get(m.lane) != null) reset(lanes.get(m.lane)!.socket)
   }
 }
 
@@ -187,19 +208,25 @@ function dial (m: Extract<ToWorker, { op: 'dial' }>): void {
 /** Starts reading a verified lane and reports its end. */
 function track (lane: string, socket: TLSSocket): void {
   socket.setNoDelay(true)
-  const l: LaneState = { socket, stream: new FrameStream(), early: [], asked: new Map(), held: 0, nextId: 1, readFds: new Map(), sending: Promise.resolve(), ended: false }
+  const l: LaneState = { socket, stream: new FrameDecoder(maxFrameSize != null ? { maxFrameSize } : {}), early: [], asked: new Map(), held: 0, nextId: 1, readFds: new Map(), forwarded: 0, sending: Promise.resolve(), ended: false }
   lanes.set(lane, l)
   socket.on('data', (chunk: Buffer) => {
     try {
       l.stream.push(chunk)
-      for (let item = l.stream.next(); item != null; item = l.stream.next()) {
-        if (item.kind === 'frame') { post({ op: 'frame', lane, frame: item.bytes }); continue }
+      for (let item = l.stream.nextItem(); item != null; item = l.stream.nextItem()) {
+        if (item.kind === 'frame' || (!holdData && l.sink == null)) {
+          // Not a payload this worker writes: the session's thread reads it (bounded, see flow()).
+          const frame = item.kind === 'frame' ? item.bytes : Buffer.concat([encodeDataFrame(item.header, item.pieces)].flat())
+          l.forwarded += frame.byteLength
+          post({ op: 'frame', lane, frame })
+          continue
+        }
         const h: Held = { id: l.nextId++, header: item.header, payloadBytes: item.payloadBytes, pieces: item.pieces }
         l.held += h.payloadBytes
         if (l.sink == null) l.early.push(h)
         else ask(lane, l, h)
       }
-      if (l.held + l.stream.pending > (l.sink == null ? MAX_EARLY_BYTES : MAX_HELD_BYTES)) socket.pause()
+      flow(l)
     } catch (err) {
       fail(lane, err)
     }
@@ -223,7 +250,37 @@ function ask (lane: string, l: LaneState, h: Held): void {
 
 function release (l: LaneState, h: Held): void {
   l.held -= h.payloadBytes
-  if (l.held + l.stream.pending <= MAX_HELD_BYTES / 2 && l.socket.isPaused()) l.socket.resume()
+  flow(l)
+}
+
+/**
+ * Stops reading a lane while it holds too much — frames waiting for a decision or a sink, or
+ * frames forwarded to the session's thread and not read there — and reads again below half.
+ */
+function flow (l: LaneState): void {
+  const holding = l.held + l.stream.pending
+  const limit = l.sink == null ? MAX_EARLY_BYTES : MAX_HELD_BYTES
+  if (holding > limit || l.forwarded > MAX_FORWARDED_BYTES) l.socket.pause()
+  else if (holding <= limit / 2 && l.forwarded <= MAX_FORWARDED_BYTES / 2 && l.socket.isPaused()) l.socket.resume()
+}
+
+/** Resolves once the socket's send queue is below the high-water mark (or the socket is gone). */
+async function roomIn (l: LaneState): Promise<void> {
+  if (l.socket.writableLength <= SEND_HIGH_WATER || l.socket.destroyed) return
+  await new Promise<void>(resolve => {
+    const done = (): void => { l.socket.off('drain', done); l.socket.off('close', done); resolve() }
+    l.socket.on('drain', done)
+    l.socket.on('close', done)
+  })
+}
+
+/** Ends a socket with a TCP reset, so that the peer sees an error rather than an orderly end. */
+function reset (socket: TLSSocket): void {
+  const s = socket as TLSSocket & { resetAndDestroy?: () => void }
+  try {
+    if (typeof s.resetAndDestroy === 'function') { s.resetAndDestroy(); return }
+  } catch {}
+  socket.destroy()
 }
 
 /** Writes a DATA frame's payload pieces at its runs' offsets, with as few system calls as it can. */
@@ -286,13 +343,7 @@ async function sendData (lane: string, l: LaneState, m: Extract<ToWorker, { op: 
       l.socket.write(buf, () => { pool!.release(buf) })
     }
     l.socket.uncork()
-    if (l.socket.writableLength > SEND_HIGH_WATER) {
-      await new Promise<void>(resolve => {
-        const done = (): void => { l.socket.off('drain', done); l.socket.off('close', done); resolve() }
-        l.socket.on('drain', done)
-        l.socket.on('close', done)
-      })
-    }
+    await roomIn(l)
     post({ op: 'taken', lane, seq: m.seq })
   } catch (err) {
     fail(lane, err)

@@ -9,11 +9,13 @@ import type { DataHeader, ErrorInfo, LoadPlan } from '@shoal/core'
  */
 export type ToWorker =
   /** Start: the TLS identity, and the addresses to listen on for data lanes. */
-  | { op: 'init', cert: string, key: string, listen: string[], handshakeTimeoutMs: number }
+  | { op: 'init', cert: string, key: string, listen: string[], handshakeTimeoutMs: number, maxFrameSize: number, holdData: boolean }
   /** Open a data lane to `host:port`, whose certificate must be that of `peer`. */
   | { op: 'dial', lane: string, host: string, port: number, peer: string, localAddress?: string, timeoutMs: number }
-  /** A small frame to send as it is. */
-  | { op: 'send', lane: string, frame: Uint8Array }
+  /** A frame to send as it is; answered by `taken` with the same `seq` once the socket has room. */
+  | { op: 'send', lane: string, seq: number, frame: Uint8Array }
+  /** The session's thread has read `bytes` of the frames forwarded to it (flow control). */
+  | { op: 'consumed', lane: string, bytes: number }
   /** A DATA frame to read as `plan` says and send; answered by `taken` with the same `seq`. */
   | { op: 'data', lane: string, seq: number, header: Omit<DataHeader, 'type'>, plan: LoadPlan }
   /** From now on, write this lane's DATA frames into these files (after asking with `header`). */
