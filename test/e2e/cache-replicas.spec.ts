@@ -166,6 +166,8 @@ describe('migration with cold cache blocks from replicas', () => {
     const report = await c.dst.pullVolume('base', { from: c.replicas.map(r => r.addrs()[0]!) })
     expect(report.leftover).toBe(0)
     expect(Object.values(report.sources).every(s => s.bytes > 0)).toBe(true)
+    // Both ends have data workers (the default): blocks came over their TLS lanes.
+    expect(Object.values(report.sources).map(s => s.via)).toEqual(['data-workers', 'data-workers'])
     expect(report.bytes + report.dedupBytes).toBe(64 * BS)
     expect((await c.dst.status()).volumes).toEqual([{ id: 'base', blockSize: BS, blockCount: 64, held: 64 }])
     const blocks = readFileSync(join(c.dataDirs.get(c.dst)!, 'volumes', 'base.blocks'))

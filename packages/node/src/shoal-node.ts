@@ -10,6 +10,7 @@ import type { BlockStore, Driver, ImageSpec, WorkerPool } from '@shoal/core'
 import { createDataPlane, createLibp2pLaneTransport, createShoalLibp2p, listenIps, loadOrCreateIdentity } from '@shoal/libp2p'
 import type { DataPlane } from '@shoal/libp2p'
 import { formatEndpoint } from './lane-paths.js'
+import { routeWorkerLane } from './worker-lanes.js'
 import { Admission } from './admission.js'
 import type { AdmissionLimits } from './admission.js'
 import {
@@ -122,12 +123,13 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
   const shmDir = init.shmDir ?? join(DEFAULT_SHM_DIR, `shoal-${createHash('sha256').update(init.dataDir).digest('hex').slice(0, 12)}`)
   const store = new ImageStore(init.dataDir, shmDir)
   const workloads = new Workloads(store, init.drivers ?? [], join(init.dataDir, 'run'), log)
-  const volumes = new Volumes(libp2p, join(init.dataDir, 'volumes'), log, init.serveRate, init.blockRequestRate)
+  let dataPlane: DataPlane | undefined
+  const dataEndpoints = (): string[] => dataPlane?.listening().map(l => formatEndpoint(l.host, l.port)) ?? []
+  const volumes = new Volumes(libp2p, join(init.dataDir, 'volumes'), log, init.serveRate, init.blockRequestRate, { plane: () => dataPlane, endpoints: dataEndpoints })
   const admission = new Admission(init.admission ?? {}, { shmDir, dataDir: init.dataDir }, name => store.has(name))
   const stopping = new AbortController()
   const outgoing = new Set<Promise<unknown>>()
   let pool: WorkerPool | undefined
-  let dataPlane: DataPlane | undefined
   let server: Server | undefined
   const poolOf = (): WorkerPool => {
     if (pool == null) throw new ShoalError('the node is not started')
@@ -135,7 +137,7 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
   }
   const incoming = new IncomingMigrations({
     store, workloads, admission, pool: poolOf, log, signal: stopping.signal,
-    dataEndpoints: () => dataPlane?.listening().map(l => formatEndpoint(l.host, l.port)) ?? [],
+    dataEndpoints,
     cacheSources: async (req, exclude) => await volumes.cacheSources(req, exclude)
   })
 
@@ -165,8 +167,9 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
           dataPlane = await createDataPlane({
             workers: dataWorkers, privateKey, listen: [...new Set(listenIps(libp2p))],
             onLane: (lane, info) => {
-              if (!allow.has(info.peerId)) { log.warn('refused data lane: peer not on the allow-list', { peer: info.peerId }); lane.abort(); return }
-              incoming.onDataLane(lane, info)
+              if (!isAllowed(info.peerId)) { lane.abort(); return }
+              // Migrations' data lanes and block lanes (replica pulls, cache blocks) share the workers.
+              routeWorkerLane(lane, { data: (l) => { incoming.onDataLane(l, info) }, blocks: (l) => { volumes.serve(l, info.peerId) } })
             },
             onWorkerExit: (index, err) => { log.error('data worker died; its lanes failed over, it is started again', { worker: index, error: err.message }) }
           })

@@ -4,8 +4,8 @@ import {
 } from '@shoal/core'
 import type { BlockSource, CacheSources, CacheSourcesRequest, FetchItem, Lane, LocalBlocks, VolumeSummary } from '@shoal/core'
 import { openLanes } from '@shoal/libp2p'
-import { lanePaths } from './lane-paths.js'
-import type { LanePeer, ShoalLibp2p } from '@shoal/libp2p'
+import { lanePaths, workerDataLanes } from './lane-paths.js'
+import type { DataPlane, LanePeer, ShoalLibp2p } from '@shoal/libp2p'
 import { BLOCKS_PROTOCOL, DEFAULT_BLOCK_REQUESTS_PER_SEC, DEFAULT_REPLICA_STREAMS, DISCOVERY_CONCURRENCY, DISCOVERY_TIMEOUT_MS } from './constants.js'
 import type { Logger } from './logger.js'
 import { resolvePeer } from './peer-address.js'
@@ -17,7 +17,20 @@ export interface VolumeInfo { id: string, blockSize: number, blockCount: number,
 export interface Replica {
   peerId: string
   summary: VolumeSummary
+  /** The lane the summary came on (hash lists go there too). */
+  control: BlockClient
+  /** The lanes blocks are fetched on: on both sides' data workers when both have them. */
   clients: BlockClient[]
+  /** Which: `data-workers` (TLS lanes of both nodes' data workers) or `libp2p` (streams on the main thread). */
+  via: 'data-workers' | 'libp2p'
+}
+
+/** What {@link Volumes} needs of the node's data workers. */
+export interface VolumesDataPlane {
+  /** The node's data plane, once started (block lanes fall back to libp2p streams without it). */
+  plane: () => DataPlane | undefined
+  /** Where this node serves block lanes on its data workers (`host:port`). */
+  endpoints: () => string[]
 }
 
 /** What {@link Volumes.pull} did. */
@@ -29,7 +42,7 @@ export interface PullReport {
   bytes: number
   ms: number
   /** Per replica: bytes and blocks served, corrupt blocks discarded. */
-  sources: Record<string, { bytes: number, blocks: number, corrupt: number }>
+  sources: Record<string, { bytes: number, blocks: number, corrupt: number, via: Replica['via'] }>
   /** Bytes not fetched: zero blocks, repeated blocks, blocks copied from this node's other volumes. */
   dedupBytes: number
   /** Blocks no replica could serve (the new replica does not hold them). */
@@ -70,7 +83,7 @@ export class Volumes {
   private readonly requestBudgets = new Map<string, TokenBucket>()
 
   /** `blockRequestRate`: blocks per second one peer may ask this node for; default DEFAULT_BLOCK_REQUESTS_PER_SEC. */
-  constructor (private readonly libp2p: ShoalLibp2p, private readonly dir: string, private readonly log: Logger, serveRate?: number, private readonly blockRequestRate = DEFAULT_BLOCK_REQUESTS_PER_SEC) {
+  constructor (private readonly libp2p: ShoalLibp2p, private readonly dir: string, private readonly log: Logger, serveRate?: number, private readonly blockRequestRate = DEFAULT_BLOCK_REQUESTS_PER_SEC, private readonly data?: VolumesDataPlane) {
     if (serveRate != null) this.budget = new TokenBucket(serveRate)
   }
 
@@ -91,7 +104,7 @@ export class Volumes {
       requests = new TokenBucket(this.blockRequestRate, Math.max(1, Math.ceil(this.blockRequestRate / 10)))
       this.requestBudgets.set(peer, requests)
     }
-    void serveBlocks(lane, id => this.stores.get(id), { budget: this.budget, requests })
+    void serveBlocks(lane, id => this.stores.get(id), { budget: this.budget, requests, ...(this.data != null ? { dataEndpoints: this.data.endpoints } : {}) })
   }
 
   get (id: string): BlockStore | undefined { return this.stores.get(id) }
@@ -185,7 +198,7 @@ export class Volumes {
       const replicas = [...groups.values()].sort((a, b) => b.length - a.length)[0]
       if (replicas == null) throw new UnknownVolumeError(`no reachable peer holds volume ${id}`)
       const { blockSize, blockCount, hashesDigest } = replicas[0]!.summary
-      const hashes = await replicas[0]!.clients[0]!.hashes(id, blockCount, hashesDigest)
+      const hashes = await replicas[0]!.control.hashes(id, blockCount, hashesDigest)
       mkdirSync(this.dir, { recursive: true })
       const store = await BlockStore.create(this.dir, id, blockSize, hashes)
       this.stores.set(id, store)
@@ -220,7 +233,7 @@ export class Volumes {
         report.dedupBytes += blockSize * (indices.length - 1)
       }, { signal: opts.signal })
       await store.flush()
-      for (const s of sources) report.sources[s.id] = { bytes: result.bytes[s.id]!, blocks: result.blocks[s.id]!, corrupt: result.corrupt[s.id]! }
+      for (const s of sources) report.sources[s.id] = { bytes: result.bytes[s.id]!, blocks: result.blocks[s.id]!, corrupt: result.corrupt[s.id]!, via: replicas.find(r => r.peerId === s.id)!.via }
       report.bytes = Object.values(result.bytes).reduce((a, b) => a + b, 0)
       report.leftover = result.leftover.reduce((a, item) => a + groupsOf(item.index).length, 0)
       report.dropped = result.dropped
@@ -264,6 +277,22 @@ export class Volumes {
         this.log.warn('replica paths unknown', { peer: peer.peerId.toString(), error: err.message })
         return []
       })
+      // Both have data workers: blocks travel on them (TLS, framing and socket work off this thread).
+      const plane = this.data?.plane()
+      const via = paths.length > 0 ? paths : this.libp2p.getConnections(peer.peerId).map(c => c.remoteAddr).slice(0, 1)
+      if (plane != null && summary.dataEndpoints != null && via.length > 0) {
+        const open = workerDataLanes(plane, this.libp2p, { peerId: peer.peerId, addrs: [] }, summary.dataEndpoints)
+        const lanes = await open(via, Math.max(DEFAULT_REPLICA_STREAMS, via.length), AbortSignal.timeout(DISCOVERY_TIMEOUT_MS)).catch((err: Error) => {
+          this.log.warn('could not open block lanes on data workers; using libp2p streams', { peer: peer.peerId.toString(), error: err.message })
+          return []
+        })
+        if (lanes.length > 0) {
+          // The first libp2p lane stays for the hash list; the others are not needed.
+          for (const c of clients.slice(1)) c.lane.abort()
+          this.log.info('replica found', { peer: peer.peerId.toString(), volume, lanes: lanes.map(l => l.id) })
+          return { peerId: peer.peerId.toString(), summary, control: clients[0]!, clients: lanes.map(l => new BlockClient(l)), via: 'data-workers' }
+        }
+      }
       if (paths.length > 1) {
         const more = await openLanes(this.libp2p, { peerId: peer.peerId, addrs: paths }, BLOCKS_PROTOCOL, paths.length, { signal: AbortSignal.timeout(DISCOVERY_TIMEOUT_MS), fresh: true }).catch((err: Error) => {
           this.log.warn('could not open block lanes over every path to a replica', { peer: peer.peerId.toString(), error: err.message })
@@ -272,7 +301,7 @@ export class Volumes {
         clients.push(...more.map(l => new BlockClient(l)))
       }
       this.log.info('replica found', { peer: peer.peerId.toString(), volume, paths: paths.map(p => p.toString()), lanes: clients.length })
-      return { peerId: peer.peerId.toString(), summary, clients }
+      return { peerId: peer.peerId.toString(), summary, control: clients[0]!, clients, via: 'libp2p' }
     } finally {
       if (!keep) for (const c of clients) c.lane.abort()
     }
@@ -297,7 +326,7 @@ function blockSource (r: Replica, volume: string): BlockSource {
 }
 
 function closeAll (replicas: Replica[]): void {
-  for (const r of replicas) for (const c of r.clients) void c.lane.close().catch(() => { c.lane.abort() })
+  for (const r of replicas) for (const c of new Set([r.control, ...r.clients])) void c.lane.close().catch(() => { c.lane.abort() })
 }
 
 function info (v: BlockStore): VolumeInfo {

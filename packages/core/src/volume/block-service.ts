@@ -20,16 +20,17 @@ const MAX_SUMMARY_BLOCKS = MAX_FRAME_SIZE * 8
  * with `requests`, blocks asked for are answered no faster than it allows (one token per hash:
  * a per-peer limit, so one peer cannot keep a replica's disk busy for everyone).
  */
-export async function serveBlocks (lane: Lane, lookup: (volume: string) => BlockStore | undefined, opts: { budget?: TokenBucket, requests?: TokenBucket } = {}): Promise<void> {
+export async function serveBlocks (lane: Lane, lookup: (volume: string) => BlockStore | undefined, opts: { budget?: TokenBucket, requests?: TokenBucket, dataEndpoints?: () => string[] } = {}): Promise<void> {
   try {
     for await (const raw of lane) {
       const f = decodeFrame(raw)
       if (f.type === FrameType.VolumeQuery) {
         const store = lookup(f.volume)
         if (store == null) throw new UnknownVolumeError(`no volume ${f.volume} here`)
+        const dataEndpoints = opts.dataEndpoints?.() ?? []
         await lane.send(encodeFrame({
           type: FrameType.VolumeSummary, volume: f.volume, blockSize: store.blockSize, blockCount: store.blockCount,
-          held: store.held(), hashesDigest: store.hashesDigest, have: store.summary()
+          held: store.held(), hashesDigest: store.hashesDigest, have: store.summary(), ...(dataEndpoints.length > 0 ? { dataEndpoints } : {})
         }))
       } else if (f.type === FrameType.VolumeHashesRequest) {
         const store = lookup(f.volume)
@@ -73,6 +74,8 @@ export interface VolumeSummary {
   hashesDigest: Uint8Array
   /** Which blocks are held. */
   have: Bitmap
+  /** Where the replica also serves block lanes on its data workers (`host:port`). */
+  dataEndpoints?: string[]
 }
 
 /** One answer of {@link BlockClient.fetch}. */
@@ -105,7 +108,7 @@ export class BlockClient {
       const have = new Bitmap(f.blockCount)
       if (f.have.byteLength > 0) have.bits.set(f.have)
       else if (f.held === f.blockCount) have.fill()
-      return { blockSize: f.blockSize, blockCount: f.blockCount, held: f.held, hashesDigest: f.hashesDigest, have }
+      return { blockSize: f.blockSize, blockCount: f.blockCount, held: f.held, hashesDigest: f.hashesDigest, have, ...(f.dataEndpoints != null ? { dataEndpoints: f.dataEndpoints } : {}) }
     })
   }
 

@@ -195,8 +195,12 @@ export function encodeFrame (frame: Frame): Uint8Array[] {
       // A replica holding everything (or nothing) sends no bitmap at all.
       const mode = frame.held === 0 ? 0 : frame.held === frame.blockCount ? 1 : 2
       const bitmap = mode === 2 ? frame.have : new Uint8Array(0)
-      return [new Writer(strSize(frame.volume) + 12 + DIGEST_SIZE + 1, frame.type, bitmap.byteLength).str(frame.volume).u32(frame.blockSize)
-        .u32(frame.blockCount).u32(frame.held).bytes(checkDigest(frame.hashesDigest)).u8(mode).done(), bitmap]
+      // Data endpoints, when given, sit between the mode byte (flagged) and the bitmap.
+      const endpoints = frame.dataEndpoints != null && frame.dataEndpoints.length > 0 ? checkEndpoints(frame.dataEndpoints).join(',') : undefined
+      const w = new Writer(strSize(frame.volume) + 12 + DIGEST_SIZE + 1 + (endpoints != null ? strSize(endpoints) : 0), frame.type, bitmap.byteLength).str(frame.volume).u32(frame.blockSize)
+        .u32(frame.blockCount).u32(frame.held).bytes(checkDigest(frame.hashesDigest)).u8(mode | (endpoints != null ? SUMMARY_HAS_ENDPOINTS : 0))
+      if (endpoints != null) w.str(endpoints)
+      return [w.done(), bitmap]
     }
     case FrameType.VolumeHashesRequest:
       checkVolume(frame.volume)
@@ -240,7 +244,9 @@ export function encodeFrameBytes (frame: Frame): Uint8Array {
   return Buffer.concat(encodeFrame(frame))
 }
 
-/** Longest list of data endpoints an ACCEPT may carry, as text. */
+/** Flag in a VOLUME_SUMMARY's mode byte: data endpoints follow it. */
+const SUMMARY_HAS_ENDPOINTS = 0x80
+/** Longest list of data endpoints an ACCEPT or VOLUME_SUMMARY may carry, as text. */
 const MAX_ENDPOINTS_TEXT = 4096
 const ENDPOINT = /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]):\d{1,5}$/
 
@@ -387,7 +393,9 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
       const held = r.u32('held')
       if (held > blockCount) throw new InvalidFrameError('held count exceeds the block count')
       const hashesDigest = r.bytes(DIGEST_SIZE, 'hashes digest')
-      const mode = r.u8('summary mode')
+      const flags = r.u8('summary mode')
+      const mode = flags & ~SUMMARY_HAS_ENDPOINTS
+      const dataEndpoints = (flags & SUMMARY_HAS_ENDPOINTS) !== 0 ? checkEndpoints(r.str('data endpoints', MAX_ENDPOINTS_TEXT).split(',')) : undefined
       let have: Uint8Array
       if (mode === 2) {
         have = r.rest()
@@ -399,7 +407,7 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
       } else {
         throw new InvalidFrameError(`unknown summary mode ${mode}`)
       }
-      frame = { type, volume, blockSize, blockCount, held, hashesDigest, have }
+      frame = { type, volume, blockSize, blockCount, held, hashesDigest, have, ...(dataEndpoints != null ? { dataEndpoints } : {}) }
       break
     }
     case FrameType.VolumeHashesRequest: {

@@ -115,6 +115,11 @@ export interface VolumeQueryFrame { type: FrameType.VolumeQuery, volume: string 
 export interface VolumeSummaryFrame {
   type: FrameType.VolumeSummary
   volume: string
+  /**
+   * Where this replica also serves block lanes on its data workers (`host:port`, as in ACCEPT);
+   * absent when it has none.
+   */
+  dataEndpoints?: string[]
   blockSize: number
   blockCount: number
   /** Number of blocks held. */
