@@ -44,8 +44,14 @@ const hello = fc.record({ pageExp: fc.integer({ min: 9, max: 20 }), blockExp: fc
   driverConfig: fc.json({ maxDepth: 2 })
 }))
 
-const volumeSummary = fc.record({ volume: name, blockSize: pow2(12, 22), blockCount: fc.nat({ max: 4096 }), hashesDigest: digest, mode: fc.nat({ max: 2 }), seed: bytes(512, 512) })
-  .map(({ volume, blockSize, blockCount, hashesDigest, mode, seed }) => {
+/** Data endpoints (ACCEPT, VOLUME_SUMMARY): IPv4 or IPv6 `host:port`, 1 to 8 of them. */
+const endpoints = fc.array(fc.oneof(
+  fc.tuple(fc.nat({ max: 255 }), fc.nat({ max: 255 }), fc.nat({ max: 255 }), fc.nat({ max: 255 }), fc.integer({ min: 1, max: 65535 })).map(([a, b, c, d, p]) => `${a}.${b}.${c}.${d}:${p}`),
+  fc.tuple(fc.ipV6(), fc.integer({ min: 1, max: 65535 })).map(([ip, p]) => `[${ip}]:${p}`)
+), { minLength: 1, maxLength: 8 })
+
+const volumeSummary = fc.record({ volume: name, blockSize: pow2(12, 22), blockCount: fc.nat({ max: 4096 }), hashesDigest: digest, mode: fc.nat({ max: 2 }), seed: bytes(512, 512), dataEndpoints: fc.option(endpoints, { nil: undefined }) })
+  .map(({ volume, blockSize, blockCount, hashesDigest, mode, seed, dataEndpoints }) => {
     const n = Math.ceil(blockCount / 8)
     // held 0 / all travel without a bitmap and decode to an empty / full one: generate them consistent.
     const have = new Uint8Array(n)
@@ -58,13 +64,13 @@ const volumeSummary = fc.record({ volume: name, blockSize: pow2(12, 22), blockCo
       for (let i = 0; i < n; i++) have[i] = seed[i % seed.length]!
       held = 1 + ((seed[0]! << 8 | seed[1]!) % (blockCount - 1))
     }
-    return { type: FrameType.VolumeSummary as const, volume, blockSize, blockCount, held, hashesDigest, have }
+    return { type: FrameType.VolumeSummary as const, volume, blockSize, blockCount, held, hashesDigest, have, ...(dataEndpoints != null ? { dataEndpoints } : {}) }
   })
 
 /** Every frame type, with fields anywhere in the ranges the decoder accepts. */
 export const validFrame: fc.Arbitrary<Frame> = fc.oneof(
   hello,
-  fc.record({ type: fc.constant(FrameType.Accept as const), sessionId }),
+  fc.record({ type: fc.constant(FrameType.Accept as const), sessionId, dataEndpoints: endpoints }, { requiredKeys: ['type', 'sessionId'] }),
   fc.record({ type: fc.constant(FrameType.LaneHello as const), sessionId, lane: u16 }),
   fc.record({ type: fc.constant(FrameType.Data as const), round: u32, chunkId: u32, area: fc.constantFrom(Area.Memory, Area.Cache), runs, payload: bytes(0, 256) }),
   fc.record({ type: fc.constant(FrameType.Ack as const), chunkIds: fc.array(u32, { minLength: 1, maxLength: 64 }) }),

@@ -252,8 +252,9 @@ class WorkerLane implements OffThreadLane {
 
   async send (frame: Uint8Array | readonly Uint8Array[]): Promise<void> {
     if (this.done) throw this.sendError()
-    // Copied into the message here: the caller may reuse its buffers once this resolves.
-    const bytes = frame instanceof Uint8Array ? frame : Buffer.concat(frame as Uint8Array[])
+    // Copied into the message here (parts as they are, not joined first): the caller may reuse
+    // its buffers once this resolves.
+    const bytes = frame instanceof Uint8Array ? frame : [...frame]
     const seq = this.nextSeq++
     await new Promise<void>((resolve, reject) => {
       this.taken.set(seq, { resolve, reject })

@@ -83,7 +83,12 @@ function handle (m: ToWorker): void {
       const l = lanes.get(m.lane)
       if (l == null || l.ended) return
       l.sending = l.sending.then(async () => {
-        l.socket.write(m.frame)
+        if (m.frame instanceof Uint8Array) l.socket.write(m.frame)
+        else {
+          l.socket.cork()
+          for (const part of m.frame) l.socket.write(part)
+          l.socket.uncork()
+        }
         await roomIn(l)
         post({ op: 'taken', lane: m.lane, seq: m.seq })
       })

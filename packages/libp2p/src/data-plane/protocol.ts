@@ -13,7 +13,7 @@ export type ToWorker =
   /** Open a data lane to `host:port`, whose certificate must be that of `peer`. */
   | { op: 'dial', lane: string, host: string, port: number, peer: string, localAddress?: string, timeoutMs: number }
   /** A frame to send as it is; answered by `taken` with the same `seq` once the socket has room. */
-  | { op: 'send', lane: string, seq: number, frame: Uint8Array }
+  | { op: 'send', lane: string, seq: number, frame: Uint8Array | Uint8Array[] }
   /** The session's thread has read `bytes` of the frames forwarded to it (flow control). */
   | { op: 'consumed', lane: string, bytes: number }
   /** A DATA frame to read as `plan` says and send; answered by `taken` with the same `seq`. */
