@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
 import {
-  Bitmap, createMemoryLanePair, DestinationSession, ImageExistsError, readLaneHello, runSourceSession
+  Bitmap, createMemoryLanePair, createShadowPool, DestinationSession, ImageExistsError, readLaneHello, runSourceSession
 } from '@shoal/core'
 import type { BlockResult, BlockSource, CacheMetaInit, Lane, MigrationProgress, MigrationReport } from '@shoal/core'
 import { processController } from '../fixtures/process-controller.js'
@@ -64,6 +64,26 @@ describe('source and destination sessions over in-memory lanes', () => {
     expect(report.rounds.at(-1)!.final).toBe(true)
     expect(report.lanes.filter(l => l.bytes > 0).length).toBe(3)
     expect(report.downtimeMs).toBeGreaterThan(0)
+  })
+
+  it('a shadow kept from one migration serves the next of the same size: the second copy equals its own source', async () => {
+    const shadows = createShadowPool({ maxBytes: 64 * 1024 * 1024 })
+    for (let i = 0; i < 2; i++) {
+      const { image, pool, writer, dir, hooks } = await setup(2048)
+      const net = connect(2)
+      const dest = new DestinationSession(net.destControl, { pool, hooks })
+      net.attach(dest)
+      const [report] = await Promise.all([
+        runSourceSession({ image, controller: processController(writer), control: net.control, lanes: net.data, pool, shadows }, { chunkBytes: 64 * 1024 }),
+        dest.run()
+      ])
+      expect(report.ok).toBe(true)
+      expect(readFileSync(`${dir}/dst.mem`).equals(readFileSync(image.memory.path))).toBe(true)
+      // Both shadows (memory 8 MiB, cache 512 KiB) went back to the pool, zeroed; the second run
+      // took them again (had it made new ones, the pool would now hold two sets).
+      expect(shadows.keptBytes).toBe(8 * 1024 * 1024 + 512 * 1024)
+      for (const c of cleanups.splice(0).reverse()) await c()
+    }
   })
 
   it('says up front when the scan tracker cannot meet the target, and after the pause which part missed it', async () => {

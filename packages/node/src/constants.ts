@@ -10,6 +10,12 @@ export const BLOCKS_PROTOCOL = '/shoal/blocks/1.0.0'
 /** Data lanes a migration opens when not told otherwise. */
 export const DEFAULT_LANES = 4
 /**
+ * Most bytes of shadow copies a node keeps between migrations for reuse (also at most 1/8 of the
+ * host's RAM): a drain of many images of one size then pays the shadow's page faults once.
+ * Unused ones are let go after a minute.
+ */
+export const SHADOW_POOL_MAX_BYTES = 4 * 1024 ** 3
+/**
  * Data worker threads per node (see ShoalNodeInit.dataWorkers): half the cores less one, at least
  * 1 and at most 16 (a migration has at most 16 lanes). Measured on this project's 2-core
  * machines, where both peers share the cores: 1 worker beat 0 and 2 (docs/PERFORMANCE.md). On a

@@ -1,7 +1,7 @@
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { CacheMeta, CacheMetaError, ImageStateError, InvalidArgumentError, LaneClosedError, NoLanesError, TimeoutError, PeerGoneError, RemoteAbortError, runSourceSession, ShoalError } from '@shoal/core'
-import type { AcceptFrame, CacheManifest, DirtySource, LaneTransport, ImageSpec, Lane, LaneStats, MigrationProgress, MigrationReport, WorkerPool, WorkloadController } from '@shoal/core'
+import type { AcceptFrame, ShadowPool, CacheManifest, DirtySource, LaneTransport, ImageSpec, Lane, LaneStats, MigrationProgress, MigrationReport, WorkerPool, WorkloadController } from '@shoal/core'
 import type { PeerId } from '@libp2p/interface'
 import type { DataPlane, ShoalLibp2p } from '@shoal/libp2p'
 import { DEFAULT_LANES, MIGRATE_PROTOCOL, PEER_CHECK_TIMEOUT_MS } from './constants.js'
@@ -22,6 +22,8 @@ export interface OutgoingDeps {
   store: ImageStore
   workloads: Workloads
   pool: () => WorkerPool
+  /** Shadow copies kept across this node's migrations. */
+  shadows?: ShadowPool
   log: Logger
 }
 
@@ -80,6 +82,7 @@ export async function migrateOut (deps: OutgoingDeps, name: string, to: string, 
     cacheDirtySource = cooperative || rec.spec.cache.size === 0 ? undefined : w?.cacheDirtySource?.(rec.spec.cache.size / rec.spec.cache.blockSize, rec.spec.cache.blockSize)
     const report = await runSourceSession({
       image: rec.spec, controller, control: control!, lanes: { count, open }, pool: deps.pool(), cacheManifest: cacheManifestOf(rec.spec),
+      ...(deps.shadows != null ? { shadows: deps.shadows } : {}),
       ...(cooperative ? { memoryMarks: marksPathOf(rec.spec), cacheMarks: `${rec.spec.cache.path}.marks` } : {}),
       ...(cacheDirtySource != null ? { cacheDirtySource } : {}),
       replenish: async (active) => await (replenish?.(active) ?? Promise.resolve([]))

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto'
+import { totalmem } from 'node:os'
 import { mkdirSync, rmSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 import {
-  createWorkerPool, InvalidImageError, DEFAULT_PAGE_SIZE, DEFAULT_BLOCK_SIZE, ShoalError, InvalidArgumentError, validateImageSpec,
+  createShadowPool, createWorkerPool, InvalidImageError, DEFAULT_PAGE_SIZE, DEFAULT_BLOCK_SIZE, ShoalError, InvalidArgumentError, validateImageSpec,
   BlockClient, CacheMeta, UnknownVolumeError, ImageExistsError, ImageStateError, PeerGoneError, isLiveProcess
 } from '@shoal/core'
 import type { BlockStore, Driver, ImageSpec, WorkerPool } from '@shoal/core'
@@ -14,7 +15,7 @@ import { routeWorkerLane } from './worker-lanes.js'
 import { Admission } from './admission.js'
 import type { AdmissionLimits } from './admission.js'
 import {
-  BLOCKS_PROTOCOL, CONTROL_SOCKET, DEFAULT_DATA_WORKERS, DEFAULT_SHM_DIR, LANE_PROTOCOL, MAX_BLOCK_REQUEST_FRAME, MAX_BLOCK_STREAMS_PER_CONNECTION,
+  BLOCKS_PROTOCOL, CONTROL_SOCKET, DEFAULT_DATA_WORKERS, SHADOW_POOL_MAX_BYTES, DEFAULT_SHM_DIR, LANE_PROTOCOL, MAX_BLOCK_REQUEST_FRAME, MAX_BLOCK_STREAMS_PER_CONNECTION,
   MAX_CONTROL_STREAMS_PER_CONNECTION, MAX_LANES_PER_SESSION, MIGRATE_PROTOCOL, STOP_DRAIN_MS
 } from './constants.js'
 import { startControlServer } from './control-server.js'
@@ -131,6 +132,8 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
   const outgoing = new Set<Promise<unknown>>()
   let pool: WorkerPool | undefined
   let server: Server | undefined
+  // A long-lived node reuses shadow copies across migrations (no first-touch page faults).
+  const shadows = createShadowPool({ maxBytes: Math.min(SHADOW_POOL_MAX_BYTES, Math.floor(totalmem() / 8)) })
   const poolOf = (): WorkerPool => {
     if (pool == null) throw new ShoalError('the node is not started')
     return pool
@@ -248,7 +251,7 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
     },
     async startImage (name, opts) { return await workloads.start(name, opts?.force === true) },
     async migrate (name, to, opts = {}) {
-      const run = migrateOut({ libp2p, transport, dataPlane: () => dataPlane, store, workloads, pool: poolOf, log }, name, to, { ...opts, signal: opts.signal != null ? AbortSignal.any([opts.signal, stopping.signal]) : stopping.signal })
+      const run = migrateOut({ libp2p, transport, dataPlane: () => dataPlane, shadows, store, workloads, pool: poolOf, log }, name, to, { ...opts, signal: opts.signal != null ? AbortSignal.any([opts.signal, stopping.signal]) : stopping.signal })
       outgoing.add(run)
       try { return await run } finally { outgoing.delete(run) }
     },

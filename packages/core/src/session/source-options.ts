@@ -2,6 +2,7 @@ import type { ImageSpec, WorkloadController } from '../image.js'
 import type { AcceptFrame } from '../wire/frames.js'
 import type { DirtySource } from '../tracker/cooperative-tracker.js'
 import type { WorkerPool } from '../tracker/worker-pool.js'
+import type { ShadowPool } from '../tracker/shadow-pool.js'
 import type { Lane } from '../transport/lane.js'
 import type { CacheManifest } from '../volume/cache-manifest.js'
 import type { LaneStats } from './lane-pump.js'
@@ -70,6 +71,8 @@ export interface SourceSessionDeps {
   lanes: Lane[] | { count: number, open: (accepted: AcceptFrame) => Promise<Lane[]> }
   /** Worker threads for scans and digests. */
   pool: WorkerPool
+  /** Shadow copies kept across migrations (a long-lived node's); without it each is fresh. */
+  shadows?: ShadowPool
   /**
    * Opens replacement lanes while fewer lanes are active than the session started with (a NIC
    * came back): given the lanes still active, returns new lanes (possibly none). Errors are

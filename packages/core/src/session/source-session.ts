@@ -161,7 +161,7 @@ export class SourceSession {
       const source = area === Area.Cache && size > 0 ? deps.cacheDirtySource : undefined
       const tracker = marksPath != null || source != null
         ? createCooperativeTracker({ path, size, unitSize, marksPath, source, cpuShare, ...(options.skipHoles === false ? { dataExtents: false } : {}) }, deps.pool)
-        : createDirtyTracker({ path, size, unitSize, mode, cpuShare, ...(options.skipHoles === false ? { dataExtents: false } : {}) }, deps.pool)
+        : createDirtyTracker({ path, size, unitSize, mode, cpuShare, ...(options.skipHoles === false ? { dataExtents: false } : {}), ...(deps.shadows != null ? { shadows: deps.shadows } : {}) }, deps.pool)
       this.areas.push({ area, name, path, size, unitSize, tracker })
     }
     if (this.claim != null) {

@@ -4,6 +4,7 @@ import { open } from 'node:fs/promises'
 import type { Bitmap } from '../bitmap.js'
 import { zeroHash } from '../verify/digest.js'
 import type { LoadPlan } from './load-plan.js'
+import type { ShadowPool } from './shadow-pool.js'
 import type { Run } from '../wire/frames.js'
 import { AreaDigests, AssumedUnits, checkRuns, scanArea, sliceUnits } from './area-scan.js'
 import { createExtentProbe } from './data-extents.js'
@@ -31,6 +32,8 @@ export interface DirtyTrackerInit {
    * via {@link createExtentProbe}); `false` reads the whole file every scan.
    */
   dataExtents?: DataExtentsProbe | false
+  /** Where a shadow comes from and goes back to (shadow mode): reused across migrations. */
+  shadows?: ShadowPool
 }
 
 /** Options of {@link DirtyTracker.scan}. */
@@ -131,7 +134,7 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
   const { path, size, unitSize, mode } = init
   if (size % unitSize !== 0) throw new RangeError(`size ${size} is not a multiple of ${unitSize}`)
   const units = size / unitSize
-  const baseline = new SharedArrayBuffer(Math.max(1, mode === 'shadow' ? size : units * 32))
+  const baseline = mode === 'shadow' && init.shadows != null ? init.shadows.acquire(size) : new SharedArrayBuffer(Math.max(1, mode === 'shadow' ? size : units * 32))
   const baseView = Buffer.from(baseline)
   if (mode === 'hash') {
     const zfp = zeroHash(unitSize)
@@ -146,6 +149,7 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
   const extents = init.dataExtents === false ? undefined : init.dataExtents ?? createExtentProbe()
   // Shadow mode: which units' shadow may be non-zero, so a hole is compared without touching it.
   const nonzero = mode === 'shadow' ? new SharedArrayBuffer(Math.max(1, Math.ceil(units / 8))) : undefined
+  let released = false
 
   return {
     units,
@@ -202,6 +206,10 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
       const h = fh
       fh = undefined
       await (await h?.catch(() => undefined))?.close()
+      if (mode === 'shadow' && init.shadows != null && !released) {
+        released = true
+        init.shadows.release(baseline, nonzero != null ? { bits: nonzero, unitSize } : undefined)
+      }
     }
   }
 }

@@ -221,7 +221,10 @@ function track (lane: string, socket: TLSSocket): void {
       for (let item = l.stream.nextItem(); item != null; item = l.stream.nextItem()) {
         if (item.kind === 'frame' || (!holdData && l.sink == null)) {
           // Not a payload this worker writes: the session's thread reads it (bounded, see flow()).
-          const frame = item.kind === 'frame' ? item.bytes : Buffer.concat([encodeDataFrame(item.header, item.pieces)].flat())
+          // A view of a larger read buffer would be cloned whole into the message: copy it to size.
+          const frame = item.kind === 'frame'
+            ? (item.bytes.byteLength === item.bytes.buffer.byteLength ? item.bytes : item.bytes.slice())
+            : Buffer.concat([encodeDataFrame(item.header, item.pieces)].flat())
           l.forwarded += frame.byteLength
           post({ op: 'frame', lane, frame })
           continue
