@@ -118,12 +118,15 @@ try {
         tcp_baseline_MBps: +tcpMBps.toFixed(1),
         ratio_to_tcp: +(m.median / tcpMBps).toFixed(3),
         runs: reps,
+        // In order: the first run of a node pair makes fresh shadows, later ones reuse them.
+        per_run: runs.map(r => ({ MBps: +r.MBps.toFixed(1), cpu_s_per_GiB_source: +r.cs.toFixed(2), cpu_s_per_GiB_dest: +r.cd.toFixed(2), sys_s_per_GiB_source: +r.sysS.toFixed(2), sys_s_per_GiB_dest: +r.sysD.toFixed(2) })),
         ...(pin ? { pinned: 'source core 0, destination core 1' } : {})
       })
     }
     await stopPair(pair)
   }
-  printTable(results)
+  printTable(results.map(({ per_run: _, ...r }) => r))
+  for (const r of results) console.log(`data workers ${r.data_workers}, ${r.lanes} lanes, per run (MB/s, CPU-s/GiB src+dst, of which kernel): ${r.per_run.map(x => `${x.MBps} ${x.cpu_s_per_GiB_source}+${x.cpu_s_per_GiB_dest} (${x.sys_s_per_GiB_source}+${x.sys_s_per_GiB_dest})`).join(' | ')}`)
 
   if (profile) {
     rmSync(profDir, { recursive: true, force: true })
