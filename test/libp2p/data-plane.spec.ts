@@ -3,7 +3,7 @@ import { connect } from 'node:tls'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createMemoryLanePair, DestinationSession, encodeFrameBytes, FrameType, isOffThreadLane, readLaneHello, runSourceSession } from '@shoal/core'
 import type { DataSink, Lane, MigrationReport, OffThreadLane } from '@shoal/core'
-import { createDataPlane, DATA_LANE_ALPN, loadOrCreateIdentity, peerIdOf } from '@shoal/libp2p'
+import { createDataPlane, DATA_LANE_ALPN, loadOrCreateIdentity, parseEndpoint, peerIdOf } from '@shoal/libp2p'
 import type { DataPlane } from '@shoal/libp2p'
 import { processController } from '../fixtures/process-controller.js'
 import { sessionImage } from '../fixtures/session-image.js'
@@ -35,9 +35,9 @@ describe('data lanes on data worker threads (real TLS sockets, libp2p identities
     })
     const src = await plane('src', opts.srcWorkers)
     const [control, destControl] = createMemoryLanePair({ id: 'ctl' })
-    session = new DestinationSession(destControl, { pool: img.pool, hooks: { ...img.hooks, dataEndpoints: () => dst.plane.listening().map(l => `${l.host}:${l.port}`) } })
+    session = new DestinationSession(destControl, { pool: img.pool, hooks: { ...img.hooks, dataEndpoints: () => dst.plane.endpoints() } })
     const open = async (accepted: { dataEndpoints?: string[] }): Promise<Lane[]> => {
-      const endpoints = accepted.dataEndpoints!.map(e => ({ host: e.slice(0, e.lastIndexOf(':')), port: Number(e.slice(e.lastIndexOf(':') + 1)) }))
+      const endpoints = accepted.dataEndpoints!.map(parseEndpoint)
       const lanes = await Promise.all(Array.from({ length: opts.lanes }, async (_, i) => await src.plane.dial({ peer: dst.peerId, ...endpoints[i % endpoints.length]! })))
       opts.duringRun?.(src.plane)
       return lanes

@@ -1,6 +1,6 @@
 import { encodeFrameBytes, FrameType } from '@shoal/core'
 import type { Lane, LaneTransport } from '@shoal/core'
-import { createDataPlane, loadOrCreateIdentity, peerIdOf } from '@shoal/libp2p'
+import { createDataPlane, loadOrCreateIdentity, parseEndpoint, peerIdOf } from '@shoal/libp2p'
 import type { DataPlane } from '@shoal/libp2p'
 import { tempDir } from '../fixtures/temp.js'
 import { laneTransportCompliance } from './compliance.js'
@@ -20,8 +20,8 @@ laneTransportCompliance('data plane (data worker TLS lanes)', async () => {
   const transportA: LaneTransport = {
     peerId: idA,
     async openLanes (address, _protocol, count) {
-      const at = address.lastIndexOf(':')
-      return await Promise.all(Array.from({ length: count }, async (_, i) => await a.dial({ peer: idB, host: address.slice(0, at), port: Number(address.slice(at + 1)), worker: i % a.size })))
+      const { host, port } = parseEndpoint(address)
+      return await Promise.all(Array.from({ length: count }, async (_, i) => await a.dial({ peer: idB, host, port, worker: i % a.size })))
     },
     async handle () { throw new Error('a only opens lanes in this suite') }
   }
@@ -47,9 +47,9 @@ laneTransportCompliance('data plane (data worker TLS lanes)', async () => {
     a: transportA,
     b: transportB,
     get bAddress () {
-      const l = b?.listening()[0]
-      if (l == null) throw new Error('b is not accepting lanes yet')
-      return `${l.host}:${l.port}`
+      const e = b?.endpoints()[0]
+      if (e == null) throw new Error('b is not accepting lanes yet')
+      return e
     },
     close: async () => {
       await Promise.all(planes.map(async p => { await p.stop() }))

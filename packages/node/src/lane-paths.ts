@@ -1,5 +1,5 @@
 import type { Connection, PeerId } from '@libp2p/interface'
-import { ipOf, isLoopback, listenIps, localAddressFor, openLanes } from '@shoal/libp2p'
+import { ipOf, isLoopback, listenIps, localAddressFor, openLanes, parseEndpoint } from '@shoal/libp2p'
 import type { DataPlane, ShoalLibp2p } from '@shoal/libp2p'
 import type { Lane, LaneStats } from '@shoal/core'
 import type { Multiaddr } from '@multiformats/multiaddr'
@@ -48,11 +48,11 @@ export function libp2pDataLanes (libp2p: ShoalLibp2p, target: TargetPeer): DataL
 }
 
 /**
- * Data lanes on this node's data workers to the destination's data workers at `endpoints` (from
- * its ACCEPT): lane i takes path i mod paths (its NIC pair), an endpoint of the destination on
- * that path's address (spread over its workers), and worker i mod workers here.
+ * Lanes on this node's data workers to a peer's data workers at `endpoints` (a destination's
+ * ACCEPT, a replica's VOLUME_SUMMARY): lane i takes path i mod paths (its NIC pair), an endpoint
+ * of the peer on that path's address (spread over its workers), and worker i mod workers here.
  */
-export function workerDataLanes (plane: DataPlane, libp2p: ShoalLibp2p, target: TargetPeer, endpoints: readonly string[]): DataLaneOpener {
+export function workerLanes (plane: DataPlane, libp2p: ShoalLibp2p, target: TargetPeer, endpoints: readonly string[]): DataLaneOpener {
   const parsed = endpoints.map(parseEndpoint)
   const peer = target.peerId.toString()
   return async (paths, count, signal) => {
@@ -70,18 +70,6 @@ export function workerDataLanes (plane: DataPlane, libp2p: ShoalLibp2p, target: 
     if (lanes.length === 0) throw (settled.find(r => r.status === 'rejected') as PromiseRejectedResult).reason
     return lanes
   }
-}
-
-/** `1.2.3.4:5` or `[::1]:5` → host and port. */
-export function parseEndpoint (e: string): { host: string, port: number } {
-  const at = e.lastIndexOf(':')
-  const host = e.slice(0, at).replace(/^\[(.*)\]$/, '$1')
-  return { host, port: Number(e.slice(at + 1)) }
-}
-
-/** `host:port` as an endpoint string (IPv6 in brackets). */
-export function formatEndpoint (host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
 }
 
 /**

@@ -6,7 +6,7 @@ import type { PeerId } from '@libp2p/interface'
 import type { DataPlane, ShoalLibp2p } from '@shoal/libp2p'
 import { DEFAULT_LANES, MIGRATE_PROTOCOL, PEER_CHECK_TIMEOUT_MS } from './constants.js'
 import type { ImageRecord, ImageStore } from './image-store.js'
-import { laneReplenisher, lanePaths, libp2pDataLanes, workerDataLanes } from './lane-paths.js'
+import { laneReplenisher, lanePaths, libp2pDataLanes, workerLanes } from './lane-paths.js'
 import type { Logger } from './logger.js'
 import type { MigrateOptions } from './node-api.js'
 import { resolvePeer } from './peer-address.js'
@@ -70,7 +70,7 @@ export async function migrateOut (deps: OutgoingDeps, name: string, to: string, 
       // On both sides' data workers when both have them; else libp2p streams on this thread.
       const plane = deps.dataPlane?.()
       const opener = plane != null && accepted.dataEndpoints != null
-        ? workerDataLanes(plane, libp2p, target, accepted.dataEndpoints)
+        ? workerLanes(plane, libp2p, target, accepted.dataEndpoints)
         : libp2pDataLanes(libp2p, target)
       const lanes = await opener(paths, count, opts.signal)
       replenish = laneReplenisher(opener, paths, lanes)

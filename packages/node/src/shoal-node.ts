@@ -10,7 +10,6 @@ import {
 import type { BlockStore, Driver, ImageSpec, WorkerPool } from '@shoal/core'
 import { createDataPlane, createLibp2pLaneTransport, createShoalLibp2p, listenIps, loadOrCreateIdentity } from '@shoal/libp2p'
 import type { DataPlane } from '@shoal/libp2p'
-import { formatEndpoint } from './lane-paths.js'
 import { routeWorkerLane } from './worker-lanes.js'
 import { Admission } from './admission.js'
 import type { AdmissionLimits } from './admission.js'
@@ -125,7 +124,7 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
   const store = new ImageStore(init.dataDir, shmDir)
   const workloads = new Workloads(store, init.drivers ?? [], join(init.dataDir, 'run'), log)
   let dataPlane: DataPlane | undefined
-  const dataEndpoints = (): string[] => dataPlane?.listening().map(l => formatEndpoint(l.host, l.port)) ?? []
+  const dataEndpoints = (): string[] => dataPlane?.endpoints() ?? []
   const volumes = new Volumes(libp2p, join(init.dataDir, 'volumes'), log, init.serveRate, init.blockRequestRate, { plane: () => dataPlane, endpoints: dataEndpoints })
   const admission = new Admission(init.admission ?? {}, { shmDir, dataDir: init.dataDir }, name => store.has(name))
   const stopping = new AbortController()

@@ -4,7 +4,7 @@ import {
 } from '@shoal/core'
 import type { BlockSource, CacheSources, CacheSourcesRequest, FetchItem, Lane, LocalBlocks, VolumeSummary } from '@shoal/core'
 import { openLanes } from '@shoal/libp2p'
-import { lanePaths, workerDataLanes } from './lane-paths.js'
+import { lanePaths, workerLanes } from './lane-paths.js'
 import type { DataPlane, LanePeer, ShoalLibp2p } from '@shoal/libp2p'
 import { BLOCKS_PROTOCOL, DEFAULT_BLOCK_REQUESTS_PER_SEC, DEFAULT_REPLICA_STREAMS, DISCOVERY_CONCURRENCY, DISCOVERY_TIMEOUT_MS } from './constants.js'
 import type { Logger } from './logger.js'
@@ -281,7 +281,7 @@ export class Volumes {
       const plane = this.data?.plane()
       const via = paths.length > 0 ? paths : this.libp2p.getConnections(peer.peerId).map(c => c.remoteAddr).slice(0, 1)
       if (plane != null && summary.dataEndpoints != null && via.length > 0) {
-        const open = workerDataLanes(plane, this.libp2p, { peerId: peer.peerId, addrs: [] }, summary.dataEndpoints)
+        const open = workerLanes(plane, this.libp2p, { peerId: peer.peerId, addrs: [] }, summary.dataEndpoints)
         const lanes = await open(via, Math.max(DEFAULT_REPLICA_STREAMS, via.length), AbortSignal.timeout(DISCOVERY_TIMEOUT_MS)).catch((err: Error) => {
           this.log.warn('could not open block lanes on data workers; using libp2p streams', { peer: peer.peerId.toString(), error: err.message })
           return []

@@ -96,6 +96,11 @@ export async function readLaneHello (lane: Lane, timeoutMs = DEFAULT_CONTROL_TIM
   return { hello: f, frames }
 }
 
+/** A failed write into a staging file. A full disk is not a broken lane: it ends the session, named, on both sides. */
+function writeFailure (err: Error, area: Area, path: string): ShoalError {
+  return storageFailure(err, `the incoming ${Area[area].toLowerCase()} ${path}`)
+}
+
 /** One staging file of the session, by area. */
 interface StagingFile { fh: FileHandle, path: string, unitSize: number, units: number, digests: RegionDigests }
 
@@ -464,8 +469,7 @@ export class DestinationSession {
       error = err as Error
     }
     this.written(ticket, error)
-    // A full disk is not a broken lane: it ends the session, named, on both sides.
-    if (error != null) throw storageFailure(error, `the incoming ${Area[f.area].toLowerCase()} ${file.path}`)
+    if (error != null) throw writeFailure(error, f.area, file.path)
     return true
   }
 
@@ -527,7 +531,7 @@ export class DestinationSession {
         const a = this.admitted.get(ticket)
         if (a == null) return
         this.written(ticket, error)
-        if (error != null) { onError(storageFailure(error, `the incoming ${Area[a.header.area].toLowerCase()} ${a.file.path}`)); return }
+        if (error != null) { onError(writeFailure(error, a.header.area, a.file.path)); return }
         lane.send(encodeFrame({ type: FrameType.Ack, chunkIds: [a.header.chunkId] })).catch(onError)
       },
       abandon: (ticket) => { this.written(ticket, new LaneClosedError('lane lost before the write')) }

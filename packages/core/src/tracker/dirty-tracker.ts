@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto'
 import type { FileHandle } from 'node:fs/promises'
 import { open } from 'node:fs/promises'
 import type { Bitmap } from '../bitmap.js'
 import { zeroHash } from '../verify/digest.js'
+import { recordUnitHashes } from './load-plan.js'
 import type { LoadPlan } from './load-plan.js'
 import type { ShadowPool } from './shadow-pool.js'
 import type { Run } from '../wire/frames.js'
@@ -165,10 +165,7 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
       fh ??= open(path, 'r')
       const parts = await readRuns(await fh, runs, unitSize)
       for (const [k, r] of runs.entries()) {
-        const data = parts[k]!
-        for (let u = 0; u < r.count; u++) {
-          createHash('sha256').update(data.subarray(u * unitSize, (u + 1) * unitSize)).digest().copy(baseView, (r.start + u) * 32)
-        }
+        recordUnitHashes(parts[k]!, r.start, unitSize, baseView)
         // The bytes sent may be newer than those the scan hashed: hash their regions again next scan.
         digests.unfresh(r.start * unitSize, (r.start + r.count) * unitSize)
       }

@@ -16,6 +16,16 @@ export type LoadPlan =
   | { kind: 'shadow', shadow: SharedArrayBuffer, unitSize: number }
   | { kind: 'file', path: string, unitSize: number, hashes?: SharedArrayBuffer }
 
+/**
+ * Stores the SHA-256 of each `unitSize` unit of `bytes` (units `firstUnit`…) into `hashes`, 32
+ * bytes per unit at the unit's place: the hash-mode fingerprint of what was sent.
+ */
+export function recordUnitHashes (bytes: Uint8Array, firstUnit: number, unitSize: number, hashes: Uint8Array): void {
+  for (let u = 0; u * unitSize < bytes.byteLength; u++) {
+    hashes.set(createHash('sha256').update(bytes.subarray(u * unitSize, (u + 1) * unitSize)).digest(), (firstUnit + u) * 32)
+  }
+}
+
 /** Opens (and caches) a file for reading by path; returns its descriptor. */
 export type OpenForRead = (path: string) => number
 
@@ -47,12 +57,7 @@ export function executeLoadPlan (plan: LoadPlan, runs: readonly Run[], out: Uint
       if (n === 0) { out.fill(0, off + got, off + len); break }
       got += n
     }
-    if (hashes != null) {
-      for (let u = 0; u < r.count; u++) {
-        const unit = out.subarray(off + u * unitSize, off + (u + 1) * unitSize)
-        hashes.set(createHash('sha256').update(unit).digest(), (r.start + u) * 32)
-      }
-    }
+    if (hashes != null) recordUnitHashes(out.subarray(off, off + len), r.start, unitSize, hashes)
     off += len
   }
   return off

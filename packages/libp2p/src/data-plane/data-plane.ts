@@ -3,6 +3,7 @@ import { generateCertificate } from '@libp2p/tls/utils'
 import type { PrivateKey } from '@libp2p/interface'
 import { fromErrorInfo, LaneClosedError, MAX_FRAME_SIZE, ShoalError } from '@shoal/core'
 import type { DataHeader, DataSink, LoadPlan, OffThreadLane } from '@shoal/core'
+import { formatEndpoint } from './endpoint.js'
 import type { FromWorker, ToWorker } from './protocol.js'
 
 /** How long a data lane's TLS handshake (and identity check) may take. */
@@ -70,6 +71,8 @@ export interface DataPlane {
   readonly size: number
   /** Where the workers take lanes now (a worker started again listens on new ports). */
   listening: () => DataListener[]
+  /** The same as `host:port` endpoints, the form ACCEPT and VOLUME_SUMMARY carry. */
+  endpoints: () => string[]
   /** Opens a data lane to a peer's data worker at `host:port`. */
   dial: (opts: DataDialOptions) => Promise<OffThreadLane>
   /** Ends worker `index` at once, as a crash would: its lanes break, and it is started again. */
@@ -126,6 +129,7 @@ export async function createDataPlane (init: DataPlaneInit): Promise<DataPlane> 
   return {
     size: init.workers,
     listening: () => handles.flatMap(h => h.listening.map(l => ({ worker: h.index, ...l }))),
+    endpoints: () => handles.flatMap(h => h.listening.map(l => formatEndpoint(l.host, l.port))),
     async dial (opts) {
       if (stopped) throw new LaneClosedError('the data plane is stopped')
       const index = opts.worker ?? nextWorker++ % handles.length
