@@ -49,6 +49,38 @@ describe('wire codec', () => {
     for (const f of samples) expect(norm(decodeFrame(encodeFrameBytes(f)))).toEqual(norm(f))
   })
 
+  it('carries a stopped image in a HELLO flags byte that older HELLOs do not have, and refuses unknown flags', () => {
+    const hello = samples[0] as Extract<Frame, { type: FrameType.Hello }>
+    const plain = encodeFrameBytes(hello)
+    const flagged = encodeFrameBytes({ ...hello, stopped: true })
+    expect(flagged.byteLength).toBe(plain.byteLength + 1)
+    expect(decodeFrame(flagged)).toMatchObject({ type: FrameType.Hello, stopped: true })
+    expect('stopped' in decodeFrame(plain)).toBe(false)
+    expect(encodeFrameBytes({ ...hello, stopped: false })).toEqual(plain)
+    // An unknown flag bit is a peer this node does not understand: refused, not ignored.
+    const odd = Buffer.from(flagged)
+    odd[odd.byteLength - 1] = 0b11
+    expect(() => decodeFrame(odd)).toThrow(/unknown hello flags 0x3/)
+  })
+
+  it('round-trips the post-copy frames and fields (optional trailers: a cut before one is the frame without it)', () => {
+    const post: Frame[] = [
+      { type: FrameType.VerifyResult, ok: false, memoryDigest: d32, cacheDigest: d32, deferred: new Uint8Array([0b1010, 0xff]) },
+      { type: FrameType.CacheManifest, volume: 'vol-1', start: 0, hashes: new Uint8Array(96).fill(6), dirty: new Uint8Array([0b101]), hot: new Uint8Array([0b010]), postcopy: true },
+      { type: FrameType.CacheManifest, volume: 'vol-1', start: 0, hashes: new Uint8Array(96).fill(6), dirty: new Uint8Array([0b101]), hot: new Uint8Array([0b010]), postcopy: true, prefetch: true },
+      { type: FrameType.CacheRelease, volume: 'vol-1', sessionId: sid },
+      { type: FrameType.CacheReleased }
+    ]
+    for (const f of post) expect(norm(decodeFrame(encodeFrameBytes(f)))).toEqual(norm(f))
+    // A manifest mode byte other than 1 or 2 is refused.
+    const m = Buffer.from(encodeFrameBytes(post[1]!))
+    m[m.byteLength - 1] = 3
+    expect(() => decodeFrame(m)).toThrow(InvalidFrameError)
+    // A release needs its whole session id.
+    const r = encodeFrameBytes(post[2]!)
+    expect(() => decodeFrame(r.subarray(0, r.byteLength - 1))).toThrow(InvalidFrameError)
+  })
+
   it('rejects every truncation of every frame', () => {
     for (const f of samples) {
       const b = encodeFrameBytes(f)

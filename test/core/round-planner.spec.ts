@@ -98,4 +98,18 @@ describe('round planner', () => {
     // A scan that fits the target leaves the usual rules in charge.
     expect(planNextRound([r(1, 1000 * MB, 10_000, 200), r(2, 50 * MB, 500, 200)], 0, lim).reason).toBe('continue')
   })
+
+  it('does not judge scan-bound by a cooperative tracker\'s one-off first read (post-copy of a 16 GiB cache)', () => {
+    // pnpm bench postcopy, 1 GiB + 16 GiB: round 1's cache scan is the cooperative tracker's first
+    // read, which also checks the 16 GiB of claimed blocks against their hashes (28.3 s, sending
+    // 1.2 GB alongside). Judged scan-bound, the switchover came after round 1 with 122 MB dirty:
+    // a 2.8 s pause. The later scans cost what changed (192 ms), so the rounds must go on.
+    const lim = { ...limits, autoConverge: true, fixedPauseMs: 20 }
+    const round1: RoundStats = { ...r(1, 1245 * MB, 28_267, 28_267), initialScan: true }
+    expect(planNextRound([round1], 0, lim)).toMatchObject({ switchOver: false, reason: 'continue' })
+    // The same round without the flag (a scan tracker, whose every scan reads it all) is scan-bound.
+    expect(planNextRound([{ ...round1, initialScan: undefined }], 0, lim)).toMatchObject({ switchOver: true, reason: 'scan-bound' })
+    // The next round is judged on its own scan: small, so the usual rules decide (here: it fits).
+    expect(planNextRound([round1, r(2, 12 * MB, 150, 40)], 0, lim)).toMatchObject({ switchOver: true, reason: 'converged' })
+  })
 })

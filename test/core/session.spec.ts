@@ -2,11 +2,11 @@ import { createHash } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
 import { afterEach, describe, expect, it } from 'vitest'
 import {
-  Bitmap, createMemoryLanePair, createShadowPool, DestinationSession, ImageExistsError, readLaneHello, runSourceSession
+  Bitmap, createShadowPool, DestinationSession, ImageExistsError, runSourceSession
 } from '@shoal/core'
 import type { BlockResult, BlockSource, CacheMetaInit, Lane, MigrationProgress, MigrationReport } from '@shoal/core'
 import { processController } from '../fixtures/process-controller.js'
-import { sessionImage } from '../fixtures/session-image.js'
+import { connect, sessionImage } from '../fixtures/session-image.js'
 import type { SessionImage } from '../fixtures/session-image.js'
 
 
@@ -30,18 +30,6 @@ describe('source and destination sessions over in-memory lanes', () => {
     return await sessionImage(cleanups, pages, blocks)
   }
 
-  function connect (lanes: number, wrap: (l: Lane, i: number) => Lane = l => l): { control: Lane, data: Lane[], attach: (d: DestinationSession) => void, destControl: Lane } {
-    const [control, destControl] = createMemoryLanePair({ id: 'ctl' })
-    const pairs = Array.from({ length: lanes }, (_, i) => createMemoryLanePair({ id: `lane${i}`, highWaterMark: 4 }))
-    return {
-      control,
-      destControl,
-      data: pairs.map(([a], i) => wrap(a, i)),
-      attach: (d) => {
-        for (const [, b] of pairs) void readLaneHello(b).then(({ frames }) => { d.addLane(b, frames) }, () => {})
-      }
-    }
-  }
 
   it('migrates a running image over 3 lanes and the copy equals the source at pause', async () => {
     const { image, pool, writer, dir, hooks } = await setup()

@@ -120,8 +120,10 @@ describe('migration with cold cache blocks from replicas', () => {
   })
 
   it('reassigns the requests of a replica killed mid-fetch', async () => {
-    // Replicas serve 4 MiB/s each, so the fetch lasts long enough to kill one in the middle.
-    const c = await cluster(2, { serveRate: 4 * 2 ** 20 })
+    // Replicas serve 1 MiB/s each (16 MiB of blocks: ~8 s), so the victim still has requests
+    // queued when the destination's figures first show it served bytes and the kill lands (at
+    // 4 MiB/s it could finish its share before, and nothing was reassigned: a CI failure).
+    const c = await cluster(2, { serveRate: 2 ** 20 })
     await cachedImage(c, 'vm')
     const victim = c.replicas[0]!
     let killed: Promise<void> | undefined

@@ -14,25 +14,12 @@ import { InvalidDriverConfigError } from '@shoal/core'
 import type { ShoalNode } from '@shoal/node'
 import { startNode } from '../fixtures/nodes.js'
 import { tempDir } from '../fixtures/temp.js'
+import { killVmsUnder } from '../fixtures/qemu-vms.js'
 
 const MiB = 2 ** 20
 const BIN = fileURLToPath(new URL('../../packages/cli/dist/bin.js', import.meta.url))
 let guest: TestGuest
 
-/** Kills every QEMU whose pid file lies under `dir` (a test that failed half-way, a killed node's VM). */
-function killVmsUnder (dir: string): void {
-  const walk = (d: string): void => {
-    for (const e of (() => { try { return readdirSync(d, { withFileTypes: true }) } catch { return [] } })()) {
-      const p = join(d, e.name)
-      if (e.isDirectory()) walk(p)
-      else if (e.name === 'qemu.pid') {
-        const pid = Number(readFileSync(p, 'utf8').trim())
-        if (pid > 0 && isQemuProcess(pid)) process.kill(pid, 'SIGKILL')
-      }
-    }
-  }
-  walk(dir)
-}
 
 async function vmImage (node: ShoalNode, name: string, extra: Record<string, unknown> = {}): Promise<void> {
   await node.createImage({

@@ -1,53 +1,9 @@
-import { spawn } from 'node:child_process'
-import type { ChildProcess } from 'node:child_process'
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { request } from 'node:http'
-import { createInterface } from 'node:readline'
-import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
+import { api, runNode } from '../fixtures/node-process.js'
+import type { NodeProc } from '../fixtures/node-process.js'
 import { tempDir } from '../fixtures/temp.js'
-
-const BIN = fileURLToPath(new URL('../../packages/cli/dist/bin.js', import.meta.url))
 const MiB = 1024 * 1024
-
-interface NodeProc { proc: ChildProcess, peerId: string, addrs: string[], dir: string, shm: string }
-
-/** Starts `shoal node` as its own process on `dir`; resolves once it listens (or rejects with its stderr). */
-async function runNode (dir: string, shm: string, ip: string, cleanups: Array<() => unknown>, extra: string[] = []): Promise<NodeProc> {
-  const proc = spawn(process.execPath, [BIN, 'node', '--data-dir', dir, '--shm-dir', shm, '--listen', `/ip4/${ip}/tcp/0`, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] })
-  cleanups.push(async () => {
-    if (proc.exitCode == null && proc.signalCode == null) { const e = new Promise(resolve => proc.once('exit', resolve)); proc.kill('SIGKILL'); await e }
-  })
-  let stderr = ''
-  proc.stderr!.on('data', (d: Buffer) => { stderr += d.toString() })
-  const first = await new Promise<string | undefined>((resolve) => {
-    createInterface({ input: proc.stdout! }).once('line', resolve)
-    proc.once('exit', () => { resolve(undefined) })
-  })
-  if (first == null) throw Object.assign(new Error(`node exited: ${stderr}`), { stderr })
-  const l = JSON.parse(first) as { peerId: string, addrs: string[] }
-  return { proc, peerId: l.peerId, addrs: l.addrs, dir, shm }
-}
-
-/** One call of the node's control API (HTTP on its unix socket). */
-async function api (dir: string, method: string, path: string, body?: unknown): Promise<{ status: number, body: any }> {
-  return await new Promise((resolve, reject) => {
-    const req = request({ socketPath: `${dir}/control.sock`, method, path, headers: { 'content-type': 'application/json' } }, (res) => {
-      let text = ''
-      res.on('data', (d: Buffer) => { text += d.toString() })
-      const finish = (): void => {
-        // /migrate answers NDJSON: its last line is the outcome (none when the node went away).
-        const lines = text.trim().split('\n')
-        try { resolve({ status: res.statusCode ?? 0, body: JSON.parse(lines[lines.length - 1]!) }) } catch { reject(new Error(`no complete answer: ${text.slice(-200)}`)) }
-      }
-      res.on('end', finish)
-      res.on('close', finish)
-      res.on('error', () => {})
-    })
-    req.on('error', reject)
-    req.end(body != null ? JSON.stringify(body) : undefined)
-  })
-}
 
 /** Pids of processes whose command line names `path` (the workload writers of one image). */
 function writersOf (path: string): number[] {

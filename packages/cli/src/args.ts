@@ -34,6 +34,11 @@ export function parseRate (value: string): number {
   return n
 }
 
+/** Collects a repeatable option whose values are comma-separated lists into one array (blanks dropped). */
+export function collectList (value: string, previous: string[] = []): string[] {
+  return [...previous, ...value.split(',').map(v => v.trim()).filter(v => v !== '')]
+}
+
 /** Collects a repeatable option into an array. */
 export function collect (value: string, previous: string[] = []): string[] {
   return [...previous, value]

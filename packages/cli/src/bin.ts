@@ -2,11 +2,13 @@
 import { Command, CommanderError, Option } from 'commander'
 import { errorCode, exitCodeOf, InvalidArgumentError } from '@shoal/core'
 import { generateSwarmKey } from '@shoal/libp2p'
-import { collect, parseBlock, parseBlockSize, parseCount, parseLanes, parsePositiveInt, parseRate, parseShare, parseSize } from './args.js'
+import { collect, collectList, parseBlock, parseBlockSize, parseCount, parseLanes, parsePositiveInt, parseRate, parseShare, parseSize } from './args.js'
 import { runDemo } from './commands/demo.js'
-import { runImageCheck, runImageCreate, runImageHot, runImageRemove, runImageStart, runVolumeImport, runVolumePull, runVolumeRemove } from './commands/image.js'
+import { runImageCheck, runImageCreate, runImageVerify, runImageHot, runImageRemove, runImageStart, runVolumeImport, runVolumePull, runVolumeRemove } from './commands/image.js'
+import { runEvacuate } from './commands/evacuate.js'
 import { runMigrate } from './commands/migrate.js'
-import { runNode } from './commands/node.js'
+import { runCancel, runMigrations, runPeers, runReport } from './commands/migrations.js'
+import { runConfigCheck, runNode } from './commands/node.js'
 import { runStatus } from './commands/status.js'
 
 const program = new Command('shoal')
@@ -20,7 +22,8 @@ const nodeOpt = (): Option => new Option('--node <dir>', 'data directory (or con
 
 program.command('node')
   .description('run a peer daemon (one per host)')
-  .requiredOption('--data-dir <dir>', 'identity, images and control socket live here')
+  .option('--config <file>', 'YAML config file: the keys are these flags without their dashes (e.g. data-dir, max-incoming), plus migrate: defaults; flags override it (see `shoal config check`)')
+  .option('--data-dir <dir>', 'identity, images and control socket live here (required, here or in --config)')
   .option('--listen <multiaddr>', 'listen address (repeatable)', collect, [])
   .option('--allow <peerId>', 'peer allowed to migrate into this node (repeatable)', collect, [])
   .option('--bootstrap <multiaddr>', 'peer to connect to at start (repeatable)', collect, [])
@@ -36,8 +39,17 @@ program.command('node')
   .option('--max-incoming-per-peer <n>', 'incoming migrations at once from one peer (default 2)', parsePositiveInt)
   .option('--space-margin <size>', 'free space always kept in the data and shm dirs (default: 128M or 2% of the file system)', parseSize)
   .option('--keep-workloads', 'on SIGINT/SIGTERM leave the workloads running (a restarted node takes them back); default: stop them', false)
+  .option('--stop-grace <seconds>', 'on SIGINT/SIGTERM, running migrations out get this long to finish before they are cancelled (default 0)', parseRate)
   .option('--swarm-key <file>', 'private network: only nodes with this pre-shared key can connect (make one with `shoal swarm-key`)')
-  .action(async (o) => { await runNode(o) })
+  .option('--metrics <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics (off by default)')
+  .addOption(new Option('--log-format <format>', 'json (default) or pretty (readable; the default on a terminal)').choices(['json', 'pretty']))
+  .addOption(new Option('--log-level <level>', 'least level logged (default info)').choices(['debug', 'info', 'warn', 'error']))
+  .action(async (o, cmd: Command) => { await runNode(o, (k) => cmd.getOptionValueSource(k) === 'cli') })
+const config = program.command('config').description('node config files')
+config.command('check <file>')
+  .description('check a `shoal node --config` file: prints the settings it makes, or the keys at fault')
+  .option('--json', 'print the checked settings as JSON', false)
+  .action((file: string, o) => { runConfigCheck(file, o) })
 program.command('swarm-key')
   .description('print a new private-network key (give the same file to every node of the cluster with --swarm-key)')
   .action(() => { process.stdout.write(new TextDecoder().decode(generateSwarmKey()) + '\n') })
@@ -54,14 +66,53 @@ program.command('migrate <image>')
   .option('--lane-rate <bytes/s>', 'bandwidth cap per lane', parseSize)
   .option('--scan-cpu <share>', "share of a core each scanner may use while the workload runs (0..1]", parseShare)
   .option('--no-adaptive-pacing', "do not back off when the workload's ops/s drop")
+  .addOption(new Option('--cache-mode <mode>', 'precopy: the whole cache arrives before the switchover; postcopy: switch over once memory and the hot and dirty cache blocks are there, the clean blocks stream in afterwards from every replica and from this node (needs a cache that caches a volume; after the switchover there is no way back to the source)').choices(['precopy', 'postcopy']))
+  .option('--postcopy-prefetch', 'with --cache-mode postcopy: the destination streams clean cache blocks from the replicas during the pre-copy rounds too (default: from the switchover on, so the workload resumes sooner on a destination short of cores)')
   .option('--json', 'print the report as JSON', false)
   .action(async (image: string, o) => { await runMigrate(image, o) })
+
+program.command('evacuate')
+  .description('move every image of this node to peers that can take it (several at once, one shared bandwidth budget, a failed image retried elsewhere)')
+  .addOption(nodeOpt())
+  .option('--to <peers>', 'peers that may take images: peer IDs or multiaddrs ending in /p2p/<id>, comma-separated (repeatable)', collectList)
+  .option('--any', 'any peer this node knows (each must allow this node; it is asked what it can take)')
+  .option('--max-parallel <n>', 'migrations at once, at most (default 4; one copies its whole image at a time, the others are in their later rounds, pauses or commits; each target also caps what it takes from one peer)', parsePositiveInt)
+  .option('--max-rate <bytes/s>', 'bandwidth cap over every lane of every migration together (e.g. 80M); pauses are exempt', parseSize)
+  .option('--max-attempts <n>', 'tries per image, each on another peer (default 3)', parsePositiveInt)
+  .option('--images <names>', 'only these images, comma-separated (repeatable)', collectList)
+  .option('--lanes <n>', 'data lanes per migration (1..256)', parseLanes)
+  .option('--downtime-target <ms>', "each migration's pause target (default: the node's)", parsePositiveInt)
+  .addOption(new Option('--cache-mode <mode>', 'precopy or postcopy, for every image (see migrate)').choices(['precopy', 'postcopy']))
+  .option('--json', 'print the summary report as JSON', false)
+  .action(async (o) => { await runEvacuate(o) })
 
 program.command('status')
   .description('show what a node hosts')
   .addOption(nodeOpt())
   .option('--json', 'print JSON', false)
   .action(async (o) => { await runStatus(o) })
+
+program.command('migrations')
+  .description('list the migrations out of a node, running and past, newest first')
+  .addOption(nodeOpt())
+  .option('--json', 'print JSON', false)
+  .action(async (o) => { await runMigrations(o) })
+program.command('cancel <id>')
+  .description('cancel a running migration (id or a unique prefix of 4+ digits): it aborts, the workload keeps running here')
+  .addOption(nodeOpt())
+  .option('--json', 'print JSON', false)
+  .action(async (id: string, o) => { await runCancel(id, o) })
+program.command('peers')
+  .description('list the peers a node knows, and whether they are connected')
+  .addOption(nodeOpt())
+  .option('--json', 'print JSON', false)
+  .action(async (o) => { await runPeers(o) })
+program.command('report <id>')
+  .description("print the path of a finished migration's HTML report (charts of its rounds, lanes, replicas and pause)")
+  .addOption(nodeOpt())
+  .option('--open', 'open it with xdg-open', false)
+  .option('--json', 'print the paths of the JSON record and the HTML page as JSON', false)
+  .action(async (id: string, o) => { await runReport(id, o) })
 
 const image = program.command('image').description('manage images on a node')
 image.command('create <name>')
@@ -91,6 +142,11 @@ image.command('check <name>')
   .addOption(nodeOpt())
   .option('--json', 'print JSON', false)
   .action(async (name: string, o) => { await runImageCheck(name, o) })
+image.command('verify <name>')
+  .description("check an image's data: its cache's clean blocks against the volume it caches, and the workload's own check (a synthetic workload when stopped, the test guest of a running VM); exit 1 when a check failed")
+  .addOption(nodeOpt())
+  .option('--json', 'print JSON', false)
+  .action(async (name: string, o) => { await runImageVerify(name, o) })
 image.command('start <name>')
   .description("start an image's workload")
   .addOption(nodeOpt())

@@ -34,7 +34,8 @@ export async function call (socket: string, method: string, path: string, body?:
       if (err != null) reject(err); else resolve(v)
     }
     const gone = (cause: unknown): NodeGoneError => new NodeGoneError(`the node at ${socket} went away before it answered ${method} ${path} (it crashed or was stopped; see its log)`, { cause })
-    const req = request({ socketPath: socket, method, path, headers: { 'content-type': 'application/json' } }, (res) => {
+    // A connection per call: a kept-alive socket the node closed while this process was busy would fail the next call with EPIPE.
+    const req = request({ socketPath: socket, method, path, agent: false, headers: { 'content-type': 'application/json' } }, (res) => {
       let buf = ''
       let last: unknown
       res.setEncoding('utf8')

@@ -90,6 +90,9 @@ export function formatReport (r: MigrationReport): string {
     const p = r.pacing
     lines.push(`  pacing:       workload ${p.baselineOpsPerSec.toFixed(0)} ops/s before, lowest ${p.minOpsPerSec.toFixed(0)} during; ${p.backoffs} back-offs${p.lowestRate != null ? ` (down to ${formatRate(p.lowestRate)})` : ''}`)
   }
+  if (r.postcopy != null) {
+    lines.push(`  post-copy:    ${r.postcopy.deferredBlocks} cache blocks (${formatBytes(r.postcopy.deferredBytes)}) were still to come at the switchover; they stream in from the replicas and from this node, which keeps its copy until the destination has them all (\`shoal status\` there shows the progress)`)
+  }
   if (r.cache != null) {
     lines.push(`  cache:        ${r.cache.sourceBlocks} blocks sent by the source (hot, dirty, or not found elsewhere)`)
     lines.push(...cacheLines(r.cache, '    '))
@@ -100,4 +103,36 @@ export function formatReport (r: MigrationReport): string {
     lines.push(`    ${String(l.index).padStart(2)} ${l.id.padEnd(28)} ${formatBytes(l.bytes).padStart(10)} ${String(l.chunks).padStart(6)} chunks  ${l.state}${l.requeued > 0 ? ` (${l.requeued} chunks re-queued)` : ''}${l.error != null ? `: ${l.error}` : ''}`)
   }
   return lines.join('\n')
+}
+
+/** A table of plain columns, each as wide as its widest cell, two spaces apart. */
+export function formatTable (head: string[], rows: string[][]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map(r => (r[i] ?? '').length)))
+  const line = (r: string[]): string => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()
+  return [line(head), ...rows.map(line)].join('\n') + '\n'
+}
+
+/**
+ * A block of progress lines: redrawn in place on a terminal, else printed at most every
+ * `everyMs`; a note (an id, a warning) goes above it once.
+ */
+export class LiveLines {
+  private drawn = 0
+  private lastPrint = 0
+  constructor (private readonly out: NodeJS.WriteStream, private readonly everyMs = 1000) {}
+
+  draw (lines: string[]): void {
+    if (this.out.isTTY) {
+      this.out.write(`${this.drawn > 0 ? `\x1b[${this.drawn}F` : ''}${lines.map(l => `${l}\x1b[K`).join('\n')}\n`)
+      this.drawn = lines.length
+    } else if (Date.now() - this.lastPrint > this.everyMs) {
+      this.out.write(lines.join('\n') + '\n')
+      this.lastPrint = Date.now()
+    }
+  }
+
+  note (line: string): void {
+    this.out.write(`${this.out.isTTY && this.drawn > 0 ? `\x1b[${this.drawn}F\x1b[J` : ''}${line}\n`)
+    this.drawn = 0
+  }
 }

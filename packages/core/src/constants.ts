@@ -53,3 +53,9 @@ export const COOPERATIVE_ACK_TIMEOUT_MS = 1000
  */
 export const SCAN_ESTIMATE_SHADOW_BPS = 3e9
 export const SCAN_ESTIMATE_HASH_BPS = 0.5e9
+/**
+ * Post-copy: bulk bytes asked of one source at a time (all its lanes together). A read on demand
+ * waits behind at most this much at that source (2 MiB: ~85 ms at 200 Mbit/s), which still
+ * covers the bandwidth-delay product of a LAN path many times over.
+ */
+export const POSTCOPY_BULK_BYTES_PER_SOURCE = 2 * 1024 * 1024

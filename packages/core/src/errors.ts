@@ -88,6 +88,14 @@ export class AbortedError extends ShoalError {
   constructor (message = 'migration aborted', options?: ErrorOptions) { super(message, undefined, options) }
 }
 
+/**
+ * The error an aborted signal stands for: its own reason when that is an AbortedError (which
+ * says who aborted and why, e.g. an operator's cancel), a plain AbortedError otherwise.
+ */
+export function abortedBy (signal: AbortSignal | undefined): AbortedError {
+  return signal?.reason instanceof AbortedError ? signal.reason : new AbortedError()
+}
+
 /** The peer did not answer within the protocol's time limit. */
 export class TimeoutError extends ShoalError {
   static override readonly code = 'ERR_TIMEOUT'
@@ -254,6 +262,9 @@ export const ERROR_TABLE: Readonly<Record<string, ErrorCodeEntry>> = {
   [UnknownImageError.code]: NOT_FOUND,
   [UnknownVolumeError.code]: NOT_FOUND,
   ERR_NOT_FOUND: NOT_FOUND,
+  ERR_UNKNOWN_MIGRATION: NOT_FOUND,
+  // No peer can take an image (none known, reachable, allowing this node, or with room).
+  ERR_NO_TARGET: PEER,
   [NoNodeError.code]: NODE,
   [NodeGoneError.code]: NODE,
   [ImageExistsError.code]: CONFLICT,
@@ -279,7 +290,15 @@ export const ERROR_TABLE: Readonly<Record<string, ErrorCodeEntry>> = {
   [CommitUnknownError.code]: INTEGRITY,
   [WorkloadError.code]: INTERNAL,
   ERR_QMP: INTERNAL,
-  [AbortedError.code]: ABORTED
+  [AbortedError.code]: ABORTED,
+  // Post-copy (logged by a node) and `@shoal/nbd`, `@shoal/workload`'s fault client.
+  ERR_POSTCOPY_STALLED: PEER,
+  ERR_CACHE_FAULT: PEER,
+  ERR_NBD_LISTEN: INTERNAL,
+  ERR_NBD_PROTOCOL: PEER,
+  ERR_NBD_UNKNOWN_EXPORT: NOT_FOUND,
+  ERR_NBD_BACKEND: { http: 500, exit: 5 },
+  ERR_NBD_INVALID_EXPORT: INTERNAL
 }
 
 /** Every stable error code, for docs and for mapping codes received on the wire. */

@@ -2,6 +2,7 @@ import { renameSync, rmSync, symlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ImageSpec } from '@shoal/core'
 import { InvalidArgumentError } from '@shoal/core'
+import { CACHE_DRIVE, CACHE_FILE_NODE, CACHE_RAW_NODE } from './cache-drive.js'
 import { MAX_SOCKET_PATH } from './constants.js'
 import type { QemuConfig } from './qemu-config.js'
 
@@ -52,6 +53,8 @@ export interface QemuArgsOptions {
   accel: 'tcg' | 'kvm'
   /** Start paused, waiting for the device state (`-incoming defer`). */
   incoming: boolean
+  /** Start paused (`-S`) without waiting for a device state: a fresh boot that `cont` starts. */
+  paused?: boolean
 }
 
 /** Escapes a value for QEMU's comma-separated option syntax (a comma is written twice). */
@@ -82,8 +85,12 @@ export function qemuArgs (spec: ImageSpec, cfg: QemuConfig, runDir: string, opts
     // drop-cache=off: when QEMU takes its disk over after an incoming migration it would otherwise
     // fdatasync and drop the page cache of the whole file (for shared storage): with the cache
     // just written by Shoal that flush cost 250-450 ms inside the pause (measured).
-    args.push('-drive', `file=${optValue(p.disk)},format=raw,if=none,id=cache0,cache=writeback,aio=threads,discard=unmap,file.drop-cache=off`,
-      '-device', 'virtio-blk-pci,drive=cache0,id=cachedisk')
+    // Named nodes (format and file): post-copy moves the raw node's file child onto an NBD export
+    // and back with blockdev-reopen (cache-drive.ts, which repeats these options in QMP form).
+    // QEMU's migration stream carries the virtio-blk device's state, not the block graph's node
+    // names: a source and a destination started with or without them stay compatible.
+    args.push('-drive', `file=${optValue(p.disk)},format=raw,if=none,id=${CACHE_DRIVE},node-name=${CACHE_RAW_NODE},file.node-name=${CACHE_FILE_NODE},cache=writeback,aio=threads,discard=unmap,file.drop-cache=off`,
+      '-device', `virtio-blk-pci,drive=${CACHE_DRIVE},id=cachedisk`)
   }
   args.push(
     '-chardev', `socket,id=ser0,path=${optValue(p.serial)},server=on,wait=off,logfile=${optValue(p.serialLog)},logappend=on`,
@@ -92,5 +99,6 @@ export function qemuArgs (spec: ImageSpec, cfg: QemuConfig, runDir: string, opts
     '-pidfile', p.pidFile
   )
   if (opts.incoming) args.push('-S', '-incoming', 'defer')
+  else if (opts.paused === true) args.push('-S')
   return args
 }

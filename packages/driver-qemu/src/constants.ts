@@ -28,3 +28,12 @@ export const MAX_SOCKET_PATH = 107
 export const POLL_MS = 5
 /** What a VM adds to every pause, for the planner: device state out and in, cont, the heartbeat (measured 60–120 ms here). */
 export const VM_FIXED_PAUSE_MS = 100
+/**
+ * Post-copy: how long a VM's requests to the node's NBD export wait for its client to reconnect
+ * when the export goes away (the node restarting) before they fail; they are sent again once it
+ * is back. A guest's virtio disk has no timeout of its own: a long wait is a stall, a failure is
+ * an I/O error in the guest.
+ */
+export const POSTCOPY_NBD_RECONNECT_DELAY_S = 300
+/** Post-copy: how long a VM retries its first connection to the node's NBD export. */
+export const POSTCOPY_NBD_OPEN_TIMEOUT_S = 5

@@ -3,10 +3,8 @@ import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { Bitmap, WorkloadError } from '@shoal/core'
 import type { DirtySource } from '@shoal/core'
+import { CACHE_DRIVE } from './cache-drive.js'
 import type { QmpClient } from './qmp-client.js'
-
-/** The -drive id of a Shoal VM's cache disk (see command-line.ts). */
-export const CACHE_DRIVE = 'cache0'
 
 /** One extent of `qemu-img map --output=json`. */
 export interface MapExtent { start: number, length: number, data: boolean }

@@ -1,7 +1,9 @@
-import { openSync, closeSync, ftruncateSync, readFileSync, writeSync } from 'node:fs'
+import { openSync, closeSync, existsSync, ftruncateSync, readFileSync, writeSync } from 'node:fs'
 import { randomFillSync } from 'node:crypto'
 import { DutyCycle, WorkloadError } from '@shoal/core'
 import type { ArrivalCheck, Driver, DriverImage, ImageSpec, PreparedLaunch, RunningWorkload } from '@shoal/core'
+import { CACHE_DRIVE, cacheDriveNodes, moveCacheToFile, moveCacheToNbd } from './cache-drive.js'
+import type { CacheExport } from './cache-drive.js'
 import { THROTTLE_RUN_MS, VM_FIXED_PAUSE_MS } from './constants.js'
 import { isQemuStream } from './device-state.js'
 import { qemuDiskDirtySource } from './disk-dirty-bitmap.js'
@@ -11,6 +13,7 @@ import { validateQemuConfig } from './qemu-config.js'
 import type { QemuConfig } from './qemu-config.js'
 import { isQemuProcess, QemuVm } from './qemu-vm.js'
 import { linkImageFiles, vmPaths } from './command-line.js'
+import { checkTestGuest } from './test-guest.js'
 
 /** Options of {@link createQemuDriver}. */
 export interface QemuDriverInit {
@@ -43,6 +46,61 @@ class PreparedVm implements PreparedLaunch {
   }
 }
 
+/** Where the driver says what it did and what an operator must know. */
+type DriverLogger = NonNullable<QemuDriverInit['logger']>
+
+/**
+ * Post-copy: the export a VM reaches its still-arriving cache by. A VM speaks only a block
+ * protocol, so a post-copy launch without an NBD export is refused (the local file has zeros
+ * where blocks are missing).
+ */
+function postcopyExport (image: DriverImage): CacheExport | undefined {
+  const pc = image.postcopy
+  if (pc == null || image.spec.cache.size === 0) return undefined
+  if (pc.nbd == null) throw new WorkloadError('post-copy: a VM reaches its cache disk only by NBD, and the node offers no NBD export for it')
+  return pc.nbd
+}
+
+/** Whether the node's present bytes say every block has arrived (the file is gone once the node finished). */
+function cacheComplete (presentPath: string): boolean {
+  if (!existsSync(presentPath)) return true
+  return readFileSync(presentPath).every(b => b === 1)
+}
+
+/**
+ * `RunningWorkload.postcopyComplete` of a VM: moves its cache drive off the post-copy export
+ * (see {@link moveCacheToFile}), the VM running throughout; says how long it took, whether QEMU
+ * stopped the VM meanwhile (it should not) and which file the drive is on. Concurrent calls share
+ * one move; a later call finds nothing to move. A VM that is gone (or goes meanwhile) has nothing
+ * to move: the call resolves.
+ */
+function postcopyCompletion (vm: QemuVm, image: string, log?: DriverLogger): () => Promise<void> {
+  let moving: Promise<void> | undefined
+  const move = async (): Promise<void> => {
+    if (!vm.reachable) return
+    const stops: number[] = []
+    const off = vm.qmp.onEvent(e => { if (e.event === 'STOP') stops.push(Date.now()) })
+    const t0 = performance.now()
+    try {
+      if (!await moveCacheToFile(vm.qmp, vm.paths.disk)) return
+      const ms = +(performance.now() - t0).toFixed(1)
+      const status = await vm.status()
+      const blocks = await vm.qmp.execute<Array<{ device: string, inserted?: { image?: { filename?: string } } }>>('query-block')
+      const file = blocks.find(b => b.device === CACHE_DRIVE)?.inserted?.image?.filename
+      log?.info('VM cache drive moved from the post-copy export to the local file', { image, pid: vm.pid, ms, status, stopped: stops.length > 0, file, nodes: [...(await cacheDriveNodes(vm.qmp)).keys()] })
+    } catch (err) {
+      if (!vm.reachable) return
+      throw new WorkloadError(`could not move the VM's cache drive to the local file: ${(err as Error).message}`)
+    } finally {
+      off()
+    }
+  }
+  return async () => {
+    moving ??= move().finally(() => { moving = undefined })
+    await moving
+  }
+}
+
 function geometry (spec: ImageSpec): { memorySize: number, pageSize: number, cacheSize: number, blockSize: number } {
   return { memorySize: spec.memory.size, pageSize: spec.memory.pageSize, cacheSize: spec.cache.size, blockSize: spec.cache.blockSize }
 }
@@ -55,7 +113,9 @@ function geometry (spec: ImageSpec): { memorySize: number, pageSize: number, cac
  * resume = `cont`. On a destination the VM is started with `-incoming defer` when the HELLO
  * arrives, loads the device state inside the pause, continues, and counts as arrived when QMP
  * says `running` and the guest prints its heartbeat on the serial console. Auto-converge is a
- * stop/cont duty cycle (QEMU's own cpu-throttle only acts inside QEMU's migration).
+ * stop/cont duty cycle (QEMU's own cpu-throttle only acts inside QEMU's migration). Post-copy of
+ * the cache: the VM's drive runs on the node's NBD export until the cache is complete, then moves
+ * to the local file with no pause (cache-drive.ts).
  */
 export function createQemuDriver (init: QemuDriverInit = {}): Driver {
   const probe = init.probeKvm ?? kvmWorks
@@ -70,7 +130,7 @@ export function createQemuDriver (init: QemuDriverInit = {}): Driver {
     if (cfg.heartbeat != null) await vm.waitConsole(cfg.heartbeat, from, timeoutMs)
   }
 
-  const workload = (vm: QemuVm, cfg: QemuConfig): RunningWorkload => {
+  const workload = (vm: QemuVm, cfg: QemuConfig, image: string): RunningWorkload => {
     const duty = new DutyCycle(async () => { await vm.pause() }, async () => { await vm.cont() }, THROTTLE_RUN_MS)
     let ended = false
     void vm.exited.then(() => { duty.stop() })
@@ -87,6 +147,7 @@ export function createQemuDriver (init: QemuDriverInit = {}): Driver {
       terminate: end,
       // Device state out and in (~10 + ~15 ms), cont, and waiting for the guest's heartbeat.
       fixedPauseMs: VM_FIXED_PAUSE_MS,
+      postcopyComplete: postcopyCompletion(vm, image, init.logger),
       cacheDirtySource: cfg.diskTracker === 'dirty-bitmap' ? (units, unitSize) => qemuDiskDirtySource(vm.qmp, vm.runDir, units, unitSize) : undefined,
       controller: {
         pause: async () => { await duty.pause() },
@@ -96,6 +157,19 @@ export function createQemuDriver (init: QemuDriverInit = {}): Driver {
         stop: end
       }
     }
+  }
+
+  /**
+   * Post-copy: the cache may have completed while the VM was being started, before the node held
+   * its workload to tell it: then the drive moves to the local file now (see the present bytes).
+   */
+  const started = async (w: RunningWorkload, image: DriverImage, exp: CacheExport | undefined): Promise<RunningWorkload> => {
+    if (exp != null && image.postcopy != null && cacheComplete(image.postcopy.presentPath)) {
+      await w.postcopyComplete?.().catch((err: Error) => {
+        init.logger?.warn('post-copy: the cache completed while the VM started, and its drive could not move to the local file', { image: image.spec.name, error: err.message })
+      })
+    }
+    return w
   }
 
   return {
@@ -125,19 +199,27 @@ export function createQemuDriver (init: QemuDriverInit = {}): Driver {
       const cfg = configOf(image.spec)
       return new PreparedVm(await QemuVm.start(image.spec, cfg, image.runDir, { accel: await accelOf(cfg), incoming: true }))
     },
+    // Post-copy (`image.postcopy`): the cache drive moves onto the node's NBD export while the VM
+    // is paused, before its first `cont`, so no guest request ever reaches the local file's
+    // missing blocks; it moves back when the node calls postcopyComplete.
     async launch (image, deviceState, prepared) {
       const cfg = configOf(image.spec)
+      const exp = postcopyExport(image)
       if (deviceState == null || deviceState.byteLength === 0) {
         // A fresh boot (or a migrated image whose source VM was not running).
         await prepared?.cancel()
-        const vm = await QemuVm.start(image.spec, cfg, image.runDir, { accel: await accelOf(cfg), incoming: false })
+        const vm = await QemuVm.start(image.spec, cfg, image.runDir, { accel: await accelOf(cfg), incoming: false, paused: exp != null })
         try {
+          if (exp != null) {
+            await moveCacheToNbd(vm.qmp, exp)
+            await vm.cont()
+          }
           await arrived(vm, cfg, 0, cfg.bootTimeoutMs)
         } catch (err) {
           await vm.kill()
           throw new WorkloadError(`VM did not boot: ${(err as Error).message}`)
         }
-        return workload(vm, cfg)
+        return await started(workload(vm, cfg, image.spec.name), image, exp)
       }
       const vm = prepared instanceof PreparedVm && prepared.take()
         ? prepared.vm
@@ -148,18 +230,31 @@ export function createQemuDriver (init: QemuDriverInit = {}): Driver {
         const t0 = performance.now()
         await vm.loadState(deviceState)
         const t1 = performance.now()
+        if (exp != null) await moveCacheToNbd(vm.qmp, exp)
+        const t1b = performance.now()
         const from = vm.serialOffset()
         await vm.cont()
         const t2 = performance.now()
         await arrived(vm, cfg, from, cfg.heartbeatTimeoutMs)
         const t3 = performance.now()
-        init.logger?.info('VM resumed', { image: image.spec.name, pid: vm.pid, prepared: prepared != null, loadStateMs: +(t1 - t0).toFixed(1), contMs: +(t2 - t1).toFixed(1), heartbeatMs: +(t3 - t2).toFixed(1) })
+        init.logger?.info('VM resumed', { image: image.spec.name, pid: vm.pid, prepared: prepared != null, loadStateMs: +(t1 - t0).toFixed(1), ...(exp != null ? { toExportMs: +(t1b - t1).toFixed(1) } : {}), contMs: +(t2 - t1b).toFixed(1), heartbeatMs: +(t3 - t2).toFixed(1) })
       } catch (err) {
         await vm.kill()
         throw new WorkloadError(`migrated VM did not resume: ${(err as Error).message}`)
       }
-      return workload(vm, cfg)
+      return await started(workload(vm, cfg, image.spec.name), image, exp)
     },
+    /**
+     * Takes a VM back after a node restart. A VM whose cache was still arriving by post-copy keeps
+     * its drive on the node's NBD export: while the node is down its NBD client reconnects in the
+     * background and guest requests wait (up to POSTCOPY_NBD_RECONNECT_DELAY_S, then they fail
+     * with an I/O error in the guest). The restarted node serves the export again at the same
+     * path (`<runDir>/cache.nbd`) when it takes the stream up again; the client reconnects and
+     * sends the waiting requests again. The adopted workload's `postcopyComplete` reads the block
+     * graph, not state of the node that started the VM, so it moves such a drive to the local file
+     * when the node calls it (and does nothing for a drive already there). Shown by
+     * test/e2e/qemu-postcopy.spec.ts (a destination node killed with SIGKILL during the stream).
+     */
     async adopt (image: DriverImage) {
       const pid = image.runtime?.pid
       if (typeof pid !== 'number') return undefined
@@ -172,13 +267,21 @@ export function createQemuDriver (init: QemuDriverInit = {}): Driver {
       // running on the destination now: it stays paused until an operator decides.
       if (status === 'paused') await vm.cont()
       if (status === 'postmigrate') init.logger?.warn('adopted a VM whose device state was taken for a switchover: left paused (the destination may run it)', { image: image.spec.name, pid })
-      return workload(vm, cfg)
+      return workload(vm, cfg, image.spec.name)
     },
     async reap (runDir) {
       const pid = Number(readFileSync(vmPaths(runDir).pidFile, 'utf8').trim())
       if (Number.isInteger(pid) && pid > 0 && isQemuProcess(pid)) process.kill(pid, 'SIGKILL')
     },
     async deviceState () { return new Uint8Array(0) },
+    async verify (image, running) {
+      // Only a guest that checks itself can say its data is whole: Shoal's test guest does.
+      const append = configOf(image.spec).append ?? ''
+      if (!append.includes('shoal.mem=')) return { detail: 'this VM\'s guest has no self-check Shoal can ask for (Shoal\'s test guest has one); check it from inside the guest' }
+      if (!running) return { detail: 'the VM is not running: start it, and its test guest checks every RAM stamp and disk record it wrote' }
+      const v = await checkTestGuest(image.runDir, 120_000)
+      return { ok: v.ok, detail: v.line }
+    },
     async check (image, deviceState, prepared): Promise<ArrivalCheck> {
       if (deviceState.byteLength === 0) return { ok: true, detail: 'the source VM was not running: the VM boots here' }
       if (!isQemuStream(deviceState)) return { ok: false, detail: 'device state is not a QEMU migration stream' }

@@ -29,14 +29,19 @@ export function isQemuProcess (pid: number): boolean {
 export class QemuVm {
   /** Resolves when QEMU has exited (its QMP connection closed), with its exit code when known. */
   readonly exited: Promise<number | null>
+  private gone = false
   private constructor (readonly qmp: QmpClient, readonly pid: number, readonly paths: VmPaths, readonly runDir: string, childExit?: Promise<number | null>) {
     this.exited = childExit != null
       ? Promise.all([childExit, qmp.closed]).then(([code]) => code)
       : qmp.closed.then(async () => { await waitGone(pid); return null })
+    void qmp.closed.then(() => { this.gone = true })
   }
 
-  /** Starts QEMU for `spec` (paused waiting for a device state when `incoming`). */
-  static async start (spec: ImageSpec, cfg: QemuConfig, runDir: string, opts: { accel: 'tcg' | 'kvm', incoming: boolean }): Promise<QemuVm> {
+  /** False once QEMU exited or its QMP connection closed (nothing more can be asked of it). */
+  get reachable (): boolean { return !this.gone }
+
+  /** Starts QEMU for `spec` (paused waiting for a device state when `incoming`; paused for a fresh boot when `paused`). */
+  static async start (spec: ImageSpec, cfg: QemuConfig, runDir: string, opts: { accel: 'tcg' | 'kvm', incoming: boolean, paused?: boolean }): Promise<QemuVm> {
     const paths = vmPaths(runDir)
     for (const f of [paths.qmp, paths.serial, paths.pidFile]) rmSync(f, { force: true })
     linkImageFiles(spec, runDir)

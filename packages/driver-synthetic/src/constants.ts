@@ -18,3 +18,5 @@ export const SYNTHETIC_MIN_MEMORY_SIZE = 2 * PAGE_SIZE
 export const FIXED_PAUSE_MS = 20
 /** What a full arrival check costs per GiB of image (`shoal-workload verify`: ~0.3 s per GiB here, with margin). */
 export const FULL_CHECK_MS_PER_GIB = 350
+/** Cache blocks read (and checked against the volume's hashes) per second: none unless configured. */
+export const DEFAULT_CACHE_READ_RATE = 0

@@ -9,7 +9,7 @@ import type { ArrivalCheck, Driver, DriverImage, PreparedLaunch, RunningWorkload
 import { initImage, readHeader, verifyImage, workloadBinPath } from '@shoal/workload'
 import type { OpsSnapshot } from '@shoal/workload'
 import { processArgs, processStartTime, waitForExit } from './process-info.js'
-import { FIXED_PAUSE_MS, FULL_CHECK_MS_PER_GIB, DEFAULT_RECORD_RATE, DEFAULT_WORKLOAD_RATE, READY_TIMEOUT_MS, SYNTHETIC_MIN_MEMORY_SIZE, THROTTLE_RUN_MS } from './constants.js'
+import { FIXED_PAUSE_MS, FULL_CHECK_MS_PER_GIB, DEFAULT_CACHE_READ_RATE, DEFAULT_RECORD_RATE, DEFAULT_WORKLOAD_RATE, READY_TIMEOUT_MS, SYNTHETIC_MIN_MEMORY_SIZE, THROTTLE_RUN_MS } from './constants.js'
 
 /** Driver settings of a synthetic image (they travel with the image). */
 export interface SyntheticConfig {
@@ -17,6 +17,13 @@ export interface SyntheticConfig {
   rate?: number
   /** Cache records appended per second. */
   recordRate?: number
+  /**
+   * Cache blocks read per second (default 0), at random beyond the records, each checked against
+   * the volume's block hashes (`shoal-workload run --cache-reads`); a wrong read is logged and
+   * counted as `badCacheReads` in the ops file. Only a cache that caches a volume has hashes to
+   * check against: for any other cache the reads are not made.
+   */
+  cacheReadRate?: number
   /** `cooperative`: the workload marks the pages it writes in a marks file beside its memory. */
   tracker?: 'scan' | 'cooperative'
   /**
@@ -52,7 +59,7 @@ class StandbyWorkload implements PreparedLaunch {
 /** Device state of a synthetic workload: its counters at pause, read from its header page. */
 interface SyntheticState { writes: number, records: number }
 
-const CONFIG_KEYS = new Set(['rate', 'recordRate', 'tracker', 'arrivalCheck'])
+const CONFIG_KEYS = new Set(['rate', 'recordRate', 'cacheReadRate', 'tracker', 'arrivalCheck'])
 
 /** Checks a synthetic image's config; throws {@link InvalidDriverConfigError} naming the field. */
 export function validateSyntheticConfig (config: Record<string, unknown>): SyntheticConfig {
@@ -60,16 +67,16 @@ export function validateSyntheticConfig (config: Record<string, unknown>): Synth
   for (const k of Object.keys(config)) {
     if (!CONFIG_KEYS.has(k)) throw new InvalidDriverConfigError(`synthetic driver: unknown config field ${JSON.stringify(k)} (known: ${[...CONFIG_KEYS].join(', ')})`)
   }
-  const rate = (k: 'rate' | 'recordRate', dflt: number): number => {
+  const rate = (k: 'rate' | 'recordRate' | 'cacheReadRate', dflt: number): number => {
     const v = config[k] ?? dflt
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > 10_000_000) throw new InvalidDriverConfigError(`synthetic driver: ${k} must be a number of writes per second in 0..1e7, got ${JSON.stringify(config[k])}`)
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > 10_000_000) throw new InvalidDriverConfigError(`synthetic driver: ${k} must be a number of ${k === 'cacheReadRate' ? 'reads' : 'writes'} per second in 0..1e7, got ${JSON.stringify(config[k])}`)
     return v
   }
   const tracker = config.tracker ?? 'scan'
   if (tracker !== 'scan' && tracker !== 'cooperative') throw new InvalidDriverConfigError(`synthetic driver: tracker must be scan or cooperative, got ${JSON.stringify(tracker)}`)
   const arrivalCheck = config.arrivalCheck ?? 'quick'
   if (arrivalCheck !== 'quick' && arrivalCheck !== 'full') throw new InvalidDriverConfigError(`synthetic driver: arrivalCheck must be quick or full, got ${JSON.stringify(arrivalCheck)}`)
-  return { rate: rate('rate', DEFAULT_WORKLOAD_RATE), recordRate: rate('recordRate', DEFAULT_RECORD_RATE), tracker, arrivalCheck }
+  return { rate: rate('rate', DEFAULT_WORKLOAD_RATE), recordRate: rate('recordRate', DEFAULT_RECORD_RATE), cacheReadRate: rate('cacheReadRate', DEFAULT_CACHE_READ_RATE), tracker, arrivalCheck }
 }
 
 /**
@@ -126,11 +133,18 @@ export function createSyntheticDriver (): Driver {
         args.push('--marks', `${rec.spec.memory.path}.marks`)
         blockMarks.push('--cache-marks', `${rec.spec.cache.path}.marks`)
       }
-      // A cache that caches a volume: the workload marks the blocks it writes (before writing).
-      if (CacheMeta.exists(rec.spec.cache.path)) blockMarks.push('--dirty-marks', cacheMetaPaths(rec.spec.cache.path).dirty)
+      // A cache that caches a volume: the workload marks the blocks it writes (before writing),
+      // and may read blocks and check them against the volume's hashes.
+      const volumeCache = CacheMeta.exists(rec.spec.cache.path)
+      if (volumeCache) blockMarks.push('--dirty-marks', cacheMetaPaths(rec.spec.cache.path).dirty)
+      const cacheReadRate = cfg.cacheReadRate ?? DEFAULT_CACHE_READ_RATE
+      if (volumeCache && cacheReadRate > 0) blockMarks.push('--cache-reads', String(cacheReadRate), '--cache-hashes', cacheMetaPaths(rec.spec.cache.path).hashes)
+      // Post-copy: the cache is still arriving; the workload asks for a missing block before touching it.
+      if (image.postcopy != null) blockMarks.push('--cache-present', image.postcopy.presentPath, '--cache-faults', image.postcopy.faultSocket)
       if (blockMarks.length > 0) args.push(...blockMarks, '--block-size', String(rec.spec.cache.blockSize))
       // A migrated image was fully checked by check() just before launch; `run` continues from
       // its header counters, so `--resume` (which would verify the whole image again) is not used.
+      // The same arguments go to a prepared (standby) process on its stdin.
       void resumeState
       let child: ChildProcess
       if (prepared instanceof StandbyWorkload && prepared.take()) {
@@ -162,12 +176,21 @@ export function createSyntheticDriver (): Driver {
       const pid = image.runtime?.pid
       const startTime = image.runtime?.startTime
       if (typeof pid !== 'number' || typeof startTime !== 'number' || processStartTime(pid) !== startTime) return undefined
+      // Its command line names the image, or it is a standby process that got its arguments on
+      // stdin (a workload started by an incoming migration); pid and start time already match.
       const args = processArgs(pid) ?? []
-      if (!args.includes(image.spec.memory.path)) return undefined
+      if (!args.includes(image.spec.memory.path) && !(args.includes(workloadBinPath) && args.includes('standby'))) return undefined
       const signal = (sig: NodeJS.Signals): void => {
         if (processStartTime(pid) === startTime) process.kill(pid, sig)
       }
       return controlled(image, pid, waitForExit(pid, startTime), signal, deviceState)
+    },
+    async verify (rec, running) {
+      // A writer that runs tears pages under the reader: its own check needs it stopped.
+      if (running) return { detail: 'the workload runs: stop it (or migrate it) for its own check of every page stamp and record' }
+      const v = await verifyImage({ memoryPath: rec.spec.memory.path, cachePath: rec.spec.cache.path })
+      if (v.ok) return { ok: true, detail: `every page stamp and record verified (${v.pagesChecked} pages, ${v.recordsChecked} records)` }
+      return { ok: false, detail: [`${v.badPageCount} bad pages`, `${v.badRecordCount} bad records`, ...v.errors.slice(0, 3)].join('; ') }
     },
     async check (rec, deviceState) {
       if (deviceState.byteLength === 0) return { ok: true, detail: 'the source was not running: the workload starts from its image' }
@@ -209,7 +232,9 @@ function controlled (rec: DriverImage, pid: number, exited: Promise<number | nul
   const cfg = rec.spec.driverConfig as SyntheticConfig
   const running: RunningWorkload = {
     pid,
-    runtime: { pid, startTime: processStartTime(pid) },
+    // The run directory too: a workload that arrived by migration runs in the one the migration
+    // prepared (its post-copy fault socket is there), which a restarted node must keep.
+    runtime: { pid, startTime: processStartTime(pid), runDir: rec.runDir },
     // A full arrival check reads the whole image on the destination inside the pause: tell the
     // planner what it costs (measured ~0.3 s per GiB here) instead of letting it assume 20 ms.
     ...(cfg.arrivalCheck === 'full' ? { fixedPauseMs: FIXED_PAUSE_MS + Math.ceil((rec.spec.memory.size + rec.spec.cache.size) / 2 ** 30 * FULL_CHECK_MS_PER_GIB) } : {}),

@@ -1,3 +1,5 @@
+import { prometheusMetrics } from '@libp2p/prometheus-metrics'
+import type { Registry } from 'prom-client'
 import { InvalidArgumentError } from '@shoal/core'
 import { randomBytes } from 'node:crypto'
 import { noise } from '@chainsafe/libp2p-noise'
@@ -25,6 +27,8 @@ export type ShoalLibp2p = Libp2p<{ identify: Identify }>
 
 /** Options of {@link createShoalLibp2p}. */
 export interface ShoalLibp2pInit {
+  /** libp2p's own metrics (connections, streams, protocol traffic) go to this prom-client registry. */
+  metricsRegistry?: Registry
   /** The node identity (see `loadOrCreateIdentity`). */
   privateKey: PrivateKey
   /** Multiaddrs to listen on, e.g. `/ip4/127.0.0.1/tcp/0`. */
@@ -107,6 +111,7 @@ export async function createShoalLibp2p (init: ShoalLibp2pInit): Promise<ShoalLi
       maxIncomingPendingConnections: 64
     },
     connectionMonitor: { abortConnectionOnPingFailure: false },
+    ...(init.metricsRegistry != null ? { metrics: prometheusMetrics({ registry: init.metricsRegistry, collectDefaultMetrics: false }) } : {}),
     services: { identify: identify() }
   })
 }

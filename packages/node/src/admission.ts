@@ -4,6 +4,7 @@ import { BusyError, ImageExistsError, ImageTooLargeError, NoSpaceError } from '@
 import {
   DEFAULT_MAX_CACHE_BYTES, DEFAULT_MAX_INCOMING, DEFAULT_MAX_INCOMING_PER_PEER, DEFAULT_SPACE_MARGIN_BYTES, SPACE_MARGIN_FRACTION
 } from './constants.js'
+import type { NodeCapacity } from './capacity.js'
 
 /** Limits a node applies to incoming migrations before it accepts one. */
 export interface AdmissionLimits {
@@ -85,6 +86,37 @@ export class Admission {
     return { image: req.image, release: () => { this.held.delete(h) } }
   }
 
+  /**
+   * What this node would still admit from `peer` now (told to peers placing images here, e.g. a
+   * host evacuation): the same free space, memory and margins {@link admit} checks against.
+   */
+  capacity (peer: string, images: number): NodeCapacity {
+    const held = [...this.held]
+    const mine = held.filter(h => h.peer === peer)
+    const heldMemory = sum(held.map(h => h.memory))
+    const heldCache = sum(held.map(h => h.cache))
+    const shm = fsOf(this.dirs.shmDir)
+    const data = fsOf(this.dirs.dataDir)
+    const sharedSpace = shm.dev === data.dev
+    const free = (fs: { free: number, size: number }, held: number): number => Math.max(0, fs.free - held - this.margin(fs.size))
+    const available = memAvailable()
+    const memoryRoom = available != null ? Math.max(0, available - heldMemory - this.margin(totalmem())) : Number.MAX_SAFE_INTEGER
+    const cacheFree = sharedSpace ? free(data, heldMemory + heldCache) : free(data, heldCache)
+    return {
+      memoryFree: Math.min(memoryRoom, sharedSpace ? cacheFree : free(shm, heldMemory)),
+      cacheFree,
+      sharedSpace,
+      maxMemoryBytes: this.limits.maxMemoryBytes,
+      maxCacheBytes: this.limits.maxCacheBytes,
+      maxIncoming: this.limits.maxIncoming,
+      maxIncomingPerPeer: this.limits.maxIncomingPerPeer,
+      incoming: held.length,
+      incomingFromYou: mine.length,
+      heldFromYou: { memory: sum(mine.map(h => h.memory)), cache: sum(mine.map(h => h.cache)) },
+      images
+    }
+  }
+
   private checkSpace (req: AdmissionRequest): void {
     const heldMemory = sum([...this.held].map(h => h.memory))
     const heldCache = sum([...this.held].map(h => h.cache))
@@ -131,4 +163,5 @@ function memAvailable (): number | undefined {
 }
 
 function sum (xs: number[]): number { return xs.reduce((a, b) => a + b, 0) }
-function mib (n: number): string { return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${Math.ceil(n / 2 ** 20)} MiB` }
+/** A size for a message: whole MiB, or GiB with one decimal. */
+export function mib (n: number): string { return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : `${Math.ceil(n / 2 ** 20)} MiB` }

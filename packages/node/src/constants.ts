@@ -27,8 +27,11 @@ export const DEFAULT_DATA_WORKERS = Math.max(1, Math.min(16, Math.floor(availabl
 export const CONTROL_SOCKET = 'control.sock'
 /** Where memory files live (tmpfs, so workloads and Shoal share them without disk I/O). */
 export const DEFAULT_SHM_DIR = '/dev/shm'
-/** Block lanes (requests in flight) a node opens to each replica it fetches from. */
-export const DEFAULT_REPLICA_STREAMS = 2
+/**
+ * Block lanes a node opens to each replica it fetches from over libp2p streams: the first also
+ * carries hash lists and urgent (on-demand) requests, the others the bulk requests.
+ */
+export const DEFAULT_REPLICA_STREAMS = 3
 /** Peers asked at once whether they hold a volume. */
 export const DISCOVERY_CONCURRENCY = 16
 /** How long one peer may take to answer whether it holds a volume. */
@@ -57,3 +60,10 @@ export const MAX_CONTROL_STREAMS_PER_CONNECTION = 4
 export const MAX_BLOCK_STREAMS_PER_CONNECTION = 16
 /** Largest frame a block lane's client sends (a BLOCK_REQUEST of 1024 hashes is 32 KiB). */
 export const MAX_BLOCK_REQUEST_FRAME = 64 * 1024
+
+/** Fault requests (R/W lines) one connection of a post-copy fault socket may have outstanding. */
+export const POSTCOPY_FAULT_MAX_PENDING = 4096
+/** How often a post-copy destination logs reads that wait for blocks no source holds. */
+export const POSTCOPY_STALL_LOG_MS = 5000
+/** How long a post-copy destination tries to tell the source that its copy may go. */
+export const POSTCOPY_RELEASE_TIMEOUT_MS = 30_000

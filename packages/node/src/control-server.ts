@@ -1,12 +1,10 @@
 import { createServer } from 'node:http'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { rmSync } from 'node:fs'
-import {
-  checkBlockSize, checkChunkBytes, checkGeometry, checkLanes, checkName, DEFAULT_BLOCK_SIZE, DEFAULT_PAGE_SIZE, errorCode, httpStatusOf,
-  InvalidArgumentError, toErrorInfo
-} from '@shoal/core'
+import { checkName, errorCode, httpStatusOf, InvalidArgumentError, toErrorInfo } from '@shoal/core'
 import type { MigrationReport } from '@shoal/core'
-import type { CreateImageOptions, MigrateOptions, ShoalNode } from './node-api.js'
+import { allowBody, createImageBody, evacuateBody, hotBody, importVolumeBody, migrateBody, parseWith, pullVolumeBody } from './api-schemas.js'
+import type { ShoalNode } from './node-api.js'
 import type { PullReport } from './volumes.js'
 
 const MAX_BODY = 64 * 1024
@@ -26,7 +24,17 @@ const MAX_BODY = 64 * 1024
  * | `POST /volumes/pull` | `{ id, from? }` | {@link PullReport}: the node became a replica, fetching from every peer holding it |
  * | `DELETE /volumes/<id>` | | `{ ok: true }` |
  * | `POST /images/<name>/hot` | `{ from, to }` | `{ ok: true }`: marks cache blocks [from, to) hot |
- * | `POST /migrate` | `{ image, to, lanes?, maxRounds?, downtimeTargetMs?, autoConverge?, maxRate?, laneRate?, scanCpuShare?, adaptivePacing? }` | NDJSON: `{type:'progress',...}` lines, then `{type:'report'}` or `{type:'error'}` |
+ * | `POST /migrate` | `{ image, to, lanes?, maxRounds?, downtimeTargetMs?, autoConverge?, maxRate?, laneRate?, scanCpuShare?, adaptivePacing?, cacheMode?, postcopyPrefetch? }` | NDJSON: `{type:'progress',id,...}` lines, then `{type:'report',id}` or `{type:'error',id}` |
+ * | `GET /migrations` | | {@link MigrationSummary}[]: running and past, newest first |
+ * | `GET /migrations/<id>` | | {@link MigrationRecord}: the whole record (report, samples) |
+ * | `GET /migrations/<id>/files` | | `{ json, html }`: the paths of its report files |
+ * | `POST /migrations/<id>/cancel` | | the summary: the migration aborts, the workload stays here |
+ * | `GET /peers` | | known peers, their addresses, connected or not |
+ * | `POST /evacuate` | `{ to?: string[], any?: true, maxParallel?, maxRate?, maxAttempts?, images?, ...migration options }` | NDJSON: `{type:'progress',evacuation}` lines, then `{type:'report',report}` ({@link EvacuationReport}) or `{type:'error',error}`; hanging up cancels it |
+ * | `POST /images/<name>/verify` | | {@link ImageVerification}: its cache against its volume, the workload's own check |
+ *
+ * Bodies are checked by the zod schemas of api-schemas.ts: an unknown key or a wrong type is a
+ * 400 naming the key.
  */
 export async function startControlServer (node: ShoalNode, socketPath: string): Promise<Server> {
   rmSync(socketPath, { force: true })
@@ -80,56 +88,38 @@ function pathPart (part: string | undefined): string {
   }
 }
 
-/** Checks the body of `POST /images` with the limits every other entry point uses; names its fields. */
-function checkCreateImage (body: Record<string, unknown>): void {
-  checkName(body.name, 'image name')
-  for (const k of ['memorySize', 'cacheSize', 'pageSize', 'blockSize'] as const) {
-    if (body[k] !== undefined && typeof body[k] !== 'number') throw new InvalidArgumentError(`${k} must be a number of bytes`)
-  }
-  if (body.cacheVolume !== undefined) checkName(body.cacheVolume, 'volume id')
-  // With a cache volume, the cache's sizes come from the volume (checked when it was imported).
-  checkGeometry({
-    memorySize: body.memorySize as number,
-    pageSize: (body.pageSize as number | undefined) ?? DEFAULT_PAGE_SIZE,
-    cacheSize: body.cacheVolume !== undefined ? 0 : body.cacheSize as number,
-    blockSize: (body.blockSize as number | undefined) ?? DEFAULT_BLOCK_SIZE
-  }, InvalidArgumentError, { memorySize: 'memorySize', pageSize: 'pageSize', cacheSize: 'cacheSize', blockSize: 'blockSize' })
-}
-
 async function route (node: ShoalNode, req: IncomingMessage, res: ServerResponse): Promise<void> {
   try {
     const url = new URL(req.url ?? '/', 'http://node')
     const parts = url.pathname.split('/').filter(p => p !== '')
     if (req.method === 'GET' && url.pathname === '/status') { send(res, 200, await node.status()); return }
+    if (req.method === 'GET' && url.pathname === '/peers') { send(res, 200, await node.peers()); return }
+    if (req.method === 'GET' && url.pathname === '/migrations') { send(res, 200, node.migrations()); return }
+    if (req.method === 'GET' && parts[0] === 'migrations' && parts.length === 2) { send(res, 200, node.migration(pathPart(parts[1]))); return }
+    if (req.method === 'GET' && parts[0] === 'migrations' && parts[2] === 'files' && parts.length === 3) { send(res, 200, node.migrationFiles(pathPart(parts[1]))); return }
+    if (req.method === 'POST' && parts[0] === 'migrations' && parts[2] === 'cancel' && parts.length === 3) { send(res, 200, node.cancelMigration(pathPart(parts[1]))); return }
     if (req.method === 'POST' && url.pathname === '/images') {
-      const body = await readJson(req)
-      checkCreateImage(body)
-      send(res, 200, await node.createImage(body as unknown as CreateImageOptions))
+      send(res, 200, await node.createImage(parseWith(createImageBody, await readJson(req), 'POST /images')))
       return
     }
+    if (req.method === 'POST' && parts[0] === 'images' && parts[2] === 'verify' && parts.length === 3) { send(res, 200, await node.verifyImage(imageName(parts[1]))); return }
     if (req.method === 'POST' && parts[0] === 'images' && parts[2] === 'start' && parts.length === 3) { send(res, 200, await node.startImage(imageName(parts[1]), { force: url.searchParams.get('force') === '1' })); return }
     if (req.method === 'POST' && url.pathname === '/allow') {
-      const body = await readJson(req)
-      if (typeof body.peerId !== 'string') throw new InvalidArgumentError('peerId must be a string')
+      const body = parseWith(allowBody, await readJson(req), 'POST /allow')
       node.allowPeer(body.peerId)
       send(res, 200, { ok: true })
       return
     }
     if (req.method === 'POST' && url.pathname === '/volumes') {
-      const body = await readJson(req)
-      const id = checkName(body.id, 'volume id')
-      if (typeof body.path !== 'string') throw new InvalidArgumentError('path must be a string')
-      if (body.blockSize !== undefined) checkBlockSize(body.blockSize, 'blockSize')
-      send(res, 200, await node.importVolume(id, body.path, body.blockSize as number | undefined))
+      const body = parseWith(importVolumeBody, await readJson(req), 'POST /volumes')
+      send(res, 200, await node.importVolume(body.id, body.path, body.blockSize))
       return
     }
     if (req.method === 'POST' && url.pathname === '/volumes/pull') {
-      const body = await readJson(req)
-      const id = checkName(body.id, 'volume id')
-      if (body.from !== undefined && (!Array.isArray(body.from) || !body.from.every(p => typeof p === 'string'))) throw new InvalidArgumentError('from must be an array of peer IDs or multiaddrs')
+      const body = parseWith(pullVolumeBody, await readJson(req), 'POST /volumes/pull')
       const ac = new AbortController()
       res.on('close', () => { if (!res.writableFinished) ac.abort() })
-      send(res, 200, await node.pullVolume(id, { from: body.from as string[] | undefined, signal: ac.signal }))
+      send(res, 200, await node.pullVolume(body.id, { ...(body.from != null ? { from: body.from } : {}), signal: ac.signal }))
       return
     }
     if (req.method === 'DELETE' && parts[0] === 'images' && parts.length === 2) {
@@ -143,13 +133,13 @@ async function route (node: ShoalNode, req: IncomingMessage, res: ServerResponse
       return
     }
     if (req.method === 'POST' && parts[0] === 'images' && parts[2] === 'hot' && parts.length === 3) {
-      const body = await readJson(req)
-      if (typeof body.from !== 'number' || typeof body.to !== 'number') throw new InvalidArgumentError('from and to must be block numbers')
+      const body = parseWith(hotBody, await readJson(req), 'POST /images/<name>/hot')
       node.markHot(imageName(parts[1]), body.from, body.to)
       send(res, 200, { ok: true })
       return
     }
     if (req.method === 'POST' && url.pathname === '/migrate') { await migrate(node, await readJson(req), req, res); return }
+    if (req.method === 'POST' && url.pathname === '/evacuate') { await evacuate(node, await readJson(req), res); return }
     send(res, 404, { error: { code: 'ERR_NOT_FOUND', message: `no route ${req.method ?? ''} ${url.pathname}` } })
   } catch (err) {
     if (!res.headersSent) fail(res, err)
@@ -157,41 +147,46 @@ async function route (node: ShoalNode, req: IncomingMessage, res: ServerResponse
   }
 }
 
-async function migrate (node: ShoalNode, body: Record<string, unknown>, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const image = checkName(body.image, 'image name')
-  if (typeof body.to !== 'string') throw new InvalidArgumentError('to must be a peer ID or multiaddr')
-  const opts: MigrateOptions = {}
-  if (body.lanes !== undefined) checkLanes(body.lanes, 'lanes')
-  if (body.chunkBytes !== undefined) checkChunkBytes(body.chunkBytes, 'chunkBytes')
-  for (const k of ['lanes', 'maxRounds', 'downtimeTargetMs', 'chunkBytes', 'streamsPerConnection', 'maxRate', 'laneRate'] as const) {
-    const v = body[k]
-    if (v === undefined) continue
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new InvalidArgumentError(`${k} must be a positive integer`)
-    opts[k] = v
-  }
-  for (const k of ['autoConverge', 'adaptivePacing'] as const) {
-    const v = body[k]
-    if (v === undefined) continue
-    if (typeof v !== 'boolean') throw new InvalidArgumentError(`${k} must be true or false`)
-    opts[k] = v
-  }
-  if (body.scanCpuShare !== undefined) {
-    const v = body.scanCpuShare
-    if (typeof v !== 'number' || !(v > 0 && v <= 1)) throw new InvalidArgumentError('scanCpuShare must be a number in (0, 1]')
-    opts.scanCpuShare = v
-  }
-  // The client hanging up cancels the migration (the source then resumes).
+/**
+ * A streamed answer: NDJSON lines, and a signal that aborts when the client hangs up (which
+ * cancels what it asked for).
+ */
+function ndjson (res: ServerResponse): { line: (v: unknown) => void, signal: AbortSignal } {
   const ac = new AbortController()
   res.on('close', () => { if (!res.writableFinished) ac.abort() })
   res.writeHead(200, { 'content-type': 'application/x-ndjson' })
-  const line = (v: unknown): void => { res.write(JSON.stringify(v) + '\n') }
+  return { line: (v) => { res.write(JSON.stringify(v) + '\n') }, signal: ac.signal }
+}
+
+async function migrate (node: ShoalNode, raw: Record<string, unknown>, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const { image, to, ...opts } = parseWith(migrateBody, raw, 'POST /migrate')
+  // The client hanging up cancels the migration (the source then resumes).
+  const { line, signal } = ndjson(res)
+  let id: string | undefined
   try {
-    const report = await node.migrate(image, body.to, { ...opts, signal: ac.signal, onProgress: p => { line({ type: 'progress', ...p }) } })
-    line({ type: 'report', report })
+    const report = await node.migrate(image, to, { ...opts, signal, onId: (i) => { id = i }, onProgress: p => { line({ type: 'progress', id, ...p }) } })
+    line({ type: 'report', id, report })
   } catch (err) {
     const report = (err as { report?: MigrationReport }).report
-    line({ type: 'error', error: toErrorInfo(err), report })
+    line({ type: 'error', id, error: toErrorInfo(err), report })
   }
   res.end()
   void req
+}
+
+async function evacuate (node: ShoalNode, raw: Record<string, unknown>, res: ServerResponse): Promise<void> {
+  const { to, any, maxParallel, maxRate, maxAttempts, images, ...migrate } = parseWith(evacuateBody, raw, 'POST /evacuate')
+  // The client hanging up cancels the evacuation (images not moved yet stay here, running).
+  const { line, signal } = ndjson(res)
+  try {
+    const report = await node.evacuate({
+      ...(to != null ? { to } : {}), ...(any != null ? { any } : {}), ...(maxParallel != null ? { maxParallel } : {}),
+      ...(maxRate != null ? { maxRate } : {}), ...(maxAttempts != null ? { maxAttempts } : {}), ...(images != null ? { images } : {}),
+      migrate, signal, onProgress: (p) => { line({ type: 'progress', evacuation: p }) }
+    })
+    line({ type: 'report', report })
+  } catch (err) {
+    line({ type: 'error', error: toErrorInfo(err) })
+  }
+  res.end()
 }

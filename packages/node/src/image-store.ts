@@ -1,7 +1,7 @@
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, openSync, closeSync, ftruncateSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { checkName, ImageExistsError, isValidName, UnknownImageError, validateImageSpec } from '@shoal/core'
-import type { HelloFrame, ImageSpec } from '@shoal/core'
+import type { HelloFrame, ImageSpec, OnDemandStats } from '@shoal/core'
 
 /** What the node remembers about one hosted image. */
 export interface ImageRecord {
@@ -19,6 +19,17 @@ export interface ImageRecord {
   arrivalCheck?: { ok: boolean, detail: string }
   /** Peer the image came from, if it was migrated in. */
   from?: string
+  /**
+   * How the post-copy of its cache ended, when it arrived by post-copy: complete or not, how long
+   * it took from the switchover, the blocks read on demand and their latency, bytes per source.
+   */
+  /**
+   * While its cache still streams in after a post-copy switchover: the source, the session (the
+   * source keeps its copy under it) and the addresses of the peers serving blocks, so that a
+   * restarted node takes the stream up again.
+   */
+  postcopyPending?: { from: string, session: string, peers: Record<string, string[]> }
+  postcopyResult?: { complete: boolean, ms: number, blocks: number, presentBlocks: number, onDemand?: OnDemandStats, sources: Record<string, { bytes: number, blocks: number, corrupt: number }>, error?: string }
   /** What the driver said about the running workload (run directory, pid), for adoption after a restart. */
   runtime?: Record<string, unknown>
 }

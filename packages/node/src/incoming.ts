@@ -1,7 +1,7 @@
 import { mkdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { BusyError, CacheMeta, DestinationSession, InvalidDriverConfigError, readLaneHello, UnknownImageError, WorkloadError } from '@shoal/core'
-import type { CacheSources, CacheSourcesRequest, HelloFrame, ImageSpec, Lane, PreparedLaunch, WorkerPool } from '@shoal/core'
+import { BusyError, CacheMeta, DestinationSession, errorCode, ProtocolError, InvalidDriverConfigError, readLaneHello, UnknownImageError, WorkloadError } from '@shoal/core'
+import type { CacheSources, CacheSourcesRequest, HelloFrame, ImageSpec, Lane, PostCopyAccess, PostCopyCache, PreparedLaunch, WorkerPool } from '@shoal/core'
 import type { Admission, AdmissionTicket } from './admission.js'
 import { MAX_LANES_PER_SESSION } from './constants.js'
 import type { ImageStore, Staging } from './image-store.js'
@@ -23,6 +23,18 @@ export interface IncomingDeps {
   dataEndpoints: () => string[]
   /** Aborted when the node stops. */
   signal: AbortSignal
+  /**
+   * Post-copy: takes over an arriving image's cache that is still streaming (its `cachePath` is
+   * the final one) and returns how its workload reaches missing blocks.
+   */
+  postcopy: (image: string, pc: PostCopyCache, cachePath: string, runDir: string, from: string) => Promise<PostCopyAccess>
+  /** Post-copy: the image's workload runs (its stream may now complete and move it off the fault path). */
+  postcopyLaunched: (image: string) => void
+  /** Post-copy: stops an image's stream again (its workload did not come up). */
+  stopPostcopy: (image: string) => Promise<void>
+  /** Metrics: a migration refused at admission (its code), an incoming migration ended. */
+  onRefused?: (code: string) => void
+  onEnded?: (committed: boolean) => void
 }
 
 /** One incoming migration in progress. */
@@ -53,13 +65,20 @@ export class IncomingMigrations {
     let runDir: string | undefined
     // The incoming image as the driver validated it when the HELLO arrived (paths: staging files).
     let incomingSpec: ImageSpec | undefined
+    // Stopped on the source: it arrives stopped (nothing is started here).
+    let stopped = false
     const session = new DestinationSession(lane, {
       pool: this.deps.pool(),
       hooks: {
         prepare: async (hello) => {
           const driverConfig = this.validate(hello)
           // Refused here, nothing was written: the name, the sizes, the space, the session counts.
-          ticket = this.deps.admission.admit({ image: hello.image, peer: info.peerId, memorySize: hello.memorySize, cacheSize: hello.cacheSize })
+          try {
+            ticket = this.deps.admission.admit({ image: hello.image, peer: info.peerId, memorySize: hello.memorySize, cacheSize: hello.cacheSize })
+          } catch (err) {
+            this.deps.onRefused?.(errorCode(err))
+            throw err
+          }
           const key = Buffer.from(hello.sessionId).toString('hex')
           staging = store.stage(hello, key)
           runDir = join(workloads.runRoot, `in-${key.slice(0, 16)}`)
@@ -69,8 +88,9 @@ export class IncomingMigrations {
             memory: { path: staging.memoryPath, size: hello.memorySize, pageSize: hello.pageSize },
             cache: { path: staging.cachePath, size: hello.cacheSize, blockSize: hello.blockSize }
           }
+          stopped = hello.stopped === true
           // Start the workload now (a VM waiting for its device state), so the pause does not include it.
-          prepared = await workloads.driver(hello.driver).prepareLaunch?.({ spec, runDir }).catch((err: Error) => {
+          if (!stopped) prepared = await workloads.driver(hello.driver).prepareLaunch?.({ spec, runDir }).catch((err: Error) => {
             log.warn('could not prepare the workload ahead of the switchover', { image: hello.image, error: err.message })
             return undefined
           })
@@ -79,18 +99,24 @@ export class IncomingMigrations {
         dataEndpoints: this.deps.dataEndpoints,
         register: (key) => { sessionKey = key; this.sessions.set(key, { session, peer: info.peerId, lanes: 0 }) },
         cacheSources: async (req) => await this.deps.cacheSources(req, [info.peerId]),
-        commit: async (deviceState, cacheMeta) => {
+        commit: async (deviceState, cacheMeta, postcopy) => {
           const spec = incomingSpec!
           const check = await workloads.driver(spec.driver).check({ spec, runDir: runDir! }, deviceState, prepared)
           log.info('arrival check', { image: spec.name, ...check })
           if (!check.ok) throw new WorkloadError(`arrival check failed: ${check.detail}`)
+          if (stopped && postcopy != null) throw new ProtocolError('a stopped image cannot arrive by post-copy (no workload would read its missing blocks)')
           store.adopt(staging!, { spec, state: 'stopped', arrivalCheck: check, from: info.peerId })
           staging = undefined
           try {
-            if (cacheMeta != null) CacheMeta.create(store.get(spec.name).spec.cache.path, cacheMeta)
-            await workloads.launch(store.get(spec.name), deviceState, prepared, runDir)
+            const cachePath = store.get(spec.name).spec.cache.path
+            if (cacheMeta != null) CacheMeta.create(cachePath, cacheMeta)
+            // Post-copy: the workload starts with the fault path to the blocks still arriving.
+            const access = postcopy != null ? await this.deps.postcopy(spec.name, postcopy, cachePath, runDir!, info.peerId) : undefined
+            if (!stopped) await workloads.launch(store.get(spec.name), deviceState, prepared, runDir, access)
+            if (postcopy != null) this.deps.postcopyLaunched(spec.name)
           } catch (err) {
             // The workload did not come up here: the source resumes, so this copy must go.
+            if (postcopy != null) await this.deps.stopPostcopy(spec.name).catch(() => {})
             await prepared?.cancel().catch(() => {})
             workloads.forget(spec.name)
             store.remove(spec.name)
@@ -111,6 +137,7 @@ export class IncomingMigrations {
       this.running.delete(run)
       if (sessionKey != null) this.sessions.delete(sessionKey)
       ticket?.release()
+      this.deps.onEnded?.(r.committed)
       if (r.committed) log.info('migration in committed', { image: r.image, bytes: r.bytes })
       else log.warn('migration in failed', { image: r.image, from: info.peerId, error: r.error })
     })

@@ -1,6 +1,7 @@
 import type { Connection, PeerId } from '@libp2p/interface'
 import { ipOf, isLoopback, listenIps, localAddressFor, openLanes, parseEndpoint } from '@shoal/libp2p'
 import type { DataPlane, ShoalLibp2p } from '@shoal/libp2p'
+import { PeerUnreachableError } from '@shoal/core'
 import type { Lane, LaneStats } from '@shoal/core'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { LANE_PROTOCOL } from './constants.js'
@@ -25,10 +26,12 @@ export async function lanePaths (libp2p: ShoalLibp2p, target: TargetPeer, connec
       announced = (await libp2p.peerStore.get(target.peerId).catch(() => undefined))?.addresses.map(a => a.multiaddr) ?? []
     }
   }
-  const wantLoopback = target.addrs.some(a => { const ip = ipOf(a); return ip != null && isLoopback(ip) })
+  // A peer given by its ID alone: the address its connection reached stands for the one given.
+  const given = target.addrs.length > 0 ? target.addrs : connection != null ? [connection.remoteAddr] : []
+  const wantLoopback = given.some(a => { const ip = ipOf(a); return ip != null && isLoopback(ip) })
   const ours = listenIps(libp2p)
   const byIp = new Map<string, Multiaddr>()
-  for (const a of [...target.addrs, ...announced]) {
+  for (const a of [...given, ...announced]) {
     const ip = ipOf(a)
     if (ip == null || byIp.has(ip)) continue
     if (isLoopback(ip) !== wantLoopback) continue
@@ -36,7 +39,9 @@ export async function lanePaths (libp2p: ShoalLibp2p, target: TargetPeer, connec
     byIp.set(ip, a)
   }
   // Fall back to what we were given: a routed peer shares no subnet with us, but one path works.
-  return byIp.size > 0 ? [...byIp.values()] : target.addrs
+  if (byIp.size > 0) return [...byIp.values()]
+  if (given.length === 0) throw new PeerUnreachableError(`no address of peer ${target.peerId.toString()} is known to open data lanes to`)
+  return given
 }
 
 /** Opens `count` data lanes spread over `paths` (or throws when none could be opened). */

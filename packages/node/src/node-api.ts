@@ -1,7 +1,11 @@
+import type { EvacuateOptions, EvacuationReport } from './evacuation.js'
 import type { BlockClient, MigrationProgress, MigrationReport, SourceSessionOptions } from '@shoal/core'
 import type { ShoalLibp2p } from '@shoal/libp2p'
 import type { ImageRecord } from './image-store.js'
 import type { PullReport, VolumeInfo } from './volumes.js'
+import type { PostCopyStatus } from './postcopy.js'
+import type { KeptCacheInfo } from './kept-caches.js'
+import type { MigrationRecord, MigrationSummary } from './migrations.js'
 
 /*
  * The node's public API as types only: the control server and the node's parts import these,
@@ -42,6 +46,15 @@ export interface MigrateOptions extends Omit<SourceSessionOptions, 'onProgress'>
   /** Data lanes per TCP connection; default 1 (one connection per lane). */
   streamsPerConnection?: number
   onProgress?: (p: MigrationProgress) => void
+  /** Called with the migration's id (see {@link ShoalNode.migrations}) once it is registered. */
+  onId?: (id: string) => void
+}
+
+/** What `shoal image verify` found: each check, and `ok` false if any failed (undefined if none could run). */
+export interface ImageVerification {
+  image: string
+  ok?: boolean
+  checks: Array<{ check: 'cache-blocks' | 'workload', ok?: boolean, detail: string }>
 }
 
 /** A node's view of itself, for `shoal status`. */
@@ -50,9 +63,12 @@ export interface NodeStatus {
   addrs: string[]
   /** Peers this node knows (bootstrap, mDNS, identify) with their addresses. */
   peers: Array<{ peerId: string, addrs: string[], connected: boolean }>
-  images: Array<ImageRecord & { pid?: number }>
+  /** Hosted images; `postcopy` while the cache of one that arrived by post-copy still streams in. */
+  images: Array<ImageRecord & { pid?: number, postcopy?: PostCopyStatus }>
   /** Replica volumes this node serves. */
   volumes: VolumeInfo[]
+  /** Caches kept for the destinations of post-copy migrations out (until each releases its copy). */
+  kept?: KeptCacheInfo[]
   incoming: number
   /** Images arriving right now (their names are reserved). */
   arriving?: string[]
@@ -63,6 +79,8 @@ export interface ShoalNode {
   readonly peerId: string
   readonly libp2p: ShoalLibp2p
   addrs: () => string[]
+  /** Where its Prometheus metrics are served, once started with `metrics` (else undefined). */
+  metricsUrl?: string
   start: () => Promise<void>
   /** Stops migrations, workloads started here, workers and sockets. */
   stop: () => Promise<void>
@@ -73,6 +91,26 @@ export interface ShoalNode {
    */
   startImage: (name: string, opts?: { force?: boolean }) => Promise<ImageRecord>
   migrate: (name: string, to: string, opts?: MigrateOptions) => Promise<MigrationReport>
+  /**
+   * Moves every image (or the ones named) off this node to peers that can take it, several at
+   * once under one bandwidth budget, retrying a failed image elsewhere (`shoal evacuate`).
+   */
+  evacuate: (opts: EvacuateOptions) => Promise<EvacuationReport>
+  /** Migrations out of this node, running and past (newest first). */
+  migrations: () => MigrationSummary[]
+  /** One migration, whole (id or a unique prefix of 4+ hex digits). */
+  migration: (id: string) => MigrationRecord
+  /** Cancels a running migration: it aborts and the workload keeps running here. */
+  cancelMigration: (id: string) => MigrationSummary
+  /** The report files of a finished migration (JSON record and HTML page). */
+  migrationFiles: (id: string) => { json: string, html: string }
+  /**
+   * Checks an image's data: its cache's clean blocks against the volume's hashes (when it caches
+   * one) and the workload's own check through its driver (`shoal image verify`).
+   */
+  verifyImage: (name: string) => Promise<ImageVerification>
+  /** Peers this node knows, with their addresses and whether they are connected now. */
+  peers: () => Promise<NodeStatus['peers']>
   status: () => Promise<NodeStatus>
   /** Allows one more peer to migrate into this node (and to pull blocks from it). */
   allowPeer: (peerId: string) => void

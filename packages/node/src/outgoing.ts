@@ -1,7 +1,7 @@
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { CacheMeta, CacheMetaError, ImageStateError, InvalidArgumentError, LaneClosedError, NoLanesError, TimeoutError, PeerGoneError, RemoteAbortError, runSourceSession, ShoalError } from '@shoal/core'
-import type { AcceptFrame, ShadowPool, CacheManifest, DirtySource, LaneTransport, ImageSpec, Lane, LaneStats, MigrationProgress, MigrationReport, WorkerPool, WorkloadController } from '@shoal/core'
+import type { AcceptFrame, KeptCache, ShadowPool, CacheManifest, DirtySource, LaneTransport, ImageSpec, Lane, LaneStats, MigrationProgress, MigrationReport, WorkerPool, WorkloadController } from '@shoal/core'
 import type { PeerId } from '@libp2p/interface'
 import type { DataPlane, ShoalLibp2p } from '@shoal/libp2p'
 import { DEFAULT_LANES, MIGRATE_PROTOCOL, PEER_CHECK_TIMEOUT_MS } from './constants.js'
@@ -24,6 +24,8 @@ export interface OutgoingDeps {
   pool: () => WorkerPool
   /** Shadow copies kept across this node's migrations. */
   shadows?: ShadowPool
+  /** Post-copy: keeps the image's cache for the destination (see KeptCaches). */
+  keepCache: (kept: KeptCache, cachePath: string, peer: string) => Promise<() => Promise<void>>
   log: Logger
 }
 
@@ -47,6 +49,7 @@ export async function migrateOut (deps: OutgoingDeps, name: string, to: string, 
   if (target.peerId.equals(libp2p.peerId)) throw new InvalidArgumentError(`cannot migrate ${name} to this node itself (${libp2p.peerId.toString()})`)
   const w = workloads.get(name)
   const driver = workloads.driver(rec.spec.driver)
+  if (w == null && opts.cacheMode === 'postcopy') throw new InvalidArgumentError(`image ${name} is stopped: it migrates with --cache-mode precopy (post-copy needs its workload running on the destination)`)
   const controller: WorkloadController = w?.controller ?? { async pause () {}, async resume () {}, deviceState: async () => await driver.deviceState(workloads.image(rec)), async stop () {} }
   const peer = target.peerId.toString()
   let persisted: NonNullable<ImageRecord['migration']>['phase'] = 'precopy'
@@ -81,11 +84,13 @@ export async function migrateOut (deps: OutgoingDeps, name: string, to: string, 
     // A workload that knows which cache blocks it wrote (a VM's dirty bitmaps) spares the scans.
     cacheDirtySource = cooperative || rec.spec.cache.size === 0 ? undefined : w?.cacheDirtySource?.(rec.spec.cache.size / rec.spec.cache.blockSize, rec.spec.cache.blockSize)
     const report = await runSourceSession({
-      image: rec.spec, controller, control: control!, lanes: { count, open }, pool: deps.pool(), cacheManifest: cacheManifestOf(rec.spec),
+      image: rec.spec, controller, stopped: w == null, control: control!, lanes: { count, open }, pool: deps.pool(), cacheManifest: cacheManifestOf(rec.spec),
       ...(deps.shadows != null ? { shadows: deps.shadows } : {}),
       ...(cooperative ? { memoryMarks: marksPathOf(rec.spec), cacheMarks: `${rec.spec.cache.path}.marks` } : {}),
       ...(cacheDirtySource != null ? { cacheDirtySource } : {}),
-      replenish: async (active) => await (replenish?.(active) ?? Promise.resolve([]))
+      replenish: async (active) => await (replenish?.(active) ?? Promise.resolve([])),
+      // Post-copy: from the verified switchover on, this node serves the cache to the destination.
+      keepCache: async (kept) => await deps.keepCache(kept, rec.spec.cache.path, peer)
     }, { ...opts, onProgress, fixedPauseMs: opts.fixedPauseMs ?? w?.fixedPauseMs })
     workloads.forget(name)
     store.remove(name)

@@ -1,3 +1,5 @@
+import { answerCapacity, askCapacity, CAPACITY_PROTOCOL, MAX_CAPACITY_FRAME } from './capacity.js'
+import { evacuate } from './evacuation.js'
 import { createHash } from 'node:crypto'
 import { totalmem } from 'node:os'
 import { mkdirSync, rmSync } from 'node:fs'
@@ -7,7 +9,7 @@ import {
   createShadowPool, createWorkerPool, InvalidImageError, DEFAULT_PAGE_SIZE, DEFAULT_BLOCK_SIZE, ShoalError, InvalidArgumentError, validateImageSpec,
   BlockClient, CacheMeta, UnknownVolumeError, ImageExistsError, ImageStateError, PeerGoneError, isLiveProcess
 } from '@shoal/core'
-import type { BlockStore, Driver, ImageSpec, WorkerPool } from '@shoal/core'
+import type { BlockStore, Driver, ImageSpec, KeptCache, WorkerPool } from '@shoal/core'
 import { createDataPlane, createLibp2pLaneTransport, createShoalLibp2p, listenIps, loadOrCreateIdentity } from '@shoal/libp2p'
 import type { DataPlane } from '@shoal/libp2p'
 import { routeWorkerLane } from './worker-lanes.js'
@@ -22,12 +24,17 @@ import { lockDataDir } from './data-dir-lock.js'
 import { ImageStore } from './image-store.js'
 import type { ImageRecord } from './image-store.js'
 import { IncomingMigrations } from './incoming.js'
-import { silentLogger } from './logger.js'
+import { childLogger, silentLogger } from './logger.js'
 import type { Logger } from './logger.js'
 import type { ShoalNode } from './node-api.js'
 import { migrateOut } from './outgoing.js'
+import { Migrations } from './migrations.js'
+import { NodeMetrics, parseHostPort, startMetricsServer } from './metrics.js'
+import type { ImageVerification, MigrateOptions } from './node-api.js'
+import { renderReportHtml } from './report-html.js'
 import { checkMultiaddr, parsePeerId, resolvePeer } from './peer-address.js'
 import { Volumes } from './volumes.js'
+import { PostCopies } from './postcopies.js'
 import { Workloads } from './workloads.js'
 import { settleWithin } from './settle-within.js'
 import type { Server } from 'node:http'
@@ -70,6 +77,15 @@ export interface ShoalNodeInit {
    * Migrations out are cancelled either way, and their workloads resumed first.
    */
   keepWorkloadsOnStop?: boolean
+  /**
+   * On stop, migrations out that are running get this long to finish (no new ones are taken);
+   * those still running then are cancelled and their workloads resume here. Default 0.
+   */
+  stopGraceMs?: number
+  /** Serves Prometheus metrics on `http://HOST:PORT/metrics` (`HOST:PORT`; port 0 picks one). Off by default. */
+  metrics?: string
+  /** Defaults for migrations out of this node (what a request does not say; e.g. from the config file). */
+  migrateDefaults?: MigrateOptions
   /** Limits applied to incoming migrations before one is accepted (sizes, space, concurrency). */
   admission?: AdmissionLimits
   /**
@@ -98,6 +114,8 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
   for (const a of init.listen ?? []) checkMultiaddr(a, 'listen', false)
   for (const a of init.bootstrap ?? []) checkMultiaddr(a, 'bootstrap', true)
   for (const p of init.allow ?? []) parsePeerId(p)
+  if (init.metrics != null) parseHostPort(init.metrics)
+  if (init.stopGraceMs != null && !(init.stopGraceMs >= 0)) throw new InvalidArgumentError('stopGraceMs must be a number of milliseconds, 0 or more')
   if (init.serveRate != null && !(init.serveRate > 0)) throw new InvalidArgumentError('serveRate must be a positive number of bytes per second')
   mkdirSync(init.dataDir, { recursive: true })
   // Before anything touches the data dir: a second node would wipe the first one's staging.
@@ -112,7 +130,10 @@ export async function createShoalNode (init: ShoalNodeInit): Promise<ShoalNode> 
 
 async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () => Promise<void> }): Promise<ShoalNode> {
   const privateKey = await loadOrCreateIdentity(init.dataDir)
+  const metrics = new NodeMetrics()
+  let metricsServer: Server | undefined
   const libp2p = await createShoalLibp2p({
+    metricsRegistry: metrics.registry,
     privateKey, listen: init.listen ?? ['/ip4/127.0.0.1/tcp/0'], bootstrap: init.bootstrap, mdns: init.mdns, privateNetworkKey: init.privateNetworkKey, encrypters: init.encrypters
   })
   const peerId = libp2p.peerId.toString()
@@ -129,6 +150,18 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
   const admission = new Admission(init.admission ?? {}, { shmDir, dataDir: init.dataDir }, name => store.has(name))
   const stopping = new AbortController()
   const outgoing = new Set<Promise<unknown>>()
+  // Migrations out, running and past (their reports and pages under <dataDir>/migrations).
+  const migrations = new Migrations(join(init.dataDir, 'migrations'), renderReportHtml)
+  migrations.listen({
+    started: (r) => { metrics.migrationStarted(); log.info('migration out started', { migration: r.id, image: r.image, to: r.peer }) },
+    ended: (r) => {
+      metrics.migrationEnded(r)
+      const fields = { migration: r.id, image: r.image, to: r.peer, state: r.state, totalMs: r.totalMs, downtimeMs: r.downtimeMs, ...(r.error != null ? { error: r.error.code } : {}) }
+      if (r.state === 'succeeded') log.info('migration out ended', fields)
+      else log.warn('migration out ended', fields)
+    }
+  })
+  volumes.onServed = (volume, bytes) => { metrics.blocksServed(volume, bytes) }
   let pool: WorkerPool | undefined
   let server: Server | undefined
   // A long-lived node reuses shadow copies across migrations (no first-touch page faults).
@@ -137,10 +170,18 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
     if (pool == null) throw new ShoalError('the node is not started')
     return pool
   }
+  // Post-copy caches still streaming in, by image.
+  const postcopies = new PostCopies({ store, workloads, volumes, libp2p, log })
+  workloads.postcopyAccess = name => postcopies.access(name)
   const incoming = new IncomingMigrations({
     store, workloads, admission, pool: poolOf, log, signal: stopping.signal,
     dataEndpoints,
-    cacheSources: async (req, exclude) => await volumes.cacheSources(req, exclude)
+    cacheSources: async (req, exclude) => await volumes.cacheSources(req, exclude),
+    postcopy: async (image, pc, cachePath, runDir, from) => await postcopies.start(image, pc, cachePath, runDir, from),
+    stopPostcopy: async (image) => { await postcopies.stop(image) },
+    postcopyLaunched: (image) => { postcopies.workloadStarted(image) },
+    onRefused: (code) => { metrics.admissionRefused(code) },
+    onEnded: (committed) => { metrics.incomingEnded(committed) }
   })
 
   const isAllowed = (p: string): boolean => {
@@ -148,6 +189,8 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
     if (!ok) log.warn('refused peer: not on the allow-list', { peer: p })
     return ok
   }
+  // The destination of a post-copy migration out of this node may pull the cache kept for it.
+  const mayPullBlocks = (p: string): boolean => volumes.kept.keptFor(p) || isAllowed(p)
 
   const node: ShoalNode = {
     peerId,
@@ -162,21 +205,34 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
         await transport.handle(LANE_PROTOCOL, (lane, info) => { incoming.onDataLane(lane, info) }, { isAllowed: p => allow.has(p), maxStreamsPerConnection: 2 * MAX_LANES_PER_SESSION })
         await volumes.load()
         await workloads.adoptAfterRestart(isLiveProcess)
-        await transport.handle(BLOCKS_PROTOCOL, (lane, info) => { volumes.serve(lane, info.peerId) }, { isAllowed, maxStreamsPerConnection: MAX_BLOCK_STREAMS_PER_CONNECTION, maxFrameSize: MAX_BLOCK_REQUEST_FRAME })
+        // What this node can still take, for an allow-listed peer placing images (an evacuation).
+        await transport.handle(CAPACITY_PROTOCOL, (lane, info) => { void answerCapacity(lane, admission.capacity(info.peerId, store.list().length)) }, { isAllowed, maxStreamsPerConnection: 4, maxFrameSize: MAX_CAPACITY_FRAME })
+        await transport.handle(BLOCKS_PROTOCOL, (lane, info) => { volumes.serve(lane, info.peerId) }, { isAllowed: mayPullBlocks, maxStreamsPerConnection: MAX_BLOCK_STREAMS_PER_CONNECTION, maxFrameSize: MAX_BLOCK_REQUEST_FRAME })
         await libp2p.start()
         const dataWorkers = init.dataWorkers ?? DEFAULT_DATA_WORKERS
         if (dataWorkers > 0) {
           dataPlane = await createDataPlane({
             workers: dataWorkers, privateKey, listen: [...new Set(listenIps(libp2p))],
             onLane: (lane, info) => {
-              if (!isAllowed(info.peerId)) { lane.abort(); return }
+              if (!mayPullBlocks(info.peerId)) { lane.abort(); return }
               // Migrations' data lanes and block lanes (replica pulls, cache blocks) share the workers.
-              routeWorkerLane(lane, { data: (l) => { incoming.onDataLane(l, info) }, blocks: (l) => { volumes.serve(l, info.peerId) } })
+              routeWorkerLane(lane, {
+                data: (l) => { if (allow.has(info.peerId)) incoming.onDataLane(l, info); else l.abort() },
+                blocks: (l) => { volumes.serve(l, info.peerId) }
+              })
             },
             onWorkerExit: (index, err) => { log.error('data worker died; its lanes failed over, it is started again', { worker: index, error: err.message }) }
           })
         }
         if (init.controlSocket !== false) server = await startControlServer(node, join(init.dataDir, CONTROL_SOCKET))
+        if (init.metrics != null) {
+          const m = await startMetricsServer(metrics, parseHostPort(init.metrics))
+          metricsServer = m.server
+          node.metricsUrl = m.url
+          log.info('metrics served', { url: m.url })
+        }
+        // Post-copies a restart interrupted: once peers can be reached (the workloads wait meanwhile).
+        void postcopies.resumeAfterRestart()
       } catch (err) {
         // Leave nothing running: a node that cannot start must let its process exit.
         await node.stop().catch(() => {})
@@ -188,12 +244,26 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
       log.info('node started', { peerId, addrs: node.addrs() })
     },
     async stop () {
+      const grace = init.stopGraceMs ?? 0
+      if (grace > 0 && outgoing.size > 0) {
+        // No new requests; the migrations out running now may finish within the bound.
+        server?.close()
+        log.info('stopping: waiting for migrations out to finish', { running: outgoing.size, graceMs: grace })
+        await settleWithin([...outgoing], grace)
+        if (outgoing.size > 0) log.warn('stopping: migrations out still running are cancelled (their workloads resume here)', { running: outgoing.size })
+      }
       stopping.abort(new PeerGoneError(`node ${peerId} is stopping`))
+      if (metricsServer != null) {
+        metricsServer.closeAllConnections()
+        await new Promise(resolve => metricsServer!.close(resolve))
+      }
       if (server != null) {
         server.closeAllConnections()
-        await new Promise(resolve => server!.close(resolve))
+        await new Promise(resolve => { if (server!.listening) server!.close(resolve); else resolve(undefined) })
       }
       await incoming.drain(STOP_DRAIN_MS)
+      // Post-copy streams stop; their sources keep their copies (a restart does not resume them yet).
+      await postcopies.stopAll()
       // Migrations out were cancelled with the control connections: let them resume their workloads.
       await settleWithin([...outgoing], STOP_DRAIN_MS)
       if (init.keepWorkloadsOnStop === true) workloads.detachAll()
@@ -239,6 +309,7 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
     async removeImage (name) {
       const rec = store.get(name)
       if (rec.state === 'migrating') throw new ImageStateError(`image ${name} is migrating; cancel the migration first`)
+      await postcopies.stop(name)
       await workloads.stop(name)
       store.remove(name)
       rmSync(join(workloads.runRoot, name), { recursive: true, force: true })
@@ -250,23 +321,79 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
     },
     async startImage (name, opts) { return await workloads.start(name, opts?.force === true) },
     async migrate (name, to, opts = {}) {
-      const run = migrateOut({ libp2p, transport, dataPlane: () => dataPlane, shadows, store, workloads, pool: poolOf, log }, name, to, { ...opts, signal: opts.signal != null ? AbortSignal.any([opts.signal, stopping.signal]) : stopping.signal })
+      const keepCache = async (kept: KeptCache, cachePath: string, peer: string): Promise<() => Promise<void>> => await volumes.kept.keep(kept, cachePath, peer)
+      // Checked before a record is made: an unknown image or a bad address is not a migration.
+      store.get(name)
+      const peer = resolvePeer(to, 'target').peerId.toString()
+      const { onProgress, onId, signal, ...asked } = opts
+      // What the request does not say comes from the node's defaults (its config file).
+      const chosen: MigrateOptions = { ...init.migrateDefaults, ...Object.fromEntries(Object.entries(asked).filter(([, v]) => v !== undefined)) }
+      const handle = migrations.begin(name, peer, to, chosen)
+      onId?.(handle.id)
+      const signals = [stopping.signal, handle.signal, ...(signal != null ? [signal] : [])]
+      // Every line this migration logs carries its id.
+      const mlog = childLogger(log, { migration: handle.id })
+      const run = migrateOut({ libp2p, transport, dataPlane: () => dataPlane, shadows, store, workloads, pool: poolOf, log: mlog, keepCache }, name, to, {
+        ...chosen, signal: AbortSignal.any(signals), onProgress: (p) => { handle.progress(p); onProgress?.(p) }
+      })
       outgoing.add(run)
-      try { return await run } finally { outgoing.delete(run) }
+      try {
+        const report = await run
+        handle.succeeded(report)
+        return report
+      } catch (err) {
+        handle.failed(err)
+        throw err
+      } finally { outgoing.delete(run) }
     },
-    async status () {
+    async evacuate (opts) {
+      return await evacuate({
+        images: () => store.list(),
+        knownPeers: async () => (await node.peers()).map(p => p.peerId),
+        peerIdOf: (to) => resolvePeer(to, 'to').peerId.toString(),
+        capacity: async (to, signal) => await askCapacity(transport, to, AbortSignal.any([signal, stopping.signal])),
+        migrate: async (image, to, o) => await node.migrate(image, to, o),
+        dir: join(init.dataDir, 'evacuations'),
+        log
+      }, { ...opts, signal: AbortSignal.any([stopping.signal, ...(opts.signal != null ? [opts.signal] : [])]) })
+    },
+    migrations: () => migrations.list(),
+    migration: (id) => migrations.get(id),
+    cancelMigration: (id) => migrations.cancel(id),
+    migrationFiles: (id) => migrations.files(id),
+    async verifyImage (name) {
+      const rec = store.get(name)
+      const running = workloads.get(name) != null
+      const driver = workloads.driver(rec.spec.driver)
+      const checks: ImageVerification['checks'] = []
+      if (rec.spec.cache.size > 0 && CacheMeta.exists(rec.spec.cache.path)) {
+        if (postcopies.status(name) != null) checks.push({ check: 'cache-blocks', detail: 'its cache is still streaming in (post-copy): blocks are missing until it completes' })
+        else if (running && driver.tracker(rec.spec.driverConfig) !== 'cooperative' && rec.spec.driver !== 'synthetic') checks.push({ check: 'cache-blocks', detail: 'the workload runs and does not mark the blocks it writes: stop it to check its cache against the volume' })
+        else checks.push({ check: 'cache-blocks', ...await verifyCacheBlocks(rec.spec.cache.path) })
+      }
+      if (driver.verify != null) checks.push({ check: 'workload', ...await driver.verify(workloads.image(rec), running) })
+      const ok = checks.some(c => c.ok === false) ? false : checks.some(c => c.ok === true) ? true : undefined
+      return { image: name, ...(ok != null ? { ok } : {}), checks }
+    },
+    async peers () {
       const connected = new Set(libp2p.getConnections().map(c => c.remotePeer.toString()))
-      const peers = (await libp2p.peerStore.all()).filter(p => !p.id.equals(libp2p.peerId)).map(p => ({
+      return (await libp2p.peerStore.all()).filter(p => !p.id.equals(libp2p.peerId)).map(p => ({
         peerId: p.id.toString(),
         addrs: p.addresses.map(a => a.multiaddr.toString()),
         connected: connected.has(p.id.toString())
       }))
+    },
+    async status () {
       return {
         peerId,
         addrs: node.addrs(),
-        peers,
-        images: store.list().map(r => ({ ...r, pid: workloads.get(r.spec.name)?.pid })),
+        peers: await node.peers(),
+        images: store.list().map(r => {
+          const pc = postcopies.status(r.spec.name)
+          return { ...r, pid: workloads.get(r.spec.name)?.pid, ...(pc != null ? { postcopy: pc } : {}) }
+        }),
         volumes: volumes.list(),
+        kept: volumes.kept.list(),
         incoming: incoming.size
       }
     },
@@ -282,6 +409,33 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
   }
 
   return node
+}
+
+/**
+ * Every clean block of a cache that caches a volume (not marked dirty: the synthetic workload
+ * marks a block before it writes it) against the volume's SHA-256 of that block.
+ */
+async function verifyCacheBlocks (cachePath: string): Promise<{ ok: boolean, detail: string }> {
+  const meta = CacheMeta.open(cachePath)
+  const dirty = meta.dirty()
+  const fh = await open(cachePath, 'r')
+  const buf = Buffer.alloc(meta.blockSize)
+  const bad: number[] = []
+  let checked = 0
+  try {
+    for (let i = 0; i < meta.blockCount; i++) {
+      if (dirty.get(i)) continue
+      const { bytesRead } = await fh.read(buf, 0, meta.blockSize, i * meta.blockSize)
+      const digest = createHash('sha256').update(buf.subarray(0, bytesRead)).digest()
+      checked++
+      if (bytesRead !== meta.blockSize || !digest.equals(meta.hashes.subarray(i * 32, i * 32 + 32))) bad.push(i)
+    }
+  } finally {
+    await fh.close()
+  }
+  return bad.length === 0
+    ? { ok: true, detail: `${checked} clean blocks match volume ${meta.volume} (${meta.blockCount - checked} written here, not checked)` }
+    : { ok: false, detail: `${bad.length} of ${checked} clean blocks differ from volume ${meta.volume}: blocks ${bad.slice(0, 10).join(', ')}${bad.length > 10 ? ', ...' : ''}` }
 }
 
 /** Copies a fully held volume into a cache file and writes its metadata (every block clean). */

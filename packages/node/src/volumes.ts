@@ -1,4 +1,5 @@
 import { mkdirSync, readdirSync } from 'node:fs'
+import { join } from 'node:path'
 import {
   BlockClient, BlockStore, checkBlockSize, DEFAULT_BLOCK_SIZE, fetchFromSources, InvalidArgumentError, serveBlocks, TokenBucket, UnknownVolumeError, zeroHash
 } from '@shoal/core'
@@ -9,6 +10,7 @@ import type { DataPlane, LanePeer, ShoalLibp2p } from '@shoal/libp2p'
 import { BLOCKS_PROTOCOL, DEFAULT_BLOCK_REQUESTS_PER_SEC, DEFAULT_REPLICA_STREAMS, DISCOVERY_CONCURRENCY, DISCOVERY_TIMEOUT_MS } from './constants.js'
 import type { Logger } from './logger.js'
 import { resolvePeer } from './peer-address.js'
+import { KeptCaches } from './kept-caches.js'
 
 /** A volume this node holds blocks of. */
 export interface VolumeInfo { id: string, blockSize: number, blockCount: number, held: number }
@@ -77,14 +79,19 @@ export interface FindReplicasOptions {
 export class Volumes {
   private readonly stores = new Map<string, BlockStore>()
   private readonly budget?: TokenBucket
+  /** Caches kept for post-copy destinations (served to their destination only). */
+  readonly kept: KeptCaches
 
   /** `serveRate`: bytes per second this node spends serving blocks to others (all peers together); default unlimited. */
   /** Per peer: block requests per second it may make (see `blockRequestRate`). */
   private readonly requestBudgets = new Map<string, TokenBucket>()
+  /** Told of every block served (metrics). */
+  onServed?: (volume: string, bytes: number) => void
 
   /** `blockRequestRate`: blocks per second one peer may ask this node for; default DEFAULT_BLOCK_REQUESTS_PER_SEC. */
   constructor (private readonly libp2p: ShoalLibp2p, private readonly dir: string, private readonly log: Logger, serveRate?: number, private readonly blockRequestRate = DEFAULT_BLOCK_REQUESTS_PER_SEC, private readonly data?: VolumesDataPlane) {
     if (serveRate != null) this.budget = new TokenBucket(serveRate)
+    this.kept = new KeptCaches(join(dir, 'kept'), log)
   }
 
   /** Opens the volumes kept in the directory. */
@@ -95,6 +102,7 @@ export class Volumes {
       const v = await BlockStore.open(this.dir, f.slice(0, -5))
       this.stores.set(v.id, v)
     }
+    await this.kept.load()
   }
 
   /** Serves one block lane (the transport checked the allow-list). */
@@ -104,7 +112,13 @@ export class Volumes {
       requests = new TokenBucket(this.blockRequestRate, Math.max(1, Math.ceil(this.blockRequestRate / 10)))
       this.requestBudgets.set(peer, requests)
     }
-    void serveBlocks(lane, id => this.stores.get(id), { budget: this.budget, requests, ...(this.data != null ? { dataEndpoints: this.data.endpoints } : {}) })
+    void serveBlocks(lane, id => this.stores.get(id) ?? this.kept.lookup(id, peer), {
+      budget: this.budget,
+      requests,
+      release: async (volume, sessionId) => { await this.kept.release(volume, sessionId, peer) },
+      onServed: (volume, bytes) => { this.onServed?.(volume, bytes) },
+      ...(this.data != null ? { dataEndpoints: this.data.endpoints } : {})
+    })
   }
 
   get (id: string): BlockStore | undefined { return this.stores.get(id) }
@@ -244,9 +258,27 @@ export class Volumes {
     }
   }
 
+  /**
+   * Post-copy: the migrating source's node as one more source of a volume's blocks (it serves the
+   * cache it kept for this node); undefined when it cannot be reached or holds none.
+   */
+  async sourceNode (peer: string, req: CacheSourcesRequest): Promise<{ source: BlockSource, close: () => void } | undefined> {
+    const [r] = await this.findReplicas(req.volume, { peers: [peer], hashesDigest: req.hashesDigest, blockSize: req.blockSize, blockCount: req.blockCount, signal: req.signal })
+    if (r == null) return undefined
+    return { source: blockSource(r, req.volume), close: () => { closeAll([r]) } }
+  }
+
+  /** Post-copy: tells the source's node that its kept cache of `sessionId` may go. */
+  async releaseKept (peer: string, volume: string, sessionId: Uint8Array, signal?: AbortSignal): Promise<void> {
+    const [lane] = await openLanes(this.libp2p, resolvePeer(peer), BLOCKS_PROTOCOL, 1, { signal })
+    const client = new BlockClient(lane!)
+    try { await client.release(volume, sessionId) } finally { await lane!.close().catch(() => { lane!.abort() }) }
+  }
+
   async close (): Promise<void> {
     for (const v of this.stores.values()) await v.close().catch(() => {})
     this.stores.clear()
+    await this.kept.close()
   }
 
   /** Peers in the peer store that announce the block protocol (identify), or whose protocols are not known yet. */
@@ -308,20 +340,26 @@ export class Volumes {
   }
 }
 
-/** A replica as a fetch source: each request takes an idle block lane, so requests run in parallel. */
+/**
+ * A replica as a fetch source: each request takes an idle block lane, so requests run in parallel.
+ * Urgent requests (a workload waiting for the block) go on the replica's first lane, which bulk
+ * requests leave alone when there is another, so they never queue behind a bulk batch there.
+ */
 function blockSource (r: Replica, volume: string): BlockSource {
-  const idle = [...r.clients]
+  const bulk = r.clients.length > 1 ? r.clients.filter(c => c !== r.control) : r.clients
+  const idle = [...bulk]
   const waiting: Array<(c: BlockClient) => void> = []
   const acquire = async (): Promise<BlockClient> => idle.pop() ?? await new Promise(resolve => { waiting.push(resolve) })
   const release = (c: BlockClient): void => { const w = waiting.shift(); if (w != null) w(c); else idle.push(c) }
   return {
     id: r.peerId,
-    slots: r.clients.length,
+    slots: bulk.length,
     has: i => r.summary.have.get(i),
     fetch: async (hashes) => {
       const c = await acquire()
       try { return await c.fetch(volume, hashes) } finally { release(c) }
-    }
+    },
+    fetchUrgent: async (hashes) => await r.control.fetch(volume, hashes)
   }
 }
 

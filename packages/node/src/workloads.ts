@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { ImageStateError, InvalidDriverConfigError } from '@shoal/core'
-import type { Driver, DriverImage, PreparedLaunch, RunningWorkload } from '@shoal/core'
+import type { Driver, DriverImage, PostCopyAccess, PreparedLaunch, RunningWorkload } from '@shoal/core'
 import type { ImageRecord, ImageStore } from './image-store.js'
 import type { Logger } from './logger.js'
 
@@ -13,6 +13,8 @@ import type { Logger } from './logger.js'
 export class Workloads {
   private readonly running = new Map<string, RunningWorkload>()
   private readonly drivers = new Map<string, Driver>()
+  /** Post-copy: how the workload of an image whose cache still streams in reaches missing blocks. */
+  postcopyAccess?: (name: string) => PostCopyAccess | undefined
 
   constructor (private readonly store: ImageStore, drivers: readonly Driver[], readonly runRoot: string, private readonly log: Logger) {
     for (const d of drivers) this.drivers.set(d.name, d)
@@ -40,10 +42,22 @@ export class Workloads {
     return { spec: rec.spec, runDir: typeof rec.runtime?.runDir === 'string' ? rec.runtime.runDir : this.runDir(rec.spec.name), runtime: rec.runtime }
   }
 
-  /** Starts an image's workload (`runDir`: the one an incoming migration prepared). */
-  async launch (rec: ImageRecord, deviceState?: Uint8Array, prepared?: PreparedLaunch, runDir?: string): Promise<void> {
-    const image = runDir != null ? { spec: rec.spec, runDir } : this.image({ ...rec, runtime: undefined })
+  /**
+   * Starts an image's workload (`runDir`: the one an incoming migration prepared; `postcopy`: its
+   * cache is still arriving, and how the workload reaches missing blocks).
+   */
+  async launch (rec: ImageRecord, deviceState?: Uint8Array, prepared?: PreparedLaunch, runDir?: string, postcopy?: PostCopyAccess): Promise<void> {
+    const image: DriverImage = runDir != null ? { spec: rec.spec, runDir } : this.image({ ...rec, runtime: undefined })
+    const access = postcopy ?? this.postcopyAccess?.(rec.spec.name)
+    // A cache with missing blocks is never run without its fault path: it would read zeros.
+    if (access == null && rec.postcopyPending != null) throw new ImageStateError(`the cache of ${rec.spec.name} is incomplete (its post-copy from ${rec.postcopyPending.from} did not finish and could not be taken up again; see the node's log)`)
+    if (access != null) image.postcopy = access
     this.track(rec, await this.driver(rec.spec.driver).launch(image, deviceState, prepared))
+  }
+
+  /** Post-copy: the image's cache is complete; its workload leaves the fault path. */
+  async postcopyComplete (name: string): Promise<void> {
+    await this.running.get(name)?.postcopyComplete?.()
   }
 
   /**

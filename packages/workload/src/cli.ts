@@ -4,6 +4,7 @@
  * 3 verification failed.
  */
 
+import { existsSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import {
   optionalString,
@@ -14,11 +15,12 @@ import {
   requireString,
   type RawValues
 } from './cli-args.js'
+import { CACHE_HASHES_SUFFIX } from './constants.js'
 import { ImageExistsError, ImageSizeMismatchError, InvalidArgumentError, InvalidHeaderError } from './errors.js'
 import type { FillMode } from './format.js'
 import { initImage } from './image.js'
 import { verifyImage, type VerifyResult } from './verify.js'
-import { createWorkload } from './writer.js'
+import { createWorkload, type WorkloadInit } from './writer.js'
 
 /** Exit codes of the CLI. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, verifyFailed: 3 } as const
@@ -28,11 +30,19 @@ const USAGE = `Usage:
                         [--seed S] [--hot-pages H] [--hot-percent 90] [--fill zero|random]
                         [--record-size 4076] [--force]
   shoal-workload run    --memory-path P --cache-path C [--rate PAGES_PER_S] [--record-rate RECORDS_PER_S]
-                        [--resume] [--ops-file F] [--marks F] [--block-size BYTES [--dirty-marks F] [--cache-marks F]]
+                        [--resume] [--ops-file F] [--marks F] [--block-size BYTES [--dirty-marks F] [--cache-marks F]
+                        [--cache-present F --cache-faults SOCKET] [--cache-reads BLOCKS_PER_S [--cache-hashes F]]]
   shoal-workload verify --memory-path P --cache-path C [--writes N] [--records M] [--json]
   shoal-workload standby   (boots, then reads the JSON array of a command's arguments from stdin)
 
-Sizes accept binary units (64k, 256M, 1G). Exit codes: 0 ok, 2 bad arguments or files, 3 verification failed.`
+Post-copy (run): --cache-present is the node's present file (one byte per cache block) and
+--cache-faults its fault socket; records go only into present blocks, missing ones are asked for.
+--cache-reads reads random cache blocks beyond the records and checks them against the volume's
+hashes (--cache-hashes, default <cache>.hashes); a wrong block is logged as
+"SHOAL-WORKLOAD bad cache read block=N" and counted in the ops file.
+
+Sizes accept binary units (64k, 256M, 1G). Exit codes: 0 ok, 1 failure (e.g. a refused cache fault),
+2 bad arguments or files, 3 verification failed.`
 
 type OptionSpec = Record<string, { type: 'string' | 'boolean' }>
 
@@ -67,7 +77,11 @@ const COMMANDS: Record<string, { options: OptionSpec, run: (values: RawValues) =
       'dirty-marks': { type: 'string' },
       'block-size': { type: 'string' },
       marks: { type: 'string' },
-      'cache-marks': { type: 'string' }
+      'cache-marks': { type: 'string' },
+      'cache-present': { type: 'string' },
+      'cache-faults': { type: 'string' },
+      'cache-reads': { type: 'string' },
+      'cache-hashes': { type: 'string' }
     },
     run: runWorkload
   },
@@ -153,24 +167,35 @@ async function runWorkload (values: RawValues): Promise<number> {
       return EXIT.verifyFailed
     }
   }
+  const cacheOptions = blockOptionsOf(values, cachePath)
+  // Set once the process waits for its end; a failure before that cannot happen (nothing runs yet).
+  let onFailure = (_error: Error): void => {}
   const workload = createWorkload({
     memoryPath,
     cachePath,
     rate,
     recordRate,
     opsFile: optionalString(values, 'ops-file'),
-    ...blockMarksOf(values),
+    ...cacheOptions,
     pageMarks: optionalString(values, 'marks'),
-    onCacheFull: () => { err('shoal-workload run: cache file is full, no more records are appended') }
+    onCacheFull: () => { err('shoal-workload run: cache file is full, no more records are appended') },
+    onBadCacheRead: (block) => { err(`SHOAL-WORKLOAD bad cache read block=${block}`) },
+    onError: (error) => { onFailure(error) }
   })
   return await new Promise<number>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals): void => {
+    const end = (code: number, event: Record<string, unknown>): void => {
       process.off('SIGTERM', onSignal)
       process.off('SIGINT', onSignal)
       workload.stop()
       const { writes, records } = workload.header
-      out(JSON.stringify({ event: 'stopped', signal, pid: process.pid, writes, records }))
-      resolve(EXIT.ok)
+      out(JSON.stringify({ ...event, pid: process.pid, writes, records }))
+      resolve(code)
+    }
+    const onSignal = (signal: NodeJS.Signals): void => { end(EXIT.ok, { event: 'stopped', signal }) }
+    onFailure = (error) => {
+      const code = (error as { code?: unknown }).code
+      err(`shoal-workload run: ${error.name}${typeof code === 'string' ? ` (${code})` : ''}: ${error.message}`)
+      end(EXIT.failure, { event: 'failed', error: error.name, code })
     }
     process.on('SIGTERM', onSignal)
     process.on('SIGINT', onSignal)
@@ -273,19 +298,43 @@ export async function main (argv: readonly string[]): Promise<number> {
   }
 }
 
-/** `--block-size N` with `--dirty-marks F` and/or `--cache-marks F`. */
-function blockMarksOf (values: RawValues): { dirtyMarks?: { path: string, blockSize: number }, cacheMarks?: { path: string, blockSize: number } } {
+type CacheOptions = Pick<WorkloadInit, 'dirtyMarks' | 'cacheMarks' | 'postcopy' | 'cacheReads'>
+
+/**
+ * The options about cache blocks, which share one `--block-size`: `--dirty-marks F`,
+ * `--cache-marks F`, `--cache-present F --cache-faults SOCKET` (post-copy) and
+ * `--cache-reads N [--cache-hashes F]`.
+ */
+function blockOptionsOf (values: RawValues, cachePath: string): CacheOptions {
   const dirty = optionalString(values, 'dirty-marks')
   const cache = optionalString(values, 'cache-marks')
+  const present = optionalString(values, 'cache-present')
+  const faults = optionalString(values, 'cache-faults')
+  if ((present == null) !== (faults == null)) {
+    throw new InvalidArgumentError('--cache-present and --cache-faults go together (post-copy needs both)', present == null ? '--cache-present' : '--cache-faults')
+  }
+  const reads = optional(values, 'cache-reads', parseRate) ?? 0
+  const hashesOption = optionalString(values, 'cache-hashes')
+  if (hashesOption != null && values['cache-reads'] === undefined) throw new InvalidArgumentError('--cache-hashes goes with --cache-reads', '--cache-hashes')
+  // Shoal keeps a volume cache's block hashes beside it (@shoal/core `cacheMetaPaths`).
+  const defaultHashes = `${cachePath}${CACHE_HASHES_SUFFIX}`
+  const hashes = reads > 0 ? hashesOption ?? (existsSync(defaultHashes) ? defaultHashes : undefined) : undefined
+  if (reads > 0 && hashes == null) {
+    throw new InvalidArgumentError(`--cache-reads needs the block hashes of the volume the cache caches: there is no ${defaultHashes}, pass --cache-hashes`, '--cache-reads')
+  }
+
   const size = optional(values, 'block-size', parseSize)
-  if (dirty == null && cache == null) {
-    if (size != null) throw new InvalidArgumentError('--block-size goes with --dirty-marks or --cache-marks', '--block-size')
+  const users = [dirty != null && '--dirty-marks', cache != null && '--cache-marks', present != null && '--cache-present', reads > 0 && '--cache-reads'].filter(u => u !== false)
+  if (users.length === 0) {
+    if (size != null) throw new InvalidArgumentError('--block-size goes with --dirty-marks, --cache-marks, --cache-present or --cache-reads', '--block-size')
     return {}
   }
-  if (size == null) throw new InvalidArgumentError('--dirty-marks and --cache-marks need --block-size', '--block-size')
+  if (size == null) throw new InvalidArgumentError(`${users.join(', ')} need${users.length === 1 ? 's' : ''} --block-size`, '--block-size')
   if (size < 512 || (size & (size - 1)) !== 0) throw new InvalidArgumentError('--block-size must be a power of two of at least 512', '--block-size')
   return {
     ...(dirty != null ? { dirtyMarks: { path: dirty, blockSize: size } } : {}),
-    ...(cache != null ? { cacheMarks: { path: cache, blockSize: size } } : {})
+    ...(cache != null ? { cacheMarks: { path: cache, blockSize: size } } : {}),
+    ...(present != null && faults != null ? { postcopy: { presentPath: present, socketPath: faults, blockSize: size } } : {}),
+    ...(hashes != null ? { cacheReads: { rate: reads, hashesPath: hashes, blockSize: size } } : {})
   }
 }

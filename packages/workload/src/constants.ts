@@ -51,3 +51,21 @@ export const IO_CHUNK_SIZE = 1024 * 1024
 
 /** How many bad pages and bad records a verification lists (the counts are always total). */
 export const MAX_REPORTED_PROBLEMS = 20
+
+/** First wait before reconnecting to a post-copy fault socket that refused or dropped us. */
+export const FAULT_RETRY_MIN_MS = 10
+
+/** Longest wait between two reconnects to the fault socket (the node may take a while to restart). */
+export const FAULT_RETRY_MAX_MS = 1000
+
+/**
+ * How often outstanding faults are re-checked in the present file while connected: an answer
+ * lost by a node that restarted under an open connection must not leave a block waiting forever.
+ */
+export const FAULT_PRESENT_POLL_MS = 1000
+
+/** Most cache reads (`--cache-reads`) waiting on a fault at once; further reads are skipped, not queued. */
+export const MAX_PENDING_CACHE_READS = 64
+
+/** Suffix of the file beside a volume cache holding the volume's block hashes (@shoal/core `cacheMetaPaths`). */
+export const CACHE_HASHES_SUFFIX = '.hashes'

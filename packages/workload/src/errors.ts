@@ -36,3 +36,21 @@ export class ImageSizeMismatchError extends ShoalError {
   static override readonly code = 'ERR_IMAGE_SIZE_MISMATCH'
   constructor (message = 'Image file size does not match its header') { super(message) }
 }
+
+/**
+ * The node answered a post-copy cache fault (`R`/`W <block>`) with `ERR <block> <code>`: the
+ * block cannot be used, so the workload stops appending and reading rather than touch it.
+ */
+export class CacheFaultError extends ShoalError {
+  static override readonly code = 'ERR_CACHE_FAULT'
+  /** The block the node refused. */
+  readonly block: number | undefined
+  /** The code the node answered with (`ERR <block> <code>`). */
+  readonly remoteCode: string | undefined
+
+  constructor (message = 'The node refused a cache block fault', block?: number, remoteCode?: string) {
+    super(message)
+    this.block = block
+    this.remoteCode = remoteCode
+  }
+}

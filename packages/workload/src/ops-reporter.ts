@@ -17,6 +17,14 @@ export interface OpsSnapshot {
   p99Ms: number
   /** Wall-clock time of the snapshot (`Date.now()`). */
   t: number
+  /** Cache blocks read and checked against the volume's hashes (`--cache-reads`) by this process. */
+  cacheReads: number
+  /** Of {@link OpsSnapshot.cacheReads}, those that returned other bytes than the volume's: must stay 0. */
+  badCacheReads: number
+  /** Post-copy waits for a cache block (a batch of record appends or a cache read) by this process. */
+  faultWaits: number
+  /** 99th percentile of those waits over the last interval (0 if none): from asking for the blocks to being able to use them. */
+  faultWaitP99Ms: number
 }
 
 /** Options of {@link createOpsReporter}. */
@@ -33,6 +41,10 @@ export interface OpsReporterInit {
 export interface OpsReporter {
   /** Notes one completed page write and how long its syscall took. */
   recordOp: (latencyMs: number) => void
+  /** Notes one checked cache read; `bad`: it returned other bytes than the volume's. */
+  recordCacheRead: (bad: boolean) => void
+  /** Notes one wait for post-copy cache blocks and how long it took. */
+  recordFaultWait: (latencyMs: number) => void
   /** Starts the periodic snapshots. */
   start: () => void
   /** Stops the timer and writes a last snapshot. */
@@ -44,33 +56,47 @@ export function createOpsReporter (init: OpsReporterInit): OpsReporter {
   const intervalMs = init.intervalMs ?? OPS_INTERVAL_MS
   const tempPath = `${init.path}.${process.pid}.tmp`
   let ops = init.initialOps
-  // Latencies of the current interval; a typed array sorts numerically and fast.
-  let latencies = new Float64Array(1024)
-  let count = 0
+  // Latencies of the current interval.
+  const latencies = new Samples()
+  const faultWaitLatencies = new Samples()
+  let cacheReads = 0
+  let badCacheReads = 0
+  let faultWaits = 0
   let intervalStart = performance.now()
   let timer: NodeJS.Timeout | undefined
 
   const publish = (): void => {
     const now = performance.now()
-    const samples = latencies.subarray(0, count).sort()
-    const p99 = count > 0 ? samples[Math.min(count - 1, Math.ceil(count * 0.99) - 1)] ?? 0 : 0
     const elapsedS = Math.max(now - intervalStart, 1) / 1000
-    const snapshot: OpsSnapshot = { ops, opsPerSec: count / elapsedS, p99Ms: p99, t: Date.now() }
+    const snapshot: OpsSnapshot = {
+      ops,
+      opsPerSec: latencies.count / elapsedS,
+      p99Ms: latencies.p99(),
+      t: Date.now(),
+      cacheReads,
+      badCacheReads,
+      faultWaits,
+      faultWaitP99Ms: faultWaitLatencies.p99()
+    }
     writeFileSync(tempPath, JSON.stringify(snapshot) + '\n')
     renameSync(tempPath, init.path)
-    count = 0
+    latencies.clear()
+    faultWaitLatencies.clear()
     intervalStart = now
   }
 
   return {
     recordOp (latencyMs) {
       ops++
-      if (count === latencies.length) {
-        const grown = new Float64Array(latencies.length * 2)
-        grown.set(latencies)
-        latencies = grown
-      }
-      latencies[count++] = latencyMs
+      latencies.add(latencyMs)
+    },
+    recordCacheRead (bad) {
+      cacheReads++
+      if (bad) badCacheReads++
+    },
+    recordFaultWait (latencyMs) {
+      faultWaits++
+      faultWaitLatencies.add(latencyMs)
     },
     start () {
       intervalStart = performance.now()
@@ -82,4 +108,28 @@ export function createOpsReporter (init: OpsReporterInit): OpsReporter {
       publish()
     }
   }
+}
+
+/** Latencies of one interval; a typed array sorts numerically and fast. */
+class Samples {
+  private values = new Float64Array(1024)
+  count = 0
+
+  add (value: number): void {
+    if (this.count === this.values.length) {
+      const grown = new Float64Array(this.values.length * 2)
+      grown.set(this.values)
+      this.values = grown
+    }
+    this.values[this.count++] = value
+  }
+
+  /** The 99th percentile (0 without samples). */
+  p99 (): number {
+    if (this.count === 0) return 0
+    const sorted = this.values.subarray(0, this.count).sort()
+    return sorted[Math.min(this.count - 1, Math.ceil(this.count * 0.99) - 1)] ?? 0
+  }
+
+  clear (): void { this.count = 0 }
 }

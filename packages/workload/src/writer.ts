@@ -6,11 +6,22 @@
  * it, so the header never claims a write that is not on disk. Before a batch the header's
  * `pendingWrites` is raised to the batch's last write; a process stopped mid-batch therefore
  * leaves on disk exactly a prefix of `(writes, pendingWrites]`, which the verifier accepts.
+ *
+ * Post-copy adds one rule: a record is written only into cache blocks that are present. A batch
+ * of appends that touches missing blocks is announced first (`pendingRecords` raised), then its
+ * blocks are faulted in (`W` for blocks it overwrites whole, `R` for the others), and only a later
+ * tick writes it. Announcing before asking matters for `W`: the node then gives up the block's
+ * old bytes, so the block must already lie inside the announced window, where nobody expects
+ * the volume's bytes and every later process will write it (the window is never lowered). A
+ * stop meanwhile writes only the announced records whose blocks are present: the rest stay in
+ * the window, exactly as if the process had been killed there.
  */
 
 import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs'
+import { createCacheReader, type CacheReader } from './cache-reader.js'
 import { MAX_CATCH_UP_MS, PAGE_SIZE, TICK_MS } from './constants.js'
 import { InvalidArgumentError } from './errors.js'
+import { createFaultClient, type FaultClient } from './fault-client.js'
 import { decodeHeader, encodeHeader, encodePage, encodeRecord, recordTotalSize, type WorkloadHeader } from './format.js'
 import { DirtyMarksWriter } from './dirty-marks.js'
 import { checkImageSizes } from './image.js'
@@ -43,6 +54,24 @@ export interface WorkloadInit {
   pageMarks?: string
   /** Cooperative tracking of the cache: Shoal's dirty-marks file with one mark per cache block. */
   cacheMarks?: { path: string, blockSize: number }
+  /**
+   * Post-copy: the cache is still arriving. `presentPath` has one byte per cache block (1 =
+   * present), `socketPath` is the node's fault socket; records are written only into present
+   * blocks, and missing ones are faulted in first (see the top of this file).
+   */
+  postcopy?: { presentPath: string, socketPath: string, blockSize: number }
+  /**
+   * Cache reads: `rate` random blocks per second beyond the records, checked against the
+   * volume's hashes in `hashesPath` (32 bytes per block); see `cache-reader.ts`.
+   */
+  cacheReads?: { rate: number, hashesPath: string, blockSize: number }
+  /** Called for each cache read that returned other bytes than the volume's (it is also counted). */
+  onBadCacheRead?: (block: number) => void
+  /**
+   * Called once when the workload cannot go on (the node refused a cache block: a
+   * `CacheFaultError`); records and cache reads stop, page writes go on until {@link Workload.stop}.
+   */
+  onError?: (error: Error) => void
 }
 
 /** A running (or runnable) workload bound to its open image files. */
@@ -52,8 +81,9 @@ export interface Workload {
   /** Starts the rate loop (and the ops reporter). */
   start: () => void
   /**
-   * Stops the loop, writes the header and closes every file and timer. Writes are synchronous,
-   * so a stop never lands between a page write and its header update.
+   * Stops the loop, writes the header and closes every file, socket and timer. Writes are
+   * synchronous, so a stop never lands between a page write and its header update; it never
+   * waits for a cache fault (announced records in missing blocks stay in the pending window).
    */
   stop: () => void
 }
@@ -81,39 +111,7 @@ export function createWorkload (init: WorkloadInit): Workload {
   requireRate(rate, '--rate')
   requireRate(recordRate, '--record-rate')
 
-  const memoryFd = openSync(init.memoryPath, 'r+')
-  let cacheFd: number
-  let header: WorkloadHeader
-  try {
-    cacheFd = openSync(init.cachePath, 'r+')
-    try {
-      const page = Buffer.alloc(PAGE_SIZE)
-      const bytesRead = readSync(memoryFd, page, 0, PAGE_SIZE, 0)
-      header = decodeHeader(page.subarray(0, bytesRead))
-      checkImageSizes(header, fstatSync(memoryFd).size, fstatSync(cacheFd).size)
-    } catch (err) {
-      closeSync(cacheFd)
-      throw err
-    }
-  } catch (err) {
-    closeSync(memoryFd)
-    throw err
-  }
-
-  let marks: { fd: number, seen: Buffer } | undefined
-  let pageMarks: DirtyMarksWriter | undefined
-  let blockMarks: DirtyMarksWriter | undefined
-  try {
-    marks = init.dirtyMarks != null ? openDirtyMarks(init.dirtyMarks.path, header.cacheSize / init.dirtyMarks.blockSize) : undefined
-    pageMarks = init.pageMarks != null ? DirtyMarksWriter.open(init.pageMarks, header.memorySize / PAGE_SIZE) : undefined
-    blockMarks = init.cacheMarks != null ? DirtyMarksWriter.open(init.cacheMarks.path, Math.ceil(header.cacheSize / init.cacheMarks.blockSize), '--cache-marks') : undefined
-  } catch (err) {
-    closeSync(memoryFd)
-    closeSync(cacheFd)
-    if (marks != null) closeSync(marks.fd)
-    pageMarks?.close()
-    throw err
-  }
+  const { memoryFd, cacheFd, header, marks, pageMarks, blockMarks, faults, release } = openFiles(init)
   const markDirty = (from: number, to: number): void => {
     if (blockMarks != null && init.cacheMarks != null) {
       const bs = init.cacheMarks.blockSize
@@ -142,8 +140,13 @@ export function createWorkload (init: WorkloadInit): Workload {
   let lastTick = 0
   let cacheFullReported = false
   let timer: NodeJS.Timeout | undefined
+  let started = false
   let stopped = false
-  let reporter: OpsReporter | undefined
+  // Post-copy: the appends waiting for their blocks, and why appending ended for good.
+  let faultWait: Promise<void> | undefined
+  let failure: Error | undefined
+  const reporter: OpsReporter | undefined = init.opsFile !== undefined ? createOpsReporter({ path: init.opsFile, initialOps: writes }) : undefined
+  const capacity = Math.floor(header.cacheSize / recordBytes)
 
   const current = (): WorkloadHeader => ({ ...header, writes, records, cacheBytes, pendingWrites, pendingRecords })
 
@@ -178,6 +181,7 @@ export function createWorkload (init: WorkloadInit): Workload {
     }
     pageMarks?.begin()
     blockMarks?.begin()
+    appends = admitAppends(appends)
     if (pages === 0 && appends === 0) { pageMarks?.end(); blockMarks?.end(); return }
 
     // Announce the batch first. Never lower the pending marks: a previous process killed
@@ -216,43 +220,161 @@ export function createWorkload (init: WorkloadInit): Workload {
     }
   }
 
+  const fail = (error: unknown): void => {
+    if (stopped || failure !== undefined) return
+    failure = error instanceof Error ? error : new Error(String(error))
+    init.onError?.(failure)
+  }
+
+  const postcopyBlockSize = init.postcopy?.blockSize ?? 1
+
+  /** Whether every cache block of bytes `[from, to)` is present (always, without post-copy). */
+  const allPresent = (from: number, to: number): boolean => {
+    if (faults === undefined) return true
+    for (let b = Math.floor(from / postcopyBlockSize); b <= Math.floor((to - 1) / postcopyBlockSize); b++) {
+      if (!faults.isPresent(b)) return false
+    }
+    return true
+  }
+
+  /**
+   * Post-copy: lets a tick's `appends` through when every block they touch is present. Otherwise
+   * announces them, faults their missing blocks in and returns 0, giving the credits back so the
+   * rate catches up (within {@link MAX_CATCH_UP_MS}) once the blocks are there.
+   */
+  const admitAppends = (appends: number): number => {
+    if (faults === undefined || appends === 0) return appends
+    if (failure !== undefined) return 0
+    const from = cacheBytes
+    const to = cacheBytes + appends * recordBytes
+    if (faultWait === undefined && allPresent(from, to)) return appends
+    recordCredit += appends
+    if (faultWait !== undefined) return 0
+    const bs = postcopyBlockSize
+    const missing: Array<{ block: number, whole: boolean }> = []
+    for (let b = Math.floor(from / bs); b <= Math.floor((to - 1) / bs); b++) {
+      const end = Math.min((b + 1) * bs, header.cacheSize)
+      if (!faults.isPresent(b)) missing.push({ block: b, whole: from <= b * bs && to >= end })
+    }
+    // Announce first (see the top of this file), and mark a block to be overwritten whole as
+    // dirty before asking: once the node hands it over, it no longer holds the volume's bytes.
+    pendingRecords = Math.max(pendingRecords, records + appends)
+    writeHeader()
+    for (const { block, whole } of missing) if (whole) markDirty(block * bs, Math.min((block + 1) * bs, header.cacheSize))
+    const askedAt = performance.now()
+    faultWait = Promise.all(missing.map(async ({ block, whole }) => { await faults.ensure(block, whole) })).then(
+      () => { reporter?.recordFaultWait(performance.now() - askedAt) },
+      fail
+    ).finally(() => { faultWait = undefined })
+    return 0
+  }
+
+  /** Records of the announced window the stop may write: those whose blocks are all present. */
+  const finishableRecords = (): number => {
+    const last = Math.min(pendingRecords, capacity)
+    let m = records
+    while (m < last && allPresent(m * recordBytes, (m + 1) * recordBytes)) m++
+    return m - records
+  }
+
+  let reader: CacheReader | undefined
+  try {
+    reader = init.cacheReads !== undefined && init.cacheReads.rate > 0
+      ? createCacheReader({ cachePath: init.cachePath, cacheSize: header.cacheSize, ...init.cacheReads }, {
+        // Announced records (and the blocks faulted in for them) lie below the window's end.
+        frontier: () => Math.min(header.cacheSize, pendingRecords * recordBytes),
+        faults,
+        reporter,
+        onBadRead: init.onBadCacheRead,
+        onError: fail
+      })
+      : undefined
+  } catch (err) {
+    release()
+    throw err
+  }
+
   return {
     get header () {
       return current()
     },
     start () {
       if (stopped || timer !== undefined) return
-      if (init.opsFile !== undefined) {
-        reporter = createOpsReporter({ path: init.opsFile, initialOps: writes })
-        reporter.start()
-      }
+      started = true
+      reporter?.start()
       lastTick = performance.now()
       timer = setInterval(tick, TICK_MS)
+      reader?.start()
     },
     stop () {
       if (stopped) return
       stopped = true
       clearInterval(timer)
       timer = undefined
+      reader?.stop()
       try {
         pageMarks?.begin()
         blockMarks?.begin()
         // A batch announced by an earlier process (stopped or killed mid-batch) may have landed
         // partly, and this process rewrote some of its pages with older writes on the way:
-        // finish it, so the image on disk is what the header says.
-        writeBatch(pendingWrites - writes, Math.max(0, Math.min(pendingRecords - records, Math.floor((header.cacheSize - cacheBytes) / recordBytes))))
+        // finish it, so the image on disk is what the header says. Records only as far as their
+        // blocks are present (post-copy): never write into a block the node has not handed over.
+        writeBatch(pendingWrites - writes, finishableRecords())
         writeHeader()
         pageMarks?.end()
         blockMarks?.end()
-        reporter?.stop()
+        // A workload never started has no snapshots to finish.
+        if (started) reporter?.stop()
       } finally {
-        pageMarks?.close()
-        blockMarks?.close()
-        closeSync(memoryFd)
-        closeSync(cacheFd)
-        if (marks != null) closeSync(marks.fd)
+        release()
       }
     }
+  }
+}
+
+/** The files (and fault client) a workload writes through, with one function releasing them all. */
+interface OpenFiles {
+  memoryFd: number
+  cacheFd: number
+  header: WorkloadHeader
+  marks: { fd: number, seen: Buffer } | undefined
+  pageMarks: DirtyMarksWriter | undefined
+  blockMarks: DirtyMarksWriter | undefined
+  faults: FaultClient | undefined
+  /** Closes everything opened, last opened first. */
+  release: () => void
+}
+
+/** Opens the images (validating the header against them) and every marks file; on failure closes what it opened. */
+function openFiles (init: WorkloadInit): OpenFiles {
+  const opened: Array<() => void> = []
+  const release = (): void => {
+    for (const close of opened.splice(0).reverse()) close()
+  }
+  try {
+    const memoryFd = openSync(init.memoryPath, 'r+')
+    opened.push(() => { closeSync(memoryFd) })
+    const cacheFd = openSync(init.cachePath, 'r+')
+    opened.push(() => { closeSync(cacheFd) })
+    const page = Buffer.alloc(PAGE_SIZE)
+    const bytesRead = readSync(memoryFd, page, 0, PAGE_SIZE, 0)
+    const header = decodeHeader(page.subarray(0, bytesRead))
+    checkImageSizes(header, fstatSync(memoryFd).size, fstatSync(cacheFd).size)
+
+    const marks = init.dirtyMarks != null ? openDirtyMarks(init.dirtyMarks.path, header.cacheSize / init.dirtyMarks.blockSize) : undefined
+    if (marks != null) opened.push(() => { closeSync(marks.fd) })
+    const pageMarks = init.pageMarks != null ? DirtyMarksWriter.open(init.pageMarks, header.memorySize / PAGE_SIZE) : undefined
+    if (pageMarks != null) opened.push(() => { pageMarks.close() })
+    const blockMarks = init.cacheMarks != null ? DirtyMarksWriter.open(init.cacheMarks.path, Math.ceil(header.cacheSize / init.cacheMarks.blockSize), '--cache-marks') : undefined
+    if (blockMarks != null) opened.push(() => { blockMarks.close() })
+    const pc = init.postcopy
+    if (pc != null && (!Number.isSafeInteger(pc.blockSize) || pc.blockSize <= 0)) throw new InvalidArgumentError(`the block size must be a positive integer (got ${pc.blockSize})`, '--block-size')
+    const faults = pc != null ? createFaultClient({ presentPath: pc.presentPath, socketPath: pc.socketPath, blocks: Math.ceil(header.cacheSize / pc.blockSize) }) : undefined
+    if (faults != null) opened.push(() => { faults.close() })
+    return { memoryFd, cacheFd, header, marks, pageMarks, blockMarks, faults, release }
+  } catch (err) {
+    release()
+    throw err
   }
 }
 

@@ -1,5 +1,5 @@
 import { resolve } from 'node:path'
-import type { NodeStatus, PullReport } from '@shoal/node'
+import type { ImageVerification, NodeStatus, PullReport } from '@shoal/node'
 import { checkGeometry, DEFAULT_BLOCK_SIZE, DEFAULT_PAGE_SIZE, formatSize, InvalidArgumentError, UnknownImageError } from '@shoal/core'
 import { SYNTHETIC_MIN_MEMORY_SIZE } from '@shoal/driver-synthetic'
 import { buildTestGuest, checkTestGuest, testGuestConfig } from '@shoal/driver-qemu'
@@ -101,6 +101,18 @@ export async function runImageCheck (name: string, o: { node: string, json: bool
   const v = await checkTestGuest(runDir, 120_000)
   process.stdout.write(o.json ? JSON.stringify(v) + '\n' : `${name}: ${v.ok ? 'OK' : 'FAILED'} - ${v.line}\n`)
   if (!v.ok) process.exitCode = 1
+}
+
+/** `shoal image verify <name>`: its cache against its volume and the workload's own check; exit 1 when one failed. */
+export async function runImageVerify (name: string, o: { node: string, json: boolean }): Promise<void> {
+  checkImageName(name)
+  const v = await call(socketOf(o.node), 'POST', `/images/${encodeURIComponent(name)}/verify`) as ImageVerification
+  if (o.json) process.stdout.write(JSON.stringify(v) + '\n')
+  else {
+    const verdict = v.ok === true ? 'OK' : v.ok === false ? 'FAILED' : 'NOT CHECKED'
+    process.stdout.write([`${name}: ${verdict}`, ...v.checks.map(c => `  ${c.check}: ${c.ok === true ? 'ok' : c.ok === false ? 'FAILED' : 'skipped'} - ${c.detail}`)].join('\n') + '\n')
+  }
+  if (v.ok === false) process.exitCode = 1
 }
 
 /** `shoal image start <name>`: starts its workload. */

@@ -3,7 +3,7 @@ import { NodeGoneError } from '@shoal/core'
 import { resolvePeer } from '@shoal/node'
 import { call, controlError, socketOf } from '../control-client.js'
 import { checkImageName } from '../args.js'
-import { cacheLines, formatReport, laneLines, progressLine } from '../format.js'
+import { cacheLines, formatReport, laneLines, LiveLines, progressLine } from '../format.js'
 
 /** Options of `shoal migrate`. */
 export interface MigrateCommandOptions {
@@ -17,6 +17,9 @@ export interface MigrateCommandOptions {
   laneRate?: number
   scanCpu?: number
   adaptivePacing?: boolean
+  /** `precopy` (default) or `postcopy`. */
+  cacheMode?: 'precopy' | 'postcopy'
+  postcopyPrefetch?: boolean
   json?: boolean
   /** Handle Ctrl-C here (default true); the demo handles it itself. */
   handleInterrupt?: boolean
@@ -31,9 +34,7 @@ export async function runMigrate (image: string, o: MigrateCommandOptions): Prom
   resolvePeer(o.to, '--to')
   const socket = socketOf(o.node)
   const out = o.progressOut ?? process.stderr
-  const tty = out.isTTY
-  let lastPrint = 0
-  let drawn = 0
+  const live = new LiveLines(out)
   let result: { type: string, report?: MigrationReport, error?: ErrorInfo } | undefined
   // Ctrl-C hangs up on the node, which aborts the migration; the source keeps running.
   const onInt = (): void => {
@@ -41,11 +42,17 @@ export async function runMigrate (image: string, o: MigrateCommandOptions): Prom
     process.exit(130)
   }
   const warned = new Set<string>()
+  let id: string | undefined
   if (o.handleInterrupt !== false) process.once('SIGINT', onInt)
   await call(socket, 'POST', '/migrate', {
     image, to: o.to, lanes: o.lanes, maxRounds: o.maxRounds, downtimeTargetMs: o.downtimeTarget, autoConverge: o.autoConverge,
-    maxRate: o.maxRate, laneRate: o.laneRate, scanCpuShare: o.scanCpu, adaptivePacing: o.adaptivePacing
+    maxRate: o.maxRate, laneRate: o.laneRate, scanCpuShare: o.scanCpu, adaptivePacing: o.adaptivePacing, cacheMode: o.cacheMode, postcopyPrefetch: o.postcopyPrefetch
   }, (v) => {
+    if (typeof v.id === 'string' && id == null) {
+      id = v.id
+      // Told on stderr in every mode: stdout stays the report alone (JSON with --json).
+      live.note(`shoal: migration ${id} (\`shoal cancel ${id.slice(0, 8)}\` to cancel it, \`shoal report ${id.slice(0, 8)}\` for its page once it ends)`)
+    }
     if (v.type === 'progress') {
       const p = v as unknown as MigrationProgress
       if (o.json === true) return
@@ -53,15 +60,10 @@ export async function runMigrate (image: string, o: MigrateCommandOptions): Prom
       for (const w of p.warnings ?? []) {
         if (warned.has(w.code + (w.area ?? ''))) continue
         warned.add(w.code + (w.area ?? ''))
-        out.write(`${tty && drawn > 0 ? `\x1b[${drawn}F\x1b[J` : ''}shoal: warning: ${w.message} (${w.code})\n`)
-        drawn = 0
+        live.note(`shoal: warning: ${w.message} (${w.code})`)
       }
-      const lines = [progressLine(p), ...laneLines(p), ...(p.cache != null ? cacheLines(p.cache) : [])]
-      if (tty) {
-        // Redraw the block in place: the bar, then one line per lane.
-        out.write(`${drawn > 0 ? `\x1b[${drawn}F` : ''}${lines.map(l => `${l}\x1b[K`).join('\n')}\n`)
-        drawn = lines.length
-      } else if (Date.now() - lastPrint > 1000) { out.write(lines.join('\n') + '\n'); lastPrint = Date.now() }
+      // The bar, then one line per lane (and the cache's sources).
+      live.draw([progressLine(p), ...laneLines(p), ...(p.cache != null ? cacheLines(p.cache) : [])])
     } else {
       result = v as typeof result
     }

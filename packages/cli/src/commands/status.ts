@@ -14,7 +14,19 @@ export async function runStatus (o: { node: string, json?: boolean }): Promise<v
   for (const i of s.images) {
     lines.push(`  ${i.spec.name}: ${i.state}${i.pid != null ? ` (pid ${i.pid})` : ''}, memory ${formatBytes(i.spec.memory.size)}, cache ${formatBytes(i.spec.cache.size)}, driver ${i.spec.driver}` +
       (i.arrivalCheck != null ? `; arrival check ${i.arrivalCheck.ok ? 'OK' : 'FAILED'}: ${i.arrivalCheck.detail}` : ''))
+    const pc = i.postcopy
+    if (pc != null) {
+      const od = pc.stats.postcopy?.onDemand
+      const bySource = Object.entries(pc.stats.sources).map(([id, x]) => `${id.slice(-8)} ${formatBytes(x.bytes)}`).join(', ')
+      lines.push(`    post-copy from ${pc.from.slice(-8)}: ${pc.presentBlocks}/${pc.blocks} claimed blocks present; ${od?.fetches ?? 0} read on demand (p50 ${od?.p50Ms ?? 0} ms, p99 ${od?.p99Ms ?? 0} ms); ${bySource}` +
+        ((od?.blocked.length ?? 0) > 0 ? `; READS BLOCKED on blocks ${od!.blocked.join(', ')}: no reachable source holds them (ERR_POSTCOPY_STALLED)` : ''))
+    } else if (i.postcopyResult != null) {
+      const r = i.postcopyResult
+      lines.push(`    post-copy ${r.complete ? 'complete' : `STOPPED at ${r.presentBlocks}/${r.blocks} blocks${r.error != null ? ` (${r.error})` : ''}`} after ${(r.ms / 1000).toFixed(1)} s; ${r.onDemand?.fetches ?? 0} read on demand (p50 ${r.onDemand?.p50Ms ?? 0} ms, p99 ${r.onDemand?.p99Ms ?? 0} ms)`)
+    }
   }
+  if ((s.kept ?? []).length > 0) lines.push('caches kept for post-copy destinations:')
+  for (const k of s.kept ?? []) lines.push(`  ${k.volume} for ${k.peer} since ${k.since}: ${k.servableBlocks} blocks servable`)
   if (s.volumes.length > 0) lines.push('replica volumes:')
   for (const v of s.volumes) lines.push(`  ${v.id}: ${v.held}/${v.blockCount} blocks of ${formatBytes(v.blockSize)}`)
   process.stdout.write(lines.join('\n') + '\n')

@@ -12,6 +12,31 @@ export interface DriverImage {
   runDir: string
   /** What {@link RunningWorkload.runtime} said when the workload was started (for `adopt`). */
   runtime?: Record<string, unknown>
+  /**
+   * Set when the workload starts during a post-copy migration: its cache file is not complete
+   * yet, and a block that is not present must be asked for before it is read (or partly written).
+   */
+  postcopy?: PostCopyAccess
+}
+
+/**
+ * How a workload reaches the blocks of a cache that is still arriving (post-copy). The node
+ * serves every way at once; a driver uses the one its workload understands.
+ *
+ * - `presentPath`: one byte per cache block, 1 when the block holds its final bytes. A block
+ *   once present stays present. The node sets the byte only after the block's bytes are written.
+ * - `faultSocket`: a unix socket taking lines `R <block>` (the block is about to be read or
+ *   partly written: fetch it first) and `W <block>` (the whole block is about to be overwritten:
+ *   no fetch, and no fetched copy may land afterwards); each is answered `OK <block>` once the
+ *   block may be used, or `ERR <block> <code>` (a bad request; a block no source holds is
+ *   waited for, never answered with other bytes).
+ * - `nbd`: an NBD export of the cache file (unix socket, export name) whose reads and writes do
+ *   the above themselves, for a workload that only speaks a block protocol (QEMU).
+ */
+export interface PostCopyAccess {
+  presentPath: string
+  faultSocket: string
+  nbd?: { socket: string, exportName: string }
 }
 
 /** A workload running on this node. */
@@ -22,6 +47,11 @@ export interface RunningWorkload {
   readonly exited: Promise<number | null>
   /** Ends it gracefully (used when the node stops or the image is removed). */
   terminate: () => Promise<void>
+  /**
+   * Post-copy: every block of the cache is present now; the workload leaves the fault path for
+   * the plain file (a VM moves its drive from the NBD export to the local file, without a pause).
+   */
+  postcopyComplete?: () => Promise<void>
   /**
    * JSON the node keeps in the image record while the workload runs, handed back to
    * {@link Driver.adopt} after a node restart (e.g. the run directory and pid of a VM).
@@ -110,4 +140,9 @@ export interface Driver {
   deviceState: (image: DriverImage) => Promise<Uint8Array>
   /** Checks a just-migrated image against the device state captured at pause, before it runs. */
   check: (image: DriverImage, deviceState: Uint8Array, prepared?: PreparedLaunch) => Promise<ArrivalCheck>
+  /**
+   * Optional: the workload's own check of its data (`shoal image verify`), `running` when its
+   * workload runs now. `ok: undefined` when it cannot check in this state (the detail says why).
+   */
+  verify?: (image: DriverImage, running: boolean) => Promise<{ ok?: boolean, detail: string }>
 }

@@ -14,6 +14,7 @@ import type { CacheFetchStats, CacheSources, CacheSourcesRequest } from '../volu
 import { hashListDigest, ManifestAssembler } from '../volume/cache-manifest.js'
 import type { CacheManifest } from '../volume/cache-manifest.js'
 import type { CacheMetaInit } from '../volume/cache-meta.js'
+import { PostCopyCache } from '../volume/postcopy-cache.js'
 import { decodeFrame, encodeFrame } from '../wire/codec.js'
 import type { DataHeader } from '../wire/codec.js'
 import { Area, FrameType } from '../wire/frames.js'
@@ -44,8 +45,10 @@ export interface DestinationHooks {
   /**
    * The copy is verified and the source asked to commit: move it in place and start the
    * workload. `cache` is the cache's metadata when it caches a volume (to keep beside it).
+   * `postcopy`, in a post-copy migration: the cache's missing blocks, still streaming; the node
+   * owns it from here (the workload's reads of missing blocks go through it) and must stop it.
    */
-  commit: (deviceState: Uint8Array, cache?: CacheMetaInit) => Promise<void>
+  commit: (deviceState: Uint8Array, cache?: CacheMetaInit, postcopy?: PostCopyCache) => Promise<void>
   /**
    * Finds where clean cache blocks of a volume can come from besides the source (replicas, this
    * node's own stores). Without it, or when it fails, the source sends every block.
@@ -136,6 +139,18 @@ export class DestinationSession {
   private readonly cacheAbort = new AbortController()
   /** Cache blocks the source sent after its first round (written during the migration). */
   private lateBlocks?: Bitmap
+  /** Post-copy: the switchover leaves claimed blocks to stream in afterwards. */
+  private postcopy = false
+  /** Post-copy with prefetch: the bulk stream is not held until the switchover. */
+  private prefetch = false
+  /** Post-copy: the fetch's own handle of the cache file (it outlives the session's). */
+  private postcopyFile?: FileHandle
+  /** Post-copy: what verification found missing, and the masked digest (computed once, writes held). */
+  private deferred?: { mask: Bitmap, cacheDigest: Uint8Array, release: () => void }
+  /** Post-copy: handed to the node at COMMIT (the session no longer stops the fetch). */
+  private handedOff?: PostCopyCache
+  private cacheFetchRun?: Promise<CacheFetchStats>
+  private ticker?: NodeJS.Timeout
 
   constructor (controlLane: Lane, private readonly deps: { pool: WorkerPool, hooks: DestinationHooks }, private readonly options: DestinationSessionOptions = {}) {
     this.control = new ControlChannel(controlLane)
@@ -199,11 +214,22 @@ export class DestinationSession {
           case FrameType.CacheManifest: {
             if (this.manifest != null) throw new ProtocolError('a second cache manifest')
             manifest ??= new ManifestAssembler(hello.cacheSize / hello.blockSize)
+            if (f.start === 0) { this.postcopy = f.postcopy === true; this.prefetch = f.prefetch === true } else if ((f.postcopy === true) !== this.postcopy || (f.prefetch === true) !== this.prefetch) throw new ProtocolError('cache manifest frames disagree on post-copy')
             const m = manifest.add(f)
             if (m != null) await this.answer(lane, { type: FrameType.CacheClaim, claimed: (await this.startCacheFetch(m)).bits })
             break
           }
           case FrameType.Verify: {
+            if (this.postcopy && this.cacheFetch != null) {
+              // Post-copy: blocks still missing are left out of the cache digest (each comes later,
+              // checked against its hash); the source checks the rest with the same mask.
+              await this.freeze()
+              const d = this.deferred ??= await this.maskedDigests()
+              const m = await this.files[Area.Memory]!.digests.digest(this.options.signal)
+              verified = Buffer.from(m).equals(f.memoryDigest) && Buffer.from(d.cacheDigest).equals(f.cacheDigest)
+              await this.answer(lane, { type: FrameType.VerifyResult, ok: verified, memoryDigest: m, cacheDigest: d.cacheDigest, deferred: d.mask.bits })
+              break
+            }
             // The source verifies only after our fetch ended; a source that does not is waited for.
             await this.cacheFetchDone
             await this.freeze()
@@ -217,7 +243,11 @@ export class DestinationSession {
             if (deviceState == null) throw new ProtocolError('commit without device state')
             committing = true
             await this.closeFiles()
-            await this.deps.hooks.commit(deviceState, this.cacheMetaAfter(hello.blockSize))
+            // From here the missing blocks may land again (the workload's reads will need them).
+            this.deferred?.release()
+            const postcopy = this.postcopyHandoff()
+            await this.deps.hooks.commit(deviceState, this.cacheMetaAfter(hello.blockSize), postcopy)
+            this.handedOff = postcopy
             this.result.committed = true
             await this.answer(lane, { type: FrameType.Committed })
             await this.lingerAfterCommit()
@@ -243,8 +273,12 @@ export class DestinationSession {
     } finally {
       this.options.signal?.removeEventListener('abort', stop)
       clearInterval(this.idleTimer)
-      this.cacheAbort.abort()
-      await this.cacheFetchDone?.catch(() => {})
+      this.deferred?.release()
+      if (this.handedOff == null) {
+        this.cacheAbort.abort()
+        await this.cacheFetchDone?.catch(() => {})
+        await this.postcopyFile?.close().catch(() => {})
+      }
       for (const l of this.lanes) {
         if (this.result.committed) await l.close().catch(() => {})
         else l.abort()
@@ -275,9 +309,12 @@ export class DestinationSession {
       }
     }
     const file = this.files[Area.Cache]!
+    // Post-copy: the fetch goes on after the session closed its files, on a handle of its own.
+    if (this.postcopy) this.postcopyFile = await open(file.path, 'r+')
     const fetch = new CacheFetch({
-      volume: m.volume, blockSize, hashes: m.hashes, dirty: m.dirty, hot: m.hot, file: file.fh, sources,
-      touch: (from, to) => { file.digests.touch(from, to) }
+      volume: m.volume, blockSize, hashes: m.hashes, dirty: m.dirty, hot: m.hot, file: this.postcopyFile ?? file.fh, sources,
+      touch: (from, to) => { file.digests.touch(from, to) },
+      ...(this.postcopy ? { postcopy: true, holdBulk: !this.prefetch } : {})
     })
     this.cacheFetch = fetch
     const claimed = fetch.claim()
@@ -285,10 +322,13 @@ export class DestinationSession {
       this.result.cache = stats
       return encodeFrame({ type: FrameType.CacheStatus, done, need, stats: JSON.stringify(stats) })
     }
-    const ticker = setInterval(() => { void this.control.lane.send(status(false, new Uint8Array(0), fetch.snapshot())).catch(() => {}) }, CACHE_STATUS_MS)
+    const ticker = this.ticker = setInterval(() => { void this.control.lane.send(status(false, new Uint8Array(0), fetch.snapshot())).catch(() => {}) }, CACHE_STATUS_MS)
+    const run = fetch.run({ signal: this.cacheAbort.signal })
+    this.cacheFetchRun = run.then(r => r.stats)
+    this.cacheFetchRun.catch(() => {})
     this.cacheFetchDone = (async () => {
       try {
-        const { stats, need } = await fetch.run({ signal: this.cacheAbort.signal })
+        const { stats, need } = await run
         clearInterval(ticker)
         // On every lane: whichever path still works carries it; the source takes the first.
         const frame = status(true, need.bits, stats)
@@ -303,6 +343,37 @@ export class DestinationSession {
       }
     })()
     return claimed
+  }
+
+  /** Post-copy: holds the fetch's writes and digests the cache with the blocks still missing masked. */
+  private async maskedDigests (): Promise<{ mask: Bitmap, cacheDigest: Uint8Array, release: () => void }> {
+    const release = await this.cacheFetch!.freeze()
+    try {
+      const mask = this.cacheFetch!.missing()
+      const cacheDigest = await this.files[Area.Cache]!.digests.digest(this.options.signal, { units: mask, unitSize: this.hello!.blockSize })
+      return { mask, cacheDigest, release }
+    } catch (err) {
+      release()
+      throw err
+    }
+  }
+
+  /** Post-copy: the fetch, still running, as the node's from now on (undefined in pre-copy). */
+  private postcopyHandoff (): PostCopyCache | undefined {
+    const fetch = this.cacheFetch
+    const run = this.cacheFetchRun
+    const m = this.manifest
+    if (!this.postcopy || fetch == null || run == null || m == null) return undefined
+    // Everything arrived before the switchover: nothing streams afterwards, no fault path.
+    if (this.deferred != null && this.deferred.mask.count() === 0) return undefined
+    clearInterval(this.ticker)
+    // Resume first, stream after: the bulk stream was held for the memory rounds.
+    fetch.releaseBulk()
+    const file = this.postcopyFile
+    return new PostCopyCache({
+      fetch, run, abort: this.cacheAbort, volume: m.volume, blockSize: this.hello!.blockSize, hashes: m.hashes, sessionId: this.hello!.sessionId,
+      close: async () => { await file?.close() }
+    })
   }
 
   /** The cache's metadata after the migration: the source's, plus blocks written meanwhile as dirty. */

@@ -46,7 +46,7 @@ export interface LanePumpDeps {
   /** Called for every acknowledged chunk. */
   onAck: (chunk: DataChunk, lane: LaneStats) => void
   /** Bandwidth budgets this lane pays each chunk's bytes to (e.g. the session's and its own). */
-  budgets?: TokenBucket[]
+  budgets?: Array<Pick<TokenBucket, 'take'>>
   /** Control answers (VERIFY_RESULT, COMMITTED, ABORT) that the destination sent on this lane. */
   onControl?: (frame: Frame) => void
   /** Unacknowledged bytes allowed on this lane. */

@@ -33,6 +33,13 @@ export interface RoundStats {
   areaScanMs?: number[]
   /** Bytes the scans skipped as holes of sparse files (not read). */
   holeBytes?: number
+  /**
+   * Some area's scan this round was its tracker's one-off first read of the whole area (the
+   * cooperative tracker: later scans cost only what changed; it also checks every block the
+   * destination gets elsewhere against its hash). Such a scan says nothing about the final
+   * scan's cost, so the planner's scan-bound rule does not judge by it.
+   */
+  initialScan?: boolean
 }
 
 /** What a finished (or failed) migration reports. */
@@ -86,6 +93,13 @@ export interface MigrationReport {
    * as it last reported, and `sourceBlocks`, the cache blocks the source sent itself.
    */
   cache?: CacheFetchStats & { sourceBlocks: number }
+  /** `precopy` or `postcopy` (see `SourceSessionOptions.cacheMode`). */
+  cacheMode?: 'precopy' | 'postcopy'
+  /**
+   * Post-copy: the cache blocks the destination did not hold yet at the switchover (they stream
+   * in afterwards, each checked against its hash), and their bytes.
+   */
+  postcopy?: { deferredBlocks: number, deferredBytes: number }
 }
 
 /** Parts of the pause, in the order they happen. */

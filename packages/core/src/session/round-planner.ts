@@ -117,8 +117,11 @@ export function planNextRound (rounds: readonly RoundStats[], throttle: number, 
   // goes on as usual: more rounds, or a throttle, do shorten that part.
   // The scan's cost is the image's, not the round's: the smallest of the last rounds' scans, so
   // one scan slowed by a busy CPU does not end pre-copy early (a truly slow scan is slow every time).
-  const scan = last != null ? Math.min(...rounds.slice(-SCAN_BOUND_ROUNDS).map(r => r.scanMs - (r.scanWaitMs ?? 0))) : 0
-  if (last != null && scan + fixed > limits.downtimeTargetMs && predictedPauseMs - fixed <= SCAN_BOUND_SLACK * scan) {
+  // A tracker's one-off first read (initialScan) is no such measure: with the cooperative tracker
+  // the later scans cost only what changed, so the rule waits for a round that was not one.
+  const judged = rounds.slice(-SCAN_BOUND_ROUNDS).filter(r => r.initialScan !== true)
+  const scan = judged.length > 0 ? Math.min(...judged.map(r => r.scanMs - (r.scanWaitMs ?? 0))) : 0
+  if (judged.length > 0 && scan + fixed > limits.downtimeTargetMs && predictedPauseMs - fixed <= SCAN_BOUND_SLACK * scan) {
     return decide(true, 'scan-bound')
   }
   const flat = last != null && prev != null && rounds.length >= 3 && last.bytes >= 0.9 * prev.bytes

@@ -22,6 +22,8 @@ export interface SourceLanesInit {
   stallMs?: number
   /** Budgets every lane pays for what it sends (all lanes), plus one per lane when `laneRate` is set. */
   budget: TokenBucket
+  /** A budget shared with other migrations (paid too), when given. */
+  sharedBudget?: Pick<TokenBucket, 'take'>
   laneBudget?: () => TokenBucket
   /** An acknowledged chunk (its bytes count as sent). */
   onAck: (bytes: number) => void
@@ -112,7 +114,7 @@ export class SourceLanes {
         for (const p of c.parts ?? []) this.buffers.release(p)
       },
       onControl: init.onControl,
-      budgets: [init.budget, ...(init.laneBudget != null ? [init.laneBudget()] : [])]
+      budgets: [init.budget, ...(init.sharedBudget != null ? [init.sharedBudget] : []), ...(init.laneBudget != null ? [init.laneBudget()] : [])]
     }))
   }
 

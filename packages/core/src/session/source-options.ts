@@ -1,3 +1,4 @@
+import type { Bitmap } from '../bitmap.js'
 import type { ImageSpec, WorkloadController } from '../image.js'
 import type { AcceptFrame } from '../wire/frames.js'
 import type { DirtySource } from '../tracker/cooperative-tracker.js'
@@ -7,6 +8,22 @@ import type { Lane } from '../transport/lane.js'
 import type { CacheManifest } from '../volume/cache-manifest.js'
 import type { LaneStats } from './lane-pump.js'
 import type { MigrationProgress } from './report.js'
+import type { TokenBucket } from '../pacing/token-bucket.js'
+import type { SwitchoverGate } from './switchover-gate.js'
+
+/** When the cache's clean blocks move: before the switchover, or streaming after it. */
+export type CacheMode = 'precopy' | 'postcopy'
+
+/** What the source keeps serving after a post-copy switchover (see {@link SourceSessionDeps.keepCache}). */
+export interface KeptCache {
+  sessionId: Uint8Array
+  volume: string
+  blockSize: number
+  /** 32 bytes per block: the volume's hashes. */
+  hashes: Uint8Array
+  /** Blocks the destination may still ask for (claimed, unchanged here since the manifest). */
+  servable: Bitmap
+}
 
 /** Options of a source session; every field has a default in constants.ts. */
 export interface SourceSessionOptions {
@@ -26,6 +43,16 @@ export interface SourceSessionOptions {
   maxRate?: number
   /** Bandwidth cap per lane, bytes per second (default none). */
   laneRate?: number
+  /**
+   * A budget this migration shares with others (e.g. every migration of a host evacuation under
+   * one `--max-rate`): every lane pays it too, beside `maxRate`. Adaptive pacing never changes it.
+   */
+  sharedBudget?: TokenBucket
+  /**
+   * A gate shared with other migrations (a host evacuation): one of them switches over at a time;
+   * while another holds it, this one keeps copying rounds and its lanes wait.
+   */
+  switchoverGate?: SwitchoverGate
   /** Share of a core each scan worker may use while the workload runs (0 < share ≤ 1, default 1). */
   scanCpuShare?: number
   /**
@@ -52,6 +79,21 @@ export interface SourceSessionOptions {
    * byte, as before hole skipping: for comparisons in benchmarks.
    */
   skipHoles?: boolean
+  /**
+   * `precopy` (default): the whole cache is on the destination, verified, before the switchover.
+   * `postcopy`: the switchover waits only for memory, device state and the cache's hot and dirty
+   * blocks; clean blocks stream in afterwards from every replica and from this node, which keeps
+   * its copy until the destination has every block. Needs a cache that caches a volume.
+   */
+  cacheMode?: CacheMode
+  /**
+   * Post-copy: let the destination stream clean blocks from the replicas during the pre-copy
+   * rounds as well (default false: the stream starts at the switchover, so the rounds have the
+   * destination's CPU, disk and links to themselves and the workload resumes sooner). Worth it
+   * when the destination has cores to spare: the cache completes sooner by what the rounds'
+   * time carried.
+   */
+  postcopyPrefetch?: boolean
   /** Called with progress snapshots. */
   onProgress?: (p: MigrationProgress) => void
   /** Aborts the migration (the source resumes). */
@@ -62,6 +104,8 @@ export interface SourceSessionOptions {
 export interface SourceSessionDeps {
   image: ImageSpec
   controller: WorkloadController
+  /** No workload runs the image here: the destination keeps it stopped too. */
+  stopped?: boolean
   /** Control lane to the destination. */
   control: Lane
   /**
@@ -97,4 +141,11 @@ export interface SourceSessionDeps {
    * (e.g. a hypervisor's dirty bitmaps of the disk): rounds then cost what changed.
    */
   cacheDirtySource?: DirtySource
+  /**
+   * Post-copy: called once the copy is verified, before COMMIT, so that this node serves the
+   * cache's clean blocks to the destination from then on (the workload is paused: the file no
+   * longer changes). Returns what drops it again if the migration aborts after all; after a
+   * commit the node keeps it until the destination releases it.
+   */
+  keepCache?: (kept: KeptCache) => Promise<() => Promise<void>>
 }

@@ -91,10 +91,12 @@ export class RoundRunner {
     const t2 = performance.now()
     await ctx.send({ type: FrameType.RoundEnd, round, units, bytes })
     const holeBytes = scans.reduce((x, s) => x + (s.holeBytes ?? 0), 0)
+    const initialScan = scans.some(s => s.initial === true)
     return {
       round, final, bytes, scanMs: t1 - t0, sendMs: t2 - t0, pages: counts[0] ?? 0, blocks: counts[1] ?? 0, throttle: ctx.throttle(),
       areaScanMs,
       ...(holeBytes > 0 ? { holeBytes } : {}),
+      ...(initialScan ? { initialScan } : {}),
       ...(incomplete ? { incomplete } : {}),
       ...(scanWaitMs > 0 ? { scanWaitMs } : {}),
       ...(sincePrevious != null ? { dirtyRate: bytes / (sincePrevious / 1000) } : {}),

@@ -4,7 +4,7 @@ import {
   DEFAULT_MAX_ROUNDS, DEFAULT_SHADOW_LIMIT, DEFAULT_CONTROL_ATTEMPT_MS
 } from '../constants.js'
 import { Bitmap } from '../bitmap.js'
-import { AbortedError, CommitUnknownError, errorCode, InvalidArgumentError, NoLanesError, RemoteAbortError, VerificationFailedError } from '../errors.js'
+import { abortedBy, AbortedError, CommitUnknownError, errorCode, InvalidArgumentError, NoLanesError, ProtocolError, RemoteAbortError, VerificationFailedError } from '../errors.js'
 import { ChunkScheduler } from '../scheduler/chunk-scheduler.js'
 import { createDirtyTracker } from '../tracker/dirty-tracker.js'
 import { createCooperativeTracker } from '../tracker/cooperative-tracker.js'
@@ -27,7 +27,10 @@ import type { SourceSessionDeps, SourceSessionOptions } from './source-options.j
 import { estimateScanWarnings, judgePause, measuredScanWarnings } from './pause-advice.js'
 import { offerCacheBlocks, waitFor } from './source-steps.js'
 
-export type { SourceSessionDeps, SourceSessionOptions } from './source-options.js'
+/** How long a session whose planner wants to switch over waits for a busy gate before another round. */
+const GATE_WAIT_MS = 250
+
+export type { CacheMode, KeptCache, SourceSessionDeps, SourceSessionOptions } from './source-options.js'
 
 /** How long the source idles between rounds while the destination still fetches cache blocks. */
 const CACHE_WAIT_MS = 1000
@@ -75,7 +78,11 @@ export class SourceSession {
   private throttle = 0
   private maxThrottle = 0
   private commitSent = false
-  private readonly onAbortSignal = (): void => { this.scheduler.fail(new AbortedError()) }
+  /** Post-copy: drops the cache this node started to serve, if the migration aborts. */
+  private dropKept?: () => Promise<void>
+  /** Who this session is to a {@link SwitchoverGate} it shares. */
+  private readonly gateId = Symbol('source session')
+  private readonly onAbortSignal = (): void => { this.scheduler.fail(abortedBy(this.options.signal)) }
 
   constructor (private readonly deps: SourceSessionDeps, private readonly options: SourceSessionOptions = {}) {
     this.control = new ControlChannel(deps.control)
@@ -101,12 +108,14 @@ export class SourceSession {
       const decision = await this.precopy()
       const pause = await this.switchover(decision)
       await this.verify(pause)
+      await this.keepCache()
       await this.commit(pause)
       return this.report
     } catch (err) {
       await this.abort(err)
       throw Object.assign(err instanceof Error ? err : new Error(String(err)), { report: this.report })
     } finally {
+      this.options.switchoverGate?.release(this.gateId)
       await this.cleanup()
     }
   }
@@ -118,6 +127,11 @@ export class SourceSession {
       if (v != null && !(v > 0)) throw new InvalidArgumentError(`${k} must be a positive number of bytes per second`)
     }
     if (options.scanCpuShare != null && !(options.scanCpuShare > 0 && options.scanCpuShare <= 1)) throw new InvalidArgumentError('scanCpuShare must be in (0, 1]')
+    if (options.cacheMode != null && options.cacheMode !== 'precopy' && options.cacheMode !== 'postcopy') throw new InvalidArgumentError(`cache mode must be precopy or postcopy, not ${String(options.cacheMode)}`)
+    if (options.postcopyPrefetch === true && options.cacheMode !== 'postcopy') throw new InvalidArgumentError('postcopy prefetch needs cache mode postcopy')
+    if (options.cacheMode === 'postcopy' && (deps.cacheManifest == null || deps.image.cache.size === 0)) {
+      throw new InvalidArgumentError(`post-copy needs a cache that caches a volume (the blocks that arrive after the switchover are checked against the volume's hashes); the cache of ${deps.image.name} does not`)
+    }
     const laneCount = Array.isArray(deps.lanes) ? deps.lanes.length : deps.lanes.count
     if (laneCount === 0) throw new NoLanesError('a source session needs at least one data lane')
     if ((options.adaptivePacing ?? true) && deps.controller.progress != null) {
@@ -135,7 +149,8 @@ export class SourceSession {
     await this.control.send({
       type: FrameType.Hello, sessionId: this.sessionId, image: image.name, pageSize: image.memory.pageSize, memorySize: image.memory.size,
       blockSize: image.cache.blockSize, cacheSize: image.cache.size, lanes: Array.isArray(lanes) ? lanes.length : lanes.count, driver: image.driver,
-      driverConfig: JSON.stringify(image.driverConfig)
+      driverConfig: JSON.stringify(image.driverConfig),
+      ...(this.deps.stopped === true ? { stopped: true } : {})
     })
     this.accepted = await this.control.expect(FrameType.Accept, this.controlTimeout, this.options.signal)
   }
@@ -143,9 +158,13 @@ export class SourceSession {
   /** A cache that caches a volume: the manifest out, the destination's claim back. */
   private async offerCache (): Promise<void> {
     const { image, cacheManifest } = this.deps
+    this.report.cacheMode = this.postcopy ? 'postcopy' : 'precopy'
     if (cacheManifest == null || image.cache.size === 0) return
-    this.claim = await offerCacheBlocks(this.control, cacheManifest, image.cache.size / image.cache.blockSize, this.controlTimeout, this.options.signal)
+    this.claim = await offerCacheBlocks(this.control, cacheManifest, image.cache.size / image.cache.blockSize, this.controlTimeout, this.options.signal, this.postcopy, this.options.postcopyPrefetch === true)
   }
+
+  /** Post-copy was asked for (checkOptions made sure the cache caches a volume). */
+  private get postcopy (): boolean { return this.options.cacheMode === 'postcopy' }
 
   /** One tracker per area: the workload's marks or a dirty source when there are any, else scans. */
   private createTrackers (): void {
@@ -218,6 +237,19 @@ export class SourceSession {
       window: options.laneWindow,
       stallMs: options.laneStallMs,
       budget: this.budget,
+      // Shared with other migrations: a budget, and a gate whose holder is in its pause (this
+      // session's lanes wait meanwhile). Our own final round waits for neither.
+      ...(options.sharedBudget != null || options.switchoverGate != null
+        ? {
+            sharedBudget: {
+              take: async (n: number) => {
+                if (this.paused) return
+                await options.switchoverGate?.whileHeldByOther(this.gateId, options.signal)
+                await options.sharedBudget?.take(n)
+              }
+            }
+          }
+        : {}),
       ...(options.laneRate != null ? { laneBudget: () => new TokenBucket(options.laneRate!) } : {}),
       onAck: (bytes) => { this.report.bytes += bytes; this.meter.acked(bytes) },
       onControl: (f) => { this.onControlFrame(f) }
@@ -255,14 +287,24 @@ export class SourceSession {
     }
     // With cache blocks fetched elsewhere, switch over only after the destination's fetch ended
     // and a round has since sent what it could not get; keep copying dirty pages meanwhile.
-    const cacheReady = (): boolean => this.claim == null || (this.fetchDoneAfterRound >= 0 && this.rounds!.started > this.fetchDoneAfterRound)
+    // Post-copy does not wait: what the destination has not fetched by then streams in afterwards.
+    const cacheReady = (): boolean => this.claim == null || this.postcopy || (this.fetchDoneAfterRound >= 0 && this.rounds!.started > this.fetchDoneAfterRound)
     let decision: PlannerDecision
     while (true) {
-      decision = planNextRound(this.report.rounds, this.throttle, { ...limits, paced: this.budget.rate !== Infinity || options.laneRate != null })
+      decision = planNextRound(this.report.rounds, this.throttle, { ...limits, paced: this.budget.rate !== Infinity || options.laneRate != null || options.sharedBudget != null })
       this.report.rounds[this.report.rounds.length - 1]!.predictedPauseMs = decision.predictedPauseMs
-      if (decision.switchOver && cacheReady()) break
+      if (decision.switchOver && cacheReady()) {
+        const gate = options.switchoverGate
+        if (gate == null || gate.tryAcquire(this.gateId)) break
+        // Another migration sharing the gate is in its pause: at the round limit wait for it;
+        // else give it a moment, then one more round keeps the dirty set small meanwhile.
+        if (decision.reason === 'max-rounds') { await gate.acquire(this.gateId, options.signal); break }
+        await gate.changed(options.signal, GATE_WAIT_MS)
+        await this.runRound(++round)
+        continue
+      }
       if (decision.switchOver && this.fetchDoneAfterRound < 0) await waitFor(this.fetchFinished, CACHE_WAIT_MS, options.signal)
-      else if (this.fetchDoneAfterRound < 0 && this.claim != null && this.report.rounds.length >= 2) {
+      else if (this.fetchDoneAfterRound < 0 && this.claim != null && !this.postcopy && this.report.rounds.length >= 2) {
         // The switchover waits for the destination's fetch from the replicas anyway: until it
         // ends, a round every CACHE_ROUND_GAP_MS keeps the dirty set small without rescanning
         // the image back to back (the scans' CPU is what the fetch needs on a small host).
@@ -327,10 +369,46 @@ export class SourceSession {
     const [memoryDigest, cacheDigest] = this.rounds!.pauseDigests as [Uint8Array, Uint8Array]
     this.report.memoryDigest = Buffer.from(memoryDigest).toString('hex')
     this.report.cacheDigest = Buffer.from(cacheDigest).toString('hex')
-    const result = await this.link!.request({ type: FrameType.Verify, memoryDigest, cacheDigest }, FrameType.VerifyResult, this.attempt())
-    const remoteOk = Buffer.from(result.memoryDigest).equals(memoryDigest) && Buffer.from(result.cacheDigest).equals(cacheDigest)
+    let result = await this.link!.request({ type: FrameType.Verify, memoryDigest, cacheDigest }, FrameType.VerifyResult, this.attempt())
+    let expected = cacheDigest
+    if (result.deferred != null && this.postcopy) {
+      // Post-copy: the destination left out the blocks it has not got yet. Mask ours the same
+      // way and ask again: both sides then agree on every byte that is there.
+      const deferred = this.deferredBlocks(result.deferred)
+      expected = this.areas[Area.Cache]!.tracker.maskedDigest({ units: deferred, unitSize: this.image.cache.blockSize })
+      this.report.cacheDigest = Buffer.from(expected).toString('hex')
+      const n = deferred.count()
+      this.report.postcopy = { deferredBlocks: n, deferredBytes: n * this.image.cache.blockSize }
+      if (!Buffer.from(result.cacheDigest).equals(expected)) throw new VerificationFailedError('the cache blocks the destination holds differ from the source\'s')
+      result = await this.link!.request({ type: FrameType.Verify, memoryDigest, cacheDigest: expected }, FrameType.VerifyResult, this.attempt())
+    }
+    const remoteOk = Buffer.from(result.memoryDigest).equals(memoryDigest) && Buffer.from(result.cacheDigest).equals(expected)
     if (!result.ok || !remoteOk) throw new VerificationFailedError()
     this.report.verified = true
+  }
+
+  /**
+   * The blocks a post-copy destination says it does not hold yet. Only claimed blocks may be
+   * missing: any other block was the source's to send, so a claim beyond that is refused.
+   */
+  private deferredBlocks (bits: Uint8Array): Bitmap {
+    const blocks = this.image.cache.size / this.image.cache.blockSize
+    if (bits.byteLength !== Math.ceil(blocks / 8)) throw new ProtocolError('deferred block bitmap does not match the cache')
+    const out = new Bitmap(blocks)
+    out.bits.set(bits)
+    for (const r of out.runs()) for (let i = r.start; i < r.start + r.count; i++) if (this.claim?.get(i) !== true) throw new ProtocolError(`the destination defers block ${i}, which it did not claim`)
+    return out
+  }
+
+  /** Post-copy: from here this node serves the cache's clean blocks to the destination. */
+  private async keepCache (): Promise<void> {
+    const { deps } = this
+    if (!this.postcopy || deps.keepCache == null || this.claim == null || deps.cacheManifest == null) return
+    // Nothing deferred: the destination holds the whole cache, verified; nothing to keep.
+    if ((this.report.postcopy?.deferredBlocks ?? 0) === 0) return
+    this.dropKept = await deps.keepCache({
+      sessionId: this.sessionId, volume: deps.cacheManifest.volume, blockSize: this.image.cache.blockSize, hashes: deps.cacheManifest.hashes, servable: this.claim
+    })
   }
 
   private attempt (): { attemptMs: number, totalMs: number, signal?: AbortSignal } {
@@ -388,6 +466,7 @@ export class SourceSession {
         await deps.controller.resume()
         report.sourceResumed = true
       }
+      await this.dropKept?.().catch(() => {})
     }
     this.meter.phase('aborted', report.rounds.length)
   }

@@ -10,11 +10,11 @@ import type { ControlChannel } from './control-channel.js'
  * blocks it will get elsewhere. Returns the claimed blocks the source will not send (clean and
  * cold per the manifest).
  */
-export async function offerCacheBlocks (control: ControlChannel, m: CacheManifest, blocks: number, timeoutMs: number, signal?: AbortSignal): Promise<Bitmap> {
+export async function offerCacheBlocks (control: ControlChannel, m: CacheManifest, blocks: number, timeoutMs: number, signal?: AbortSignal, postcopy = false, prefetch = false): Promise<Bitmap> {
   if (m.hashes.byteLength !== blocks * 32 || m.dirty.size !== blocks || m.hot.size !== blocks) {
     throw new InvalidArgumentError(`cache manifest describes ${m.hashes.byteLength / 32} blocks, the cache has ${blocks}`)
   }
-  for (const f of manifestFrames(m)) await control.send(f)
+  for (const f of manifestFrames(m)) await control.send(postcopy ? { ...f, postcopy, ...(prefetch ? { prefetch } : {}) } : f)
   const claim = await control.expect(FrameType.CacheClaim, timeoutMs, signal)
   if (claim.claimed.byteLength !== Math.ceil(blocks / 8)) throw new ProtocolError('cache claim does not match the block count')
   const out = new Bitmap(blocks)

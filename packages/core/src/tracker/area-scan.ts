@@ -1,7 +1,8 @@
 import { Bitmap } from '../bitmap.js'
 import { SCAN_READ_BYTES, VERIFY_REGION_BYTES } from '../constants.js'
-import { AbortedError } from '../errors.js'
-import { combineRegionDigests } from '../verify/digest.js'
+import { abortedBy } from '../errors.js'
+import { combineRegionDigests, maskRegionSlots } from '../verify/digest.js'
+import type { DigestMask } from '../verify/digest.js'
 import type { Run } from '../wire/frames.js'
 import type { DataExtentsProbe } from './data-extents.js'
 import { holeUnits } from './data-extents.js'
@@ -30,8 +31,14 @@ export class AreaDigests {
     for (let g = Math.floor(from / VERIFY_REGION_BYTES); g < Math.ceil(to / VERIFY_REGION_BYTES); g++) Atomics.and(fresh, g >>> 3, ~(1 << (g & 7)) & 0xff)
   }
 
-  /** The area's digest from the current region digests. */
-  combine (): Uint8Array { return combineRegionDigests(this.size, new Uint8Array(this.out, 0, this.regions * 32)) }
+  /** The area's digest from the current region digests; with `mask`, masked units' regions left out. */
+  combine (mask?: DigestMask): Uint8Array {
+    const slots = new Uint8Array(this.out, 0, this.regions * 32)
+    if (mask == null) return combineRegionDigests(this.size, slots)
+    const copy = slots.slice()
+    maskRegionSlots(copy, 0, this.regions, VERIFY_REGION_BYTES, mask)
+    return combineRegionDigests(this.size, copy)
+  }
 }
 
 /**
@@ -121,7 +128,7 @@ export async function scanArea (pool: WorkerPool, a: AreaScan, opts: { signal?: 
       await opts.ahead()
       waitMs += performance.now() - t
     }
-    if (opts.signal?.aborted === true) throw new AbortedError()
+    if (opts.signal?.aborted === true) throw abortedBy(opts.signal)
     const end = Math.min(a.units, start + a.slice)
     const task = pool.run({
       op: 'scan', path: a.path, mode: a.mode, unitSize: a.unitSize, start, end,

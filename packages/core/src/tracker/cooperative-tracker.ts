@@ -1,7 +1,7 @@
 import { closeSync, openSync, readSync } from 'node:fs'
 import { Bitmap } from '../bitmap.js'
 import { COOPERATIVE_ACK_TIMEOUT_MS, VERIFY_REGION_BYTES } from '../constants.js'
-import { AbortedError } from '../errors.js'
+import { abortedBy } from '../errors.js'
 import { digestRegions } from '../verify/digest.js'
 import { AreaDigests, AssumedUnits, checkRuns, scanArea, sliceUnits } from './area-scan.js'
 import type { Run } from '../wire/frames.js'
@@ -78,7 +78,7 @@ export function marksDirtySource (marksPath: string, units: number): DirtySource
       const waitFrom = performance.now()
       const until = waitFrom + COOPERATIVE_ACK_TIMEOUT_MS
       while (marks.ack !== next && performance.now() < until) {
-        if (signal?.aborted === true) throw new AbortedError()
+        if (signal?.aborted === true) throw abortedBy(signal)
         await new Promise(resolve => setTimeout(resolve, 1))
       }
       waited = performance.now() - waitFrom
@@ -135,7 +135,7 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
           path, mode: 'zero', unitSize, units, slice: sliceUnits(unitSize), baseline: new SharedArrayBuffer(1), digests, assumed, cpuShare: init.cpuShare,
           extents: init.dataExtents === false ? undefined : init.dataExtents ?? createExtentProbe()
         }, opts)
-        return { dirty: r.dirty, bytesRead: r.bytesRead, holeBytes: r.holeBytes, digest: opts.digest === true ? digests.combine() : undefined }
+        return { dirty: r.dirty, bytesRead: r.bytesRead, holeBytes: r.holeBytes, initial: true, digest: opts.digest === true ? digests.combine() : undefined }
       }
       const dirty = await source.take(opts.paused === true, opts.signal)
       dirty.or(invalid)
@@ -169,6 +169,7 @@ export function createCooperativeTracker (init: CooperativeTrackerInit, pool: Wo
         }
       }
     },
+    maskedDigest (mask) { return digests.combine(mask) },
     async close () {
       if (fd != null) closeSync(fd)
       fd = undefined

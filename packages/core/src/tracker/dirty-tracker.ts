@@ -2,6 +2,7 @@ import type { FileHandle } from 'node:fs/promises'
 import { open } from 'node:fs/promises'
 import type { Bitmap } from '../bitmap.js'
 import { zeroHash } from '../verify/digest.js'
+import type { DigestMask } from '../verify/digest.js'
 import { recordUnitHashes } from './load-plan.js'
 import type { LoadPlan } from './load-plan.js'
 import type { ShadowPool } from './shadow-pool.js'
@@ -77,6 +78,8 @@ export interface ScanResult {
   bytesRead?: number
   /** Bytes the scan skipped as holes of a sparse file. */
   holeBytes?: number
+  /** A one-off first read of the whole area; later scans cost only what changed (cooperative tracker). */
+  initial?: boolean
 }
 
 /**
@@ -122,6 +125,11 @@ export interface DirtyTracker {
    * scan reports each of them again unless it is all zeros.
    */
   invalidate: (runs: readonly Run[]) => void
+  /**
+   * The verification digest as of the last digest scan (the final, paused one), with the masked
+   * units' regions left out (post-copy: blocks the destination fetches later by hash).
+   */
+  maskedDigest: (mask: DigestMask) => Uint8Array
   /** Releases the file handle. */
   close: () => Promise<void>
 }
@@ -199,6 +207,7 @@ export function createDirtyTracker (init: DirtyTrackerInit, pool: WorkerPool): D
         } else for (let u = r.start; u < r.start + r.count; u++) zeroHash(unitSize).copy(baseView, u * 32)
       }
     },
+    maskedDigest (mask) { return digests.combine(mask) },
     async close () {
       const h = fh
       fh = undefined

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import type { Bitmap } from '../bitmap.js'
 import { VERIFY_REGION_BYTES } from '../constants.js'
 import type { WorkerPool } from '../tracker/worker-pool.js'
 
@@ -75,4 +76,28 @@ export function combineRegionDigests (size: number, regionDigests: Uint8Array): 
   h.update(len)
   h.update(regionDigests)
   return h.digest()
+}
+
+/** Units left out of a verification digest (post-copy: cache blocks still to be fetched by hash). */
+export interface DigestMask {
+  /** Bit per unit: masked. */
+  units: Bitmap
+  unitSize: number
+}
+
+/**
+ * The slot that stands for a masked region in a combined digest. Region digests are XXH64 values
+ * with their length and a marker (see region-hash.ts), never 32 bytes of 0xff.
+ */
+const MASKED_SLOT = new Uint8Array(32).fill(0xff)
+
+/**
+ * Replaces the slots of regions [first, first + n) that lie in masked units with
+ * 32 bytes of 0xff, in `slots` (the batch's own copy). Units are whole multiples of regions.
+ */
+export function maskRegionSlots (slots: Uint8Array, first: number, n: number, regionSize: number, mask: DigestMask): void {
+  const perUnit = Math.max(1, mask.unitSize / regionSize)
+  for (let i = 0; i < n; i++) {
+    if (mask.units.get(Math.floor((first + i) / perUnit))) slots.set(MASKED_SLOT, i * 32)
+  }
 }

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto'
 import { VERIFY_REGION_BYTES } from '../constants.js'
 import type { WorkerPool } from '../tracker/worker-pool.js'
-import { digestRegions } from './digest.js'
+import { digestRegions, maskRegionSlots } from './digest.js'
+import type { DigestMask } from './digest.js'
 import { zeroRegionDigest } from './region-hash.js'
 
 /**
@@ -58,12 +59,15 @@ export class RegionDigests {
     for (let r = Math.floor(start / this.regionSize); r <= last; r++) this.mark(r)
   }
 
-  /** Stops the background passes, hashes what is still stale, and returns the file's digest. */
-  async digest (signal?: AbortSignal): Promise<Uint8Array> {
+  /**
+   * Stops the background passes, hashes what is still stale, and returns the file's digest; with
+   * `mask`, the masked units' regions are left out (see {@link maskRegionSlots}).
+   */
+  async digest (signal?: AbortSignal, mask?: DigestMask): Promise<Uint8Array> {
     this.stop()
     await this.running
     await this.pass(signal)
-    return this.combine()
+    return this.combine(mask)
   }
 
   /** Stops the background passes. */
@@ -79,22 +83,26 @@ export class RegionDigests {
   }
 
   /** SHA-256 over the size and every region's digest, an unwritten slot standing for zeros. */
-  private combine (): Uint8Array {
+  private combine (mask?: DigestMask): Uint8Array {
     const h = createHash('sha256')
     const len = Buffer.alloc(8)
     len.writeBigUInt64LE(BigInt(this.size))
     h.update(len)
     const zero = zeroRegionDigest(this.regionSize)
     const tail = this.size - (this.regions - 1) * this.regionSize
-    const all = Buffer.from(this.out, 0, this.regions * 32)
+    const all = new Uint8Array(this.out, 0, this.regions * 32)
     for (let first = 0; first < this.regions; first += COMBINE_BATCH) {
       const n = Math.min(COMBINE_BATCH, this.regions - first)
-      const batch = Buffer.from(all.subarray(first * 32, (first + n) * 32))
+      const batch = new Uint8Array(n * 32)
+      batch.set(all.subarray(first * 32, (first + n) * 32))
+      // Masked slots first (never all zeros afterwards), then unwritten slots: the digest of zeros.
+      if (mask != null) maskRegionSlots(batch, first, n, this.regionSize, mask)
+      const words = new Uint32Array(batch.buffer, 0, n * 8)
       for (let i = 0; i < n; i++) {
-        const at = i * 32
-        if (batch.readBigUInt64LE(at) !== 0n || batch.readBigUInt64LE(at + 8) !== 0n || batch.readBigUInt64LE(at + 16) !== 0n || batch.readBigUInt64LE(at + 24) !== 0n) continue
+        const o = i * 8
+        if ((words[o]! | words[o + 1]! | words[o + 2]! | words[o + 3]! | words[o + 4]! | words[o + 5]! | words[o + 6]! | words[o + 7]!) !== 0) continue
         const r = first + i
-        batch.set(r === this.regions - 1 && tail !== this.regionSize ? zeroRegionDigest(tail) : zero, at)
+        batch.set(r === this.regions - 1 && tail !== this.regionSize ? zeroRegionDigest(tail) : zero, i * 32)
       }
       h.update(batch)
     }

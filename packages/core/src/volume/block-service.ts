@@ -9,6 +9,26 @@ import type { BlockStore } from './block-store.js'
 import type { TokenBucket } from '../pacing/token-bucket.js'
 import { MAX_FRAME_SIZE } from '../constants.js'
 
+/**
+ * What {@link serveBlocks} serves a volume from: a replica's {@link BlockStore}, or the cache a
+ * post-copy source keeps for its destination ({@link KeptCacheBlocks}).
+ */
+export type BlockProvider = Pick<BlockStore, 'blockSize' | 'blockCount' | 'hashesDigest' | 'held' | 'summary' | 'hashRange' | 'indexOf' | 'has' | 'read'>
+
+/** Options of {@link serveBlocks}. */
+export interface ServeBlocksOptions {
+  budget?: TokenBucket
+  requests?: TokenBucket
+  dataEndpoints?: () => string[]
+  /**
+   * A CACHE_RELEASE from this lane's peer: the destination of a post-copy migration has every
+   * block, the cache kept for it may go. Without it the frame is refused.
+   */
+  release?: (volume: string, sessionId: Uint8Array) => Promise<void>
+  /** Told of every block sent (its volume and bytes): a node's metrics. */
+  onServed?: (volume: string, bytes: number) => void
+}
+
 /** Most blocks a volume summary can describe: a bitmap of them must fit in one frame. */
 const MAX_SUMMARY_BLOCKS = MAX_FRAME_SIZE * 8
 
@@ -20,7 +40,7 @@ const MAX_SUMMARY_BLOCKS = MAX_FRAME_SIZE * 8
  * with `requests`, blocks asked for are answered no faster than it allows (one token per hash:
  * a per-peer limit, so one peer cannot keep a replica's disk busy for everyone).
  */
-export async function serveBlocks (lane: Lane, lookup: (volume: string) => BlockStore | undefined, opts: { budget?: TokenBucket, requests?: TokenBucket, dataEndpoints?: () => string[] } = {}): Promise<void> {
+export async function serveBlocks (lane: Lane, lookup: (volume: string) => BlockProvider | undefined, opts: ServeBlocksOptions = {}): Promise<void> {
   try {
     for await (const raw of lane) {
       const f = decodeFrame(raw)
@@ -46,10 +66,14 @@ export async function serveBlocks (lane: Lane, lookup: (volume: string) => Block
           if (i != null && store.has(i)) {
             await opts.budget?.take(store.blockSize)
             await lane.send(encodeFrame({ type: FrameType.BlockData, requestId: f.requestId, hash, data: await store.read(i) }))
+            opts.onServed?.(f.volume, store.blockSize)
           } else {
             await lane.send(encodeFrame({ type: FrameType.BlockMissing, requestId: f.requestId, hash }))
           }
         }
+      } else if (f.type === FrameType.CacheRelease && opts.release != null) {
+        await opts.release(f.volume, f.sessionId)
+        await lane.send(encodeFrame({ type: FrameType.CacheReleased }))
       } else {
         throw new ProtocolError(`unexpected ${FrameType[f.type]} on a block lane`)
       }
@@ -146,6 +170,15 @@ export class BlockClient {
         out.push(ok ? { hash, data: f.data } : { hash, corrupt: true })
       }
       return out
+    })
+  }
+
+  /** Post-copy: tells the source's node that the cache it kept for session `sessionId` may go. */
+  async release (volume: string, sessionId: Uint8Array): Promise<void> {
+    await this.exclusive(async () => {
+      await this.send(encodeFrame({ type: FrameType.CacheRelease, volume, sessionId }))
+      const f = await this.read()
+      if (f.type !== FrameType.CacheReleased) throw new ProtocolError(`expected CacheReleased, got ${FrameType[f.type]}`)
     })
   }
 

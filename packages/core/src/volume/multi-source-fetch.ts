@@ -9,6 +9,16 @@ export interface BlockSource {
   slots?: number
   /** Fetches blocks by hash; each answer is data (already verified), missing or corrupt. */
   fetch: (hashes: Uint8Array[]) => Promise<BlockResult[]>
+  /**
+   * Like `fetch`, on a lane the bulk requests do not use, so an urgent request (a workload
+   * waiting for the block) does not queue behind them at the source. Default: `fetch`.
+   */
+  fetchUrgent?: (hashes: Uint8Array[]) => Promise<BlockResult[]>
+}
+
+/** Adds sources to a fetch that is running (see {@link MultiSourceFetchOptions.onStart}). */
+export interface FetchControl {
+  addSource: (s: BlockSource) => void
 }
 
 /** A block to fetch: where it goes and what it must hash to. */
@@ -28,6 +38,12 @@ export interface MultiSourceFetchOptions {
   onCorrupt?: (source: string) => void
   /** Called when a source is dropped. */
   onDrop?: (source: string, reason: string) => void
+  /** Items already written another way (fetched on demand): dropped from the queue unfetched. */
+  skip?: (item: FetchItem) => boolean
+  /** Awaited before a request loop takes more work: the bulk stream yields while it is pending. */
+  gate?: () => Promise<void>
+  /** Called once at the start with what adds a source while the fetch runs. */
+  onStart?: (control: FetchControl) => void
   signal?: AbortSignal
 }
 
@@ -65,6 +81,7 @@ export async function fetchFromSources (
   const maxCorrupt = opts.maxCorrupt ?? 3
   const report: MultiSourceFetchReport = { bytes: {}, blocks: {}, dropped: {}, corrupt: {}, leftover: [] }
   const queue: Pending[] = items.map(item => ({ item, excluded: new Set<string>() }))
+  sources = [...sources]
   const live = new Set(sources.map(s => s.id))
   for (const s of sources) { report.bytes[s.id] = 0; report.blocks[s.id] = 0; report.corrupt[s.id] = 0 }
   const timeoutMs = opts.requestTimeoutMs ?? 30_000
@@ -85,6 +102,7 @@ export async function fetchFromSources (
     const size = Math.max(1, Math.min(batch, Math.ceil(queue.length / Math.max(1, slots))))
     for (let i = 0; i < queue.length && out.length < size;) {
       const p = queue[i]!
+      if (opts.skip?.(p.item) === true) { queue.splice(i, 1); continue }
       if (!p.excluded.has(s.id) && s.has(p.item.index)) { out.push(p); queue.splice(i, 1) } else i++
     }
     return out
@@ -97,6 +115,7 @@ export async function fetchFromSources (
     try {
       while (live.has(s.id)) {
         opts.signal?.throwIfAborted()
+        await opts.gate?.()
         const work = take(s)
         if (work.length === 0) return
         let answers: BlockResult[]
@@ -139,11 +158,37 @@ export async function fetchFromSources (
   }
 
   // Rounds of workers: a block re-queued after its last willing worker ended gets a new round.
-  while (true) {
-    await Promise.all(sources.filter(s => live.has(s.id)).flatMap(s => Array.from({ length: s.slots ?? opts.inFlightPerSource ?? 2 }, async () => { await worker(s) })))
-    const servable = queue.some(p => sources.some(s => live.has(s.id) && !p.excluded.has(s.id) && s.has(p.item.index)))
-    if (!servable) break
+  // A source added meanwhile starts its request loops at once.
+  const running = new Set<Promise<void>>()
+  let finished = false
+  const spawn = (s: BlockSource): void => {
+    for (let k = 0; k < (s.slots ?? opts.inFlightPerSource ?? 2); k++) {
+      const p: Promise<void> = worker(s).finally(() => { running.delete(p) })
+      // Its failure is reported by the Promise.all below, or, for a loop started after that
+      // snapshot was taken, by the next one; never left unhandled once the fetch ended.
+      p.catch(() => {})
+      running.add(p)
+    }
   }
-  report.leftover = queue.map(p => p.item)
+  opts.onStart?.({
+    addSource: (s) => {
+      if (finished || sources.some(x => x.id === s.id)) return
+      sources.push(s)
+      live.add(s.id)
+      report.bytes[s.id] = 0; report.blocks[s.id] = 0; report.corrupt[s.id] = 0
+      spawn(s)
+    }
+  })
+  try {
+    while (true) {
+      for (const s of sources) if (live.has(s.id)) spawn(s)
+      while (running.size > 0) await Promise.all([...running])
+      const servable = queue.some(p => opts.skip?.(p.item) !== true && sources.some(s => live.has(s.id) && !p.excluded.has(s.id) && s.has(p.item.index)))
+      if (!servable) break
+    }
+  } finally {
+    finished = true
+  }
+  report.leftover = queue.filter(p => opts.skip?.(p.item) !== true).map(p => p.item)
   return report
 }

@@ -128,14 +128,20 @@ function fitUtf8 (text: string, max: number): string {
   return cut.replace(/\uFFFD$/, '') + '...'
 }
 
+/** HELLO flags (optional trailing byte): the image is stopped on the source. */
+const HELLO_FLAG_STOPPED = 1
+
 export function encodeFrame (frame: Frame): Uint8Array[] {
   switch (frame.type) {
     case FrameType.Hello: {
       validateHello(frame)
-      const size = SESSION_ID_SIZE + strSize(frame.image) + 4 + 8 + 4 + 8 + 2 + strSize(frame.driver) + strSize(frame.driverConfig)
-      return [new Writer(size, frame.type).bytes(frame.sessionId).str(frame.image).u32(frame.pageSize)
+      const stopped = frame.stopped === true
+      const size = SESSION_ID_SIZE + strSize(frame.image) + 4 + 8 + 4 + 8 + 2 + strSize(frame.driver) + strSize(frame.driverConfig) + (stopped ? 1 : 0)
+      const w = new Writer(size, frame.type).bytes(frame.sessionId).str(frame.image).u32(frame.pageSize)
         .u64(frame.memorySize).u32(frame.blockSize).u64(frame.cacheSize).u16(frame.lanes)
-        .str(frame.driver).str(frame.driverConfig).done()]
+        .str(frame.driver).str(frame.driverConfig)
+      // Flags only when one is set: a HELLO without them is what older peers send and read.
+      return [(stopped ? w.u8(HELLO_FLAG_STOPPED) : w).done()]
     }
     case FrameType.Accept: {
       if (frame.dataEndpoints == null || frame.dataEndpoints.length === 0) return [new Writer(SESSION_ID_SIZE, frame.type).bytes(checkSession(frame.sessionId)).done()]
@@ -162,8 +168,8 @@ export function encodeFrame (frame: Frame): Uint8Array[] {
     case FrameType.Verify:
       return [new Writer(2 * DIGEST_SIZE, frame.type).bytes(checkDigest(frame.memoryDigest)).bytes(checkDigest(frame.cacheDigest)).done()]
     case FrameType.VerifyResult:
-      return [new Writer(1 + 2 * DIGEST_SIZE, frame.type).u8(frame.ok ? 1 : 0)
-        .bytes(checkDigest(frame.memoryDigest)).bytes(checkDigest(frame.cacheDigest)).done()]
+      return [new Writer(1 + 2 * DIGEST_SIZE, frame.type, frame.deferred?.byteLength ?? 0).u8(frame.ok ? 1 : 0)
+        .bytes(checkDigest(frame.memoryDigest)).bytes(checkDigest(frame.cacheDigest)).done(), ...(frame.deferred != null ? [frame.deferred] : [])]
     case FrameType.Commit:
     case FrameType.Committed:
       return [new Writer(0, frame.type).done()]
@@ -215,13 +221,20 @@ export function encodeFrame (frame: Frame): Uint8Array[] {
       const n = checkHashList(frame.hashes)
       if (frame.start % 8 !== 0) throw new InvalidFrameError('manifest start must be a multiple of 8')
       if (frame.dirty.byteLength !== Math.ceil(n / 8) || frame.hot.byteLength !== Math.ceil(n / 8)) throw new InvalidFrameError('manifest bitmaps do not match its block count')
-      return [new Writer(strSize(frame.volume) + 8 + frame.hashes.byteLength + 2 * frame.dirty.byteLength, frame.type)
-        .str(frame.volume).u32(frame.start).u32(n).bytes(frame.hashes).bytes(frame.dirty).bytes(frame.hot).done()]
+      const w = new Writer(strSize(frame.volume) + 8 + frame.hashes.byteLength + 2 * frame.dirty.byteLength + (frame.postcopy === true ? 1 : 0), frame.type)
+        .str(frame.volume).u32(frame.start).u32(n).bytes(frame.hashes).bytes(frame.dirty).bytes(frame.hot)
+      if (frame.prefetch === true && frame.postcopy !== true) throw new InvalidFrameError('cache manifest prefetch needs post-copy')
+      return [(frame.postcopy === true ? w.u8(frame.prefetch === true ? 2 : 1) : w).done()]
     }
     case FrameType.CacheClaim:
       return [new Writer(0, frame.type, frame.claimed.byteLength).done(), frame.claimed]
     case FrameType.CacheStatus:
       return [new Writer(1 + strSize(frame.stats) + 4, frame.type, frame.need.byteLength).u8(frame.done ? 1 : 0).str(frame.stats).u32(frame.need.byteLength).done(), frame.need]
+    case FrameType.CacheRelease:
+      checkVolume(frame.volume)
+      return [new Writer(strSize(frame.volume) + SESSION_ID_SIZE, frame.type).str(frame.volume).bytes(checkSession(frame.sessionId)).done()]
+    case FrameType.CacheReleased:
+      return [new Writer(0, frame.type).done()]
   }
 }
 
@@ -315,6 +328,11 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
         pageSize: r.u32('page size'), memorySize: r.u64('memory size'), blockSize: r.u32('block size'),
         cacheSize: r.u64('cache size'), lanes: r.u16('lanes'), driver: r.str('driver', MAX_NAME_LENGTH), driverConfig: r.str('driver config')
       }
+      if (r.remaining > 0) {
+        const flags = r.u8('hello flags')
+        if ((flags & ~HELLO_FLAG_STOPPED) !== 0) throw new InvalidFrameError(`unknown hello flags 0x${flags.toString(16)}`)
+        if ((flags & HELLO_FLAG_STOPPED) !== 0) frame.stopped = true
+      }
       validateHello(frame)
       break
     }
@@ -355,6 +373,7 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
       const ok = r.u8('ok')
       if (ok > 1) throw new InvalidFrameError('ok must be 0 or 1')
       frame = { type, ok: ok === 1, memoryDigest: r.bytes(DIGEST_SIZE, 'memory digest'), cacheDigest: r.bytes(DIGEST_SIZE, 'cache digest') }
+      if (r.remaining > 0) frame.deferred = r.rest()
       break
     }
     case FrameType.Commit:
@@ -436,6 +455,12 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
       const dirty = r.bytes(Math.ceil(n / 8), 'dirty bitmap')
       const hot = r.bytes(Math.ceil(n / 8), 'hot bitmap')
       frame = { type, volume, start, hashes, dirty, hot }
+      if (r.remaining > 0) {
+        const mode = r.u8('mode')
+        if (mode !== 1 && mode !== 2) throw new InvalidFrameError('cache manifest mode must be 1 (post-copy) or 2 (post-copy with prefetch) when present')
+        frame.postcopy = true
+        if (mode === 2) frame.prefetch = true
+      }
       break
     }
     case FrameType.CacheClaim:
@@ -448,6 +473,12 @@ export function decodeFrame (bytes: Uint8Array, limits: DecodeLimits = {}): Fram
       frame = { type, done, stats, need: r.bytes(n, 'need bitmap') }
       break
     }
+    case FrameType.CacheRelease:
+      frame = { type, volume: r.volume(), sessionId: r.bytes(SESSION_ID_SIZE, 'session id') }
+      break
+    case FrameType.CacheReleased:
+      frame = { type }
+      break
     default:
       throw new InvalidFrameError(`unknown frame type ${String(type)}`)
   }

@@ -24,7 +24,9 @@ export enum FrameType {
   VolumeHashes = 20,
   CacheManifest = 21,
   CacheClaim = 22,
-  CacheStatus = 23
+  CacheStatus = 23,
+  CacheRelease = 24,
+  CacheReleased = 25
 }
 
 /** Which part of an image a data frame carries. */
@@ -58,6 +60,11 @@ export interface HelloFrame {
   driver: string
   /** Driver configuration as JSON text (≤ 64 KiB). */
   driverConfig: string
+  /**
+   * The image is stopped on the source: it arrives stopped (no workload is started on the
+   * destination). Encoded as an optional trailing flags byte (bit 0), absent when false.
+   */
+  stopped?: boolean
 }
 
 /** Destination → source: the session is accepted. */
@@ -92,7 +99,18 @@ export interface DeviceStateFrame { type: FrameType.DeviceState, state: Uint8Arr
 /** Source → destination: the source's digests at pause time. */
 export interface VerifyFrame { type: FrameType.Verify, memoryDigest: Uint8Array, cacheDigest: Uint8Array }
 /** Destination → source: the destination's digests and whether they match. */
-export interface VerifyResultFrame { type: FrameType.VerifyResult, ok: boolean, memoryDigest: Uint8Array, cacheDigest: Uint8Array }
+export interface VerifyResultFrame {
+  type: FrameType.VerifyResult
+  ok: boolean
+  memoryDigest: Uint8Array
+  cacheDigest: Uint8Array
+  /**
+   * Post-copy: bitmap of the cache blocks not on the destination yet (claimed, still to be
+   * fetched by hash). `cacheDigest` is then the digest with those blocks' regions masked (see
+   * `maskedDigest`); the source compares it with its own, masked the same way.
+   */
+  deferred?: Uint8Array
+}
 /** Source → destination: take over the workload. */
 export interface CommitFrame { type: FrameType.Commit }
 /** Destination → source: the workload runs here now. */
@@ -152,6 +170,16 @@ export interface CacheManifestFrame {
   dirty: Uint8Array
   /** Bitmap over the n blocks: recently read, to travel early from the source. */
   hot: Uint8Array
+  /**
+   * Post-copy (on every frame of the manifest): the switchover does not wait for the clean blocks
+   * the destination claims; they keep arriving after it, the source serving them too.
+   */
+  postcopy?: boolean
+  /**
+   * Post-copy only: the destination may stream clean blocks during the pre-copy rounds too
+   * (mode byte 2). Without it (mode byte 1) the bulk stream waits for the switchover.
+   */
+  prefetch?: boolean
 }
 /** Destination → source: bitmap of the cache blocks the destination will get elsewhere (replicas, local stores). */
 export interface CacheClaimFrame { type: FrameType.CacheClaim, claimed: Uint8Array }
@@ -160,9 +188,17 @@ export interface CacheClaimFrame { type: FrameType.CacheClaim, claimed: Uint8Arr
  * is the bitmap of claimed blocks nobody else could serve (the source sends them after all).
  */
 export interface CacheStatusFrame { type: FrameType.CacheStatus, done: boolean, need: Uint8Array, stats: string }
+/**
+ * Destination → the source's node, on a block lane, after a post-copy migration: every block of
+ * the cache has arrived, so the copy the source kept for session `sessionId` may go.
+ */
+export interface CacheReleaseFrame { type: FrameType.CacheRelease, volume: string, sessionId: Uint8Array }
+/** The source's node → destination: the copy is released (or was not held). */
+export interface CacheReleasedFrame { type: FrameType.CacheReleased }
 
 /** Any decoded frame. */
 export type Frame = HelloFrame | AcceptFrame | LaneHelloFrame | DataFrame | AckFrame | RoundEndFrame |
 PauseFrame | DeviceStateFrame | VerifyFrame | VerifyResultFrame | CommitFrame | CommittedFrame | AbortFrame |
 BlockRequestFrame | BlockDataFrame | BlockMissingFrame | VolumeQueryFrame | VolumeSummaryFrame |
-VolumeHashesRequestFrame | VolumeHashesFrame | CacheManifestFrame | CacheClaimFrame | CacheStatusFrame
+VolumeHashesRequestFrame | VolumeHashesFrame | CacheManifestFrame | CacheClaimFrame | CacheStatusFrame |
+CacheReleaseFrame | CacheReleasedFrame

@@ -1,0 +1,48 @@
+import { spawn } from 'node:child_process'
+import type { MigrationSummary, NodeStatus } from '@shoal/node'
+import { call, socketOf } from '../control-client.js'
+import { formatBytes, formatTable } from '../format.js'
+
+const secs = (ms: number | undefined): string => ms == null ? '-' : `${(ms / 1000).toFixed(1)} s`
+
+/** `shoal migrations`: the migrations out of a node, running and past, newest first. */
+export async function runMigrations (o: { node: string, json?: boolean }): Promise<void> {
+  const list = await call(socketOf(o.node), 'GET', '/migrations') as MigrationSummary[]
+  if (o.json === true) { process.stdout.write(JSON.stringify(list) + '\n'); return }
+  if (list.length === 0) { process.stdout.write('no migrations\n'); return }
+  const rows = list.map(m => [
+    m.id, m.image, m.state === 'running' ? `running (${m.phase})` : m.state, m.startedAt.replace('T', ' ').slice(0, 19), formatBytes(m.bytes),
+    secs(m.totalMs), m.downtimeMs == null ? '-' : `${m.downtimeMs.toFixed(0)} ms`, m.verified == null ? '-' : m.verified ? 'yes' : 'NO',
+    m.peer.slice(-8), m.error != null ? m.error.code : ''
+  ])
+  const head = ['ID', 'IMAGE', 'STATE', 'STARTED (UTC)', 'SENT', 'TOTAL', 'DOWNTIME', 'VERIFIED', 'TO', 'ERROR']
+  process.stdout.write(formatTable(head, rows))
+}
+
+/** `shoal cancel ID`: aborts a running migration; the workload keeps running on this node. */
+export async function runCancel (id: string, o: { node: string, json?: boolean }): Promise<void> {
+  const m = await call(socketOf(o.node), 'POST', `/migrations/${encodeURIComponent(id)}/cancel`) as MigrationSummary
+  if (o.json === true) { process.stdout.write(JSON.stringify(m) + '\n'); return }
+  process.stdout.write(`cancelling migration ${m.id} of ${m.image} (it was in ${m.phase}); the workload stays here\n`)
+}
+
+/** `shoal peers`: the peers a node knows. */
+export async function runPeers (o: { node: string, json?: boolean }): Promise<void> {
+  const peers = await call(socketOf(o.node), 'GET', '/peers') as NodeStatus['peers']
+  if (o.json === true) { process.stdout.write(JSON.stringify(peers) + '\n'); return }
+  if (peers.length === 0) { process.stdout.write('no known peers\n'); return }
+  process.stdout.write(peers.map(p => `${p.peerId}  ${p.connected ? 'connected' : 'known'}  ${p.addrs.join(' ')}`.trimEnd()).join('\n') + '\n')
+}
+
+/** `shoal report ID`: prints the path of a finished migration's HTML page, or opens it. */
+export async function runReport (id: string, o: { node: string, json?: boolean, open?: boolean }): Promise<void> {
+  const files = await call(socketOf(o.node), 'GET', `/migrations/${encodeURIComponent(id)}/files`) as { json: string, html: string }
+  if (o.json === true) { process.stdout.write(JSON.stringify(files) + '\n'); return }
+  process.stdout.write(`${files.html}\n`)
+  if (o.open === true) {
+    // xdg-open where there is a desktop; detached, so the CLI does not wait for the browser.
+    const child = spawn('xdg-open', [files.html], { detached: true, stdio: 'ignore' })
+    child.on('error', () => { process.stderr.write('shoal: no xdg-open here; open the path above in a browser\n') })
+    child.unref()
+  }
+}
