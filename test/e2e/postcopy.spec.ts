@@ -28,7 +28,9 @@ describe('post-copy of the cache between real nodes', () => {
    * its image's cache), so what it serves after the switchover is the cache it kept.
    */
   async function cluster (n: number, serveRate = 2 * 2 ** 20): Promise<Cluster> {
-    const src = await startNode('127.0.0.1', cleanups)
+    // The source serves its kept cache slowly too: on a fast machine an unthrottled source would
+    // finish the stream before the test looks at the destination mid-stream.
+    const src = await startNode('127.0.0.1', cleanups, { serveRate })
     const dst = await startNode('127.0.0.2', cleanups)
     dst.allowPeer(src.peerId)
     const volume = randomBytes(BLOCKS * BS)

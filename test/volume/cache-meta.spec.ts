@@ -41,14 +41,14 @@ describe('cache metadata', () => {
     expect(CacheMeta.open(path).hot().count()).toBe(0)
   })
 
-  it('rescan rebuilds the dirty marks from the bytes after a writer that did not mark', () => {
+  it('rescan rebuilds the dirty marks from the bytes after a writer that did not mark', async () => {
     const { path, data, hashes } = cacheFile()
     const meta = CacheMeta.create(path, { volume: 'base', blockSize: BS, hashes })
     meta.markDirty(1) // marked, but still identical to the volume: rescan makes it clean again
     const fd = openSync(path, 'r+')
     writeSync(fd, Buffer.alloc(BS, 7), 0, BS, 4 * BS) // written without a mark
     closeSync(fd)
-    expect(meta.rescan()).toEqual({ clean: N - 1, dirty: 1 })
+    expect(await meta.rescan()).toEqual({ clean: N - 1, dirty: 1 })
     expect([...CacheMeta.open(path).dirty().runs()]).toEqual([{ start: 4, count: 1 }])
     void data
   })

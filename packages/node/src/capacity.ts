@@ -6,6 +6,8 @@ import { describeIssues } from './api-schemas.js'
 
 /** The protocol a node answers with what it can still take (one JSON frame, then close). */
 export const CAPACITY_PROTOCOL = '/shoal/capacity/1.0.0'
+/** The protocol a node tells its capacity on unasked, to the peers it would take images from. */
+export const CAPACITY_ANNOUNCE_PROTOCOL = '/shoal/capacity-announce/1.0.0'
 /** Largest answer a node sends or reads. */
 export const MAX_CAPACITY_FRAME = 4096
 /** How long a capacity question may take. */
@@ -66,6 +68,42 @@ export async function answerCapacity (lane: Lane, capacity: NodeCapacity): Promi
 }
 
 /**
+ * The capacity a frame carries (an answer or an announcement), checked against the schema; a
+ * refusal (core's ABORT frame) is thrown as its error, anything else as `ERR_PEER_UNREACHABLE`.
+ */
+export function parseCapacityFrame (frame: Uint8Array, peer: string): NodeCapacity {
+  if (frame[5] !== CAPACITY_FRAME_TYPE) {
+    // Not an answer: a refusal (one ABORT frame naming the cause).
+    const f = decodeFrame(frame)
+    if (f.type === FrameType.Abort) throw fromErrorInfo({ name: 'Error', code: f.code, message: `peer ${peer}: ${f.message}` })
+    throw new PeerUnreachableError(`peer ${peer} told its capacity with a ${FrameType[f.type]} frame`)
+  }
+  let raw: unknown
+  try {
+    raw = JSON.parse(Buffer.from(frame.subarray(FRAME_HEADER_SIZE)).toString('utf8'))
+  } catch {
+    throw new PeerUnreachableError(`peer ${peer} told its capacity in malformed JSON`)
+  }
+  const r = nodeCapacity.safeParse(raw)
+  if (!r.success) throw new PeerUnreachableError(`peer ${peer} told a bad capacity: ${describeIssues(r.error)}`)
+  return r.data
+}
+
+/** The first frame of a lane, or undefined when the lane ends first; rejects when `signal` aborts. */
+async function firstFrame (lane: Lane, signal: AbortSignal, onTimeout: () => Error): Promise<Uint8Array | undefined> {
+  const reading = (async () => {
+    for await (const frame of lane) return frame
+    return undefined
+  })()
+  const aborted = new Promise<never>((_resolve, reject) => {
+    const fail = (): void => { reject(signal.reason instanceof DOMException && signal.reason.name === 'TimeoutError' ? onTimeout() : signal.reason) }
+    if (signal.aborted) fail()
+    else signal.addEventListener('abort', fail, { once: true })
+  })
+  return await Promise.race([reading, aborted])
+}
+
+/**
  * Asks a peer what it can take. A peer whose allow-list does not hold this node refuses the
  * question (`ERR_UNAUTHORIZED_PEER`): it would refuse the migration too.
  */
@@ -75,32 +113,40 @@ export async function askCapacity (transport: LaneTransport, peer: string, signa
   let lane: Lane | undefined
   try {
     [lane] = await transport.openLanes(peer, CAPACITY_PROTOCOL, 1, { signal: both, maxFrameSize: MAX_CAPACITY_FRAME })
-    const reading = (async () => {
-      for await (const frame of lane!) return frame
-      return undefined
-    })()
-    const aborted = new Promise<never>((_resolve, reject) => {
-      both.addEventListener('abort', () => { reject(timeout.aborted ? new TimeoutError(`peer ${peer} did not tell its capacity within ${CAPACITY_TIMEOUT_MS} ms`) : both.reason) }, { once: true })
-    })
-    const frame = await Promise.race([reading, aborted])
+    const frame = await firstFrame(lane!, both, () => new TimeoutError(`peer ${peer} did not tell its capacity within ${CAPACITY_TIMEOUT_MS} ms`))
     if (frame == null) throw new PeerUnreachableError(`peer ${peer} closed the capacity stream without an answer`)
-    if (frame[5] !== CAPACITY_FRAME_TYPE) {
-      // Not an answer: a refusal (one ABORT frame naming the cause).
-      const f = decodeFrame(frame)
-      if (f.type === FrameType.Abort) throw fromErrorInfo({ name: 'Error', code: f.code, message: `peer ${peer}: ${f.message}` })
-      throw new PeerUnreachableError(`peer ${peer} answered the capacity question with a ${FrameType[f.type]} frame`)
-    }
-    let raw: unknown
-    try {
-      raw = JSON.parse(Buffer.from(frame.subarray(FRAME_HEADER_SIZE)).toString('utf8'))
-    } catch {
-      throw new PeerUnreachableError(`peer ${peer} answered the capacity question with malformed JSON`)
-    }
-    const r = nodeCapacity.safeParse(raw)
-    if (!r.success) throw new PeerUnreachableError(`peer ${peer} answered the capacity question with a bad answer: ${describeIssues(r.error)}`)
-    return r.data
+    return parseCapacityFrame(frame, peer)
   } finally {
     lane?.abort()
+  }
+}
+
+/**
+ * Tells a connected peer, unasked, what this node can take from it (`/shoal/capacity-announce/1.0.0`):
+ * one frame, the same as an answer, then close.
+ */
+export async function announceCapacity (transport: LaneTransport, peer: string, capacity: NodeCapacity, signal?: AbortSignal): Promise<void> {
+  const timeout = AbortSignal.timeout(CAPACITY_TIMEOUT_MS)
+  const both = signal != null ? AbortSignal.any([signal, timeout]) : timeout
+  const [lane] = await transport.openLanes(peer, CAPACITY_ANNOUNCE_PROTOCOL, 1, { signal: both, maxFrameSize: MAX_CAPACITY_FRAME })
+  try {
+    await lane!.send(encodeAnswer(capacity))
+  } catch (err) {
+    lane!.abort()
+    throw err
+  }
+  // The peer ends the lane once it has the frame; how the close ends changes nothing.
+  await lane!.close().catch(() => {})
+}
+
+/** Reads one announcement from an accepted lane (bounded in size and time), then closes it. */
+export async function readAnnouncement (lane: Lane, peer: string): Promise<NodeCapacity> {
+  try {
+    const frame = await firstFrame(lane, AbortSignal.timeout(CAPACITY_TIMEOUT_MS), () => new TimeoutError(`peer ${peer} opened a capacity announcement and sent nothing within ${CAPACITY_TIMEOUT_MS} ms`))
+    if (frame == null) throw new PeerUnreachableError(`peer ${peer} closed its capacity announcement empty`)
+    return parseCapacityFrame(frame, peer)
+  } finally {
+    lane.abort()
   }
 }
 

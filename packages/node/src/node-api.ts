@@ -1,3 +1,4 @@
+import type { HeardCapacity } from './capacity-announcer.js'
 import type { EvacuateOptions, EvacuationReport } from './evacuation.js'
 import type { BlockClient, MigrationProgress, MigrationReport, SourceSessionOptions } from '@shoal/core'
 import type { ShoalLibp2p } from '@shoal/libp2p'
@@ -61,8 +62,11 @@ export interface ImageVerification {
 export interface NodeStatus {
   peerId: string
   addrs: string[]
-  /** Peers this node knows (bootstrap, mDNS, identify) with their addresses. */
-  peers: Array<{ peerId: string, addrs: string[], connected: boolean }>
+  /**
+   * Peers this node knows (bootstrap, mDNS, identify) with their addresses, and what each
+   * connected peer that takes images from this node announced it can take.
+   */
+  peers: Array<{ peerId: string, addrs: string[], connected: boolean, capacity?: HeardCapacity }>
   /** Hosted images; `postcopy` while the cache of one that arrived by post-copy still streams in. */
   images: Array<ImageRecord & { pid?: number, postcopy?: PostCopyStatus }>
   /** Replica volumes this node serves. */

@@ -1,4 +1,7 @@
-import { answerCapacity, askCapacity, CAPACITY_PROTOCOL, MAX_CAPACITY_FRAME } from './capacity.js'
+import { answerCapacity, askCapacity, CAPACITY_ANNOUNCE_PROTOCOL, CAPACITY_PROTOCOL, MAX_CAPACITY_FRAME } from './capacity.js'
+import { CapacityAnnouncer, CapacityBoard } from './capacity-announcer.js'
+import type { HeardCapacity } from './capacity-announcer.js'
+import type { PeerId } from '@libp2p/interface'
 import { evacuate } from './evacuation.js'
 import { createHash } from 'node:crypto'
 import { totalmem } from 'node:os'
@@ -189,6 +192,22 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
     if (!ok) log.warn('refused peer: not on the allow-list', { peer: p })
     return ok
   }
+  // What this node can take, told unasked to the connected peers it takes images from; what
+  // its peers told this node of theirs (`shoal peers`).
+  const connectedPeers = (): string[] => [...new Set(libp2p.getConnections().map(c => c.remotePeer.toString()))]
+  const announcer = new CapacityAnnouncer({
+    transport, connectedPeers, log,
+    takesFrom: p => allow.has(p),
+    capacityFor: p => admission.capacity(p, store.list().length)
+  })
+  const board = new CapacityBoard(log, p => connectedPeers().includes(p))
+  const capacityOf = (p: string): { capacity?: HeardCapacity } => {
+    const capacity = board.get(p)
+    return capacity != null ? { capacity } : {}
+  }
+  const onConnect = (evt: CustomEvent<PeerId>): void => { announcer.connected(evt.detail.toString()) }
+  const onDisconnect = (evt: CustomEvent<PeerId>): void => { announcer.disconnected(evt.detail.toString()); board.forget(evt.detail.toString()) }
+
   // The destination of a post-copy migration out of this node may pull the cache kept for it.
   const mayPullBlocks = (p: string): boolean => volumes.kept.keptFor(p) || isAllowed(p)
 
@@ -207,8 +226,14 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
         await workloads.adoptAfterRestart(isLiveProcess)
         // What this node can still take, for an allow-listed peer placing images (an evacuation).
         await transport.handle(CAPACITY_PROTOCOL, (lane, info) => { void answerCapacity(lane, admission.capacity(info.peerId, store.list().length)) }, { isAllowed, maxStreamsPerConnection: 4, maxFrameSize: MAX_CAPACITY_FRAME })
+        // Announcements grant nothing (they say what the sender would take from this node): any
+        // connected peer may tell, one small frame per stream.
+        await transport.handle(CAPACITY_ANNOUNCE_PROTOCOL, (lane, info) => { board.receive(lane, info.peerId) }, { isAllowed: () => true, maxStreamsPerConnection: 2, maxFrameSize: MAX_CAPACITY_FRAME })
         await transport.handle(BLOCKS_PROTOCOL, (lane, info) => { volumes.serve(lane, info.peerId) }, { isAllowed: mayPullBlocks, maxStreamsPerConnection: MAX_BLOCK_STREAMS_PER_CONNECTION, maxFrameSize: MAX_BLOCK_REQUEST_FRAME })
+        libp2p.addEventListener('peer:connect', onConnect)
+        libp2p.addEventListener('peer:disconnect', onDisconnect)
         await libp2p.start()
+        announcer.start()
         const dataWorkers = init.dataWorkers ?? DEFAULT_DATA_WORKERS
         if (dataWorkers > 0) {
           dataPlane = await createDataPlane({
@@ -253,6 +278,9 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
         if (outgoing.size > 0) log.warn('stopping: migrations out still running are cancelled (their workloads resume here)', { running: outgoing.size })
       }
       stopping.abort(new PeerGoneError(`node ${peerId} is stopping`))
+      announcer.stop()
+      libp2p.removeEventListener('peer:connect', onConnect)
+      libp2p.removeEventListener('peer:disconnect', onDisconnect)
       if (metricsServer != null) {
         metricsServer.closeAllConnections()
         await new Promise(resolve => metricsServer!.close(resolve))
@@ -380,7 +408,8 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
       return (await libp2p.peerStore.all()).filter(p => !p.id.equals(libp2p.peerId)).map(p => ({
         peerId: p.id.toString(),
         addrs: p.addresses.map(a => a.multiaddr.toString()),
-        connected: connected.has(p.id.toString())
+        connected: connected.has(p.id.toString()),
+        ...capacityOf(p.id.toString())
       }))
     },
     async status () {
@@ -418,21 +447,7 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
 async function verifyCacheBlocks (cachePath: string): Promise<{ ok: boolean, detail: string }> {
   const meta = CacheMeta.open(cachePath)
   const dirty = meta.dirty()
-  const fh = await open(cachePath, 'r')
-  const buf = Buffer.alloc(meta.blockSize)
-  const bad: number[] = []
-  let checked = 0
-  try {
-    for (let i = 0; i < meta.blockCount; i++) {
-      if (dirty.get(i)) continue
-      const { bytesRead } = await fh.read(buf, 0, meta.blockSize, i * meta.blockSize)
-      const digest = createHash('sha256').update(buf.subarray(0, bytesRead)).digest()
-      checked++
-      if (bytesRead !== meta.blockSize || !digest.equals(meta.hashes.subarray(i * 32, i * 32 + 32))) bad.push(i)
-    }
-  } finally {
-    await fh.close()
-  }
+  const { checked, bad } = await meta.differing(i => !dirty.get(i))
   return bad.length === 0
     ? { ok: true, detail: `${checked} clean blocks match volume ${meta.volume} (${meta.blockCount - checked} written here, not checked)` }
     : { ok: false, detail: `${bad.length} of ${checked} clean blocks differ from volume ${meta.volume}: blocks ${bad.slice(0, 10).join(', ')}${bad.length > 10 ? ', ...' : ''}` }

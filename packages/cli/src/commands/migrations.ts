@@ -26,12 +26,25 @@ export async function runCancel (id: string, o: { node: string, json?: boolean }
   process.stdout.write(`cancelling migration ${m.id} of ${m.image} (it was in ${m.phase}); the workload stays here\n`)
 }
 
-/** `shoal peers`: the peers a node knows. */
+/**
+ * `shoal peers`: the peers a node knows; for each connected peer that takes images from this
+ * node, what it announced it can take (free memory and disk after its margins, incoming
+ * migrations, images). `-` where a peer announced nothing (it does not take from this node).
+ */
 export async function runPeers (o: { node: string, json?: boolean }): Promise<void> {
   const peers = await call(socketOf(o.node), 'GET', '/peers') as NodeStatus['peers']
   if (o.json === true) { process.stdout.write(JSON.stringify(peers) + '\n'); return }
   if (peers.length === 0) { process.stdout.write('no known peers\n'); return }
-  process.stdout.write(peers.map(p => `${p.peerId}  ${p.connected ? 'connected' : 'known'}  ${p.addrs.join(' ')}`.trimEnd()).join('\n') + '\n')
+  const rows = peers.map(p => {
+    const c = p.capacity
+    return [
+      p.peerId, p.connected ? 'connected' : 'known',
+      c != null ? formatBytes(c.memoryFree) : '-', c != null ? formatBytes(c.cacheFree) : '-',
+      c != null ? `${c.incoming}/${c.maxIncoming}` : '-', c != null ? String(c.images) : '-',
+      p.addrs.join(' ')
+    ]
+  })
+  process.stdout.write(formatTable(['PEER', 'STATE', 'MEM FREE', 'DISK FREE', 'INCOMING', 'IMAGES', 'ADDRESSES'], rows))
 }
 
 /** `shoal report ID`: prints the path of a finished migration's HTML page, or opens it. */

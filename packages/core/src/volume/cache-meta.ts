@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { open } from 'node:fs/promises'
 import { Bitmap } from '../bitmap.js'
 import { CacheMetaError, InvalidArgumentError } from '../errors.js'
 import { checkName, isValidName } from '../limits.js'
@@ -18,6 +19,8 @@ export interface CacheMetaInit {
 
 const VERSION = 1
 const MARK = 1
+/** Bytes {@link CacheMeta.differing} reads at a time. */
+const DIFFERING_READ_BYTES = 4 * 2 ** 20
 
 /** The files of a cache's metadata, beside the cache file. */
 export function cacheMetaPaths (cachePath: string): { info: string, hashes: string, dirty: string, hot: string } {
@@ -120,25 +123,46 @@ export class CacheMeta {
    * Rebuilds the dirty marks from the cache's bytes (after a writer that did not mark its
    * writes): a block is clean exactly when it hashes to the volume's hash. Returns the counts.
    */
-  rescan (): { clean: number, dirty: number } {
-    const fd = openSync(this.cachePath, 'r')
+  async rescan (): Promise<{ clean: number, dirty: number }> {
+    const { bad } = await this.differing()
     const marks = Buffer.alloc(this.blockCount)
-    const buf = Buffer.allocUnsafe(this.blockSize)
-    try {
-      for (let i = 0; i < this.blockCount; i++) {
-        const n = readSync(fd, buf, 0, this.blockSize, i * this.blockSize)
-        if (n < this.blockSize) buf.fill(0, n)
-        if (!createHash('sha256').update(buf).digest().equals(this.hashOf(i))) marks[i] = MARK
-      }
-    } finally {
-      closeSync(fd)
-    }
+    for (const i of bad) marks[i] = MARK
     const p = cacheMetaPaths(this.cachePath)
     writeFileSync(`${p.dirty}.tmp`, marks)
     renameSync(`${p.dirty}.tmp`, p.dirty)
-    const dirty = marks.reduce((a, b) => a + b, 0)
-    return { clean: this.blockCount - dirty, dirty }
+    return { clean: this.blockCount - bad.length, dirty: bad.length }
   }
+
+  /**
+   * The blocks (of those `which` selects; default all) whose bytes in the cache do not hash to
+   * the volume's hash. Beyond the file's end a block reads as zeros (as a hole does). Reads go
+   * through the thread pool a few MiB at a time, so a node stays responsive while a large cache
+   * is checked; hashing is on this thread (SHA-256 with the CPU's SHA extensions: ~1.5 GB/s).
+   */
+  async differing (which?: (block: number) => boolean): Promise<{ checked: number, bad: number[] }> {
+    const fh = await open(this.cachePath, 'r')
+    const perRead = Math.max(1, Math.floor(DIFFERING_READ_BYTES / this.blockSize))
+    const buf = Buffer.allocUnsafe(perRead * this.blockSize)
+    const bad: number[] = []
+    let checked = 0
+    try {
+      for (let from = 0; from < this.blockCount; from += perRead) {
+        const to = Math.min(this.blockCount, from + perRead)
+        const { bytesRead } = await fh.read(buf, 0, (to - from) * this.blockSize, from * this.blockSize)
+        buf.fill(0, bytesRead, (to - from) * this.blockSize)
+        for (let i = from; i < to; i++) {
+          if (which != null && !which(i)) continue
+          checked++
+          const at = (i - from) * this.blockSize
+          if (!createHash('sha256').update(buf.subarray(at, at + this.blockSize)).digest().equals(this.hashOf(i))) bad.push(i)
+        }
+      }
+    } finally {
+      await fh.close()
+    }
+    return { checked, bad }
+  }
+
 
   private readMarks (path: string): Bitmap {
     const bytes = readFileSync(path)
