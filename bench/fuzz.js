@@ -1,7 +1,7 @@
 // `pnpm bench fuzz`: a hostile, allow-listed peer against a real `shoal node` process.
 //
 // ≥ 10^5 inputs by default (SHOAL_FUZZ_INPUTS), reproducible from SHOAL_FUZZ_SEED: generated and
-// mutated frames on the three wire protocols, over several connections with many streams each,
+// mutated frames on the wire protocols (migrate, lane, blocks, capacity, capacity-announce), over several connections with many streams each,
 // then hostile requests to the control API. Phases:
 //   refusal  — migrate / lane / blocks streams carrying nothing a node may accept (invalid or
 //              absurd HELLOs, frames out of order, truncated, huge length prefixes, random bytes),
@@ -25,7 +25,7 @@ import { printTable, writeResults, resultsDir } from './lib/harness.js'
 import { createPrng } from './lib/fuzz-prng.js'
 import {
   absurdHello, acceptableHello, blocksScript, FUZZ_VOLUME, laneRefusalScript, migrateRefusalScript,
-  sessionControlFrame, sessionDataFrame, volumeContent
+  sessionControlFrame, sessionDataFrame, volumeContent, capacityScript
 } from './lib/fuzz-frames.js'
 import { controlRequest, sendControl, sendRawHttp } from './lib/fuzz-control.js'
 import { descendants, diskUsage, procStatusMb, startTarget } from './lib/fuzz-target.js'
@@ -33,6 +33,8 @@ import { descendants, diskUsage, procStatusMb, startTarget } from './lib/fuzz-ta
 const MIGRATE = '/shoal/migrate/1.0.0'
 const LANE = '/shoal/lane/1.0.0'
 const BLOCKS = '/shoal/blocks/1.0.0'
+const CAPACITY = '/shoal/capacity/1.0.0'
+const ANNOUNCE = '/shoal/capacity-announce/1.0.0'
 const TiB = 2 ** 40
 
 const seed = Number(process.env.SHOAL_FUZZ_SEED ?? 1) >>> 0
@@ -45,7 +47,7 @@ const absurdCount = Number(process.env.SHOAL_FUZZ_ABSURD ?? 12)
 const absurdMax = Number(process.env.SHOAL_FUZZ_ABSURD_MAX ?? 1.5 * TiB)
 // Stop sending absurd HELLOs if the node's RSS passes this (MB): a guard for the machine.
 const rssGuardMb = Number(process.env.SHOAL_FUZZ_RSS_GUARD_MB ?? 6000)
-const share = { migrate: 0.25, lane: 0.15, blocks: 0.25, session: 0.15, control: 0.20 }
+const share = { migrate: 0.25, lane: 0.15, blocks: 0.20, capacity: 0.01, announce: 0.04, session: 0.15, control: 0.20 }
 
 process.on('SIGINT', () => process.exit(130))
 process.on('SIGTERM', () => process.exit(143))
@@ -60,7 +62,7 @@ const privateKey = await generateKeyPair('Ed25519')
 const fuzzerId = peerIdFromPrivateKey(privateKey).toString()
 const crashes = []
 let phase = 'setup'
-const recent = { migrate: [], lane: [], blocks: [], session: [], control: [] }
+const recent = { migrate: [], lane: [], blocks: [], capacity: [], announce: [], session: [], control: [] }
 const remember = (proto, item) => { const r = recent[proto]; r.push(item); if (r.length > 32) r.shift() }
 let restarting
 
@@ -286,7 +288,10 @@ const streamsEach = Math.max(1, Math.floor(streamsPerConnection / 3))
 await Promise.all([
   runPhase(totalInputs * share.migrate, connections * streamsEach, scriptRunner('migrate', MIGRATE, migrateRefusalScript)),
   runPhase(totalInputs * share.lane, connections * streamsEach, scriptRunner('lane', LANE, laneRefusalScript)),
-  runPhase(totalInputs * share.blocks, connections * streamsEach, scriptRunner('blocks', BLOCKS, (rng) => blocksScript(rng, volume)))
+  runPhase(totalInputs * share.blocks, connections * streamsEach, scriptRunner('blocks', BLOCKS, (rng) => blocksScript(rng, volume))),
+  // Two streams per connection at most on each (the node's bound): one runner per connection.
+  runPhase(totalInputs * share.capacity, connections, scriptRunner('capacity', CAPACITY, capacityScript)),
+  runPhase(totalInputs * share.announce, connections, scriptRunner('announce', ANNOUNCE, capacityScript))
 ])
 await absurdDone
 const refusalSecs = (performance.now() - tRefusal) / 1000
@@ -455,6 +460,8 @@ const result = {
     migrate_absurd: { ...protoStat('migrate-absurd'), ...absurd },
     lane: { ...protoStat('lane') },
     blocks: { ...protoStat('blocks') },
+    capacity: { ...protoStat('capacity') },
+    announce: { ...protoStat('announce') },
     session_control: { ...protoStat('session'), ...sessions },
     session_lanes: { ...protoStat('session-lane') },
     control_api: controlStats
@@ -470,7 +477,7 @@ const result = {
 }
 
 const rows = [
-  ...['migrate', 'migrate-absurd', 'lane', 'blocks', 'session', 'session-lane'].map(k => {
+  ...['migrate', 'migrate-absurd', 'lane', 'blocks', 'capacity', 'announce', 'session', 'session-lane'].map(k => {
     const s = protoStat(k)
     const top = Object.entries(s.replies).sort((a, b) => b[1] - a[1]).slice(0, 3).map(([r, n]) => `${r}:${n}`).join(' ')
     return { protocol: k, streams: s.streams, inputs: s.inputs, delivered: s.delivered, open_failed: s.open_failed, top_replies: top }

@@ -323,3 +323,55 @@ export function volumeContent (rng, blocks = 16, blockSize = 4096) {
   for (let i = 0; i < blocks; i++) hashes.push(createHash('sha256').update(data.subarray(i * blockSize, (i + 1) * blockSize)).digest())
   return { data, hashes, blockSize }
 }
+
+/** The frame type of a capacity answer or announcement (packages/node/src/capacity.ts). */
+const CAPACITY_FRAME = 0xc0
+
+/** A capacity body that passes the schema (the base the mutations start from). */
+function validCapacity (rng) {
+  const n = () => rng.pick([0, rng.int(1 << 30), rng.int(2 ** 40)])
+  return {
+    memoryFree: n(), cacheFree: n(), sharedSpace: rng.chance(0.5), maxMemoryBytes: n(), maxCacheBytes: n(),
+    maxIncoming: rng.int(8), maxIncomingPerPeer: rng.int(4), incoming: rng.int(4), incomingFromYou: rng.int(2),
+    heldFromYou: { memory: n(), cache: n() }, images: rng.int(100)
+  }
+}
+
+/**
+ * `/shoal/capacity-announce/1.0.0` (one capacity frame told unasked) and `/shoal/capacity/1.0.0`
+ * (a question: the node answers without reading): announcements with hostile JSON (wrong types,
+ * extra keys, absurd numbers, deep nesting, not JSON, not UTF-8), mutated frames, framing attacks,
+ * several frames where one is expected.
+ */
+export function capacityScript (rng) {
+  const kind = rng.weighted([[2, 'valid'], [4, 'bad-json'], [3, 'mutated'], [2, 'framing'], [1, 'many'], [1, 'wrong-type'], [1, 'empty']])
+  const frame = (body, type = CAPACITY_FRAME) => Buffer.concat([header(body.length, type), body])
+  const json = (v) => Buffer.from(JSON.stringify(v))
+  const parts = []
+  let label = kind
+  switch (kind) {
+    case 'valid': parts.push(frame(json(validCapacity(rng)))); break
+    case 'bad-json': {
+      const c = validCapacity(rng)
+      const k = rng.pick(Object.keys(c))
+      const bodies = [
+        () => { label = 'json-wrong-type'; return json({ ...c, [k]: rng.pick(['1', null, [], {}, true, -1, 1.5, 1e308]) }) },
+        () => { label = 'json-extra-key'; return json({ ...c, [`x${rng.int(100)}`]: 1 }) },
+        () => { label = 'json-missing-key'; const d = { ...c }; delete d[k]; return json(d) },
+        () => { label = 'json-deep'; return Buffer.from('['.repeat(2000) + ']'.repeat(2000)) },
+        () => { label = 'json-not-json'; return Buffer.from('{"memoryFree": 1,') },
+        () => { label = 'json-not-utf8'; return Buffer.concat([Buffer.from('{"a":"'), Buffer.from([0xff, 0xfe, 0xc0]), Buffer.from('"}')]) },
+        () => { label = 'json-array'; return json([c]) },
+        () => { label = 'json-proto'; return Buffer.from('{"__proto__":{"memoryFree":1},"constructor":{"prototype":{"x":1}}}') }
+      ]
+      parts.push(frame(rng.pick(bodies)()))
+      break
+    }
+    case 'mutated': { const m = mutateFrame(rng, frame(json(validCapacity(rng)))); label = `capacity-${m.label}`; parts.push(m.bytes); break }
+    case 'framing': { const a = framingAttack(rng); label = a.label; parts.push(a.bytes); break }
+    case 'many': for (let i = rng.range(2, 8); i > 0; i--) parts.push(frame(json(validCapacity(rng)))); break
+    case 'wrong-type': parts.push(mutateFrame(rng, anyValidFrame(rng)).bytes); break
+    case 'empty': break
+  }
+  return { label, parts, end: rng.chance(0.8) ? 'close' : 'abort' }
+}
