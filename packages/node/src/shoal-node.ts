@@ -3,6 +3,7 @@ import { CapacityAnnouncer, CapacityBoard } from './capacity-announcer.js'
 import type { HeardCapacity } from './capacity-announcer.js'
 import type { PeerId } from '@libp2p/interface'
 import { evacuate } from './evacuation.js'
+import { ImageOps } from './image-ops.js'
 import { createHash } from 'node:crypto'
 import { totalmem } from 'node:os'
 import { mkdirSync, rmSync } from 'node:fs'
@@ -33,7 +34,7 @@ import type { ShoalNode } from './node-api.js'
 import { migrateOut } from './outgoing.js'
 import { Migrations } from './migrations.js'
 import { NodeMetrics, parseHostPort, startMetricsServer } from './metrics.js'
-import type { ImageVerification, MigrateOptions } from './node-api.js'
+import type { CreateImageOptions, ImageVerification, MigrateOptions } from './node-api.js'
 import { renderReportHtml } from './report-html.js'
 import { checkMultiaddr, parsePeerId, resolvePeer } from './peer-address.js'
 import { Volumes } from './volumes.js'
@@ -211,6 +212,51 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
   // The destination of a post-copy migration out of this node may pull the cache kept for it.
   const mayPullBlocks = (p: string): boolean => volumes.kept.keptFor(p) || isAllowed(p)
 
+  // Create, start, remove and the start of a migration out: one at a time per image.
+  const imageOps = new ImageOps()
+
+  const createImage = async (opts: CreateImageOptions): Promise<ImageRecord> => {
+    const paths = store.pathsFor(opts.name)
+    if (store.has(opts.name)) throw new ImageExistsError(`image ${opts.name} already exists`)
+    if (admission.arriving(opts.name)) throw new ImageExistsError(`image ${opts.name} is arriving from another node right now`)
+    const driver = workloads.driver(opts.driver ?? 'synthetic')
+    const volume = opts.cacheVolume != null ? volumes.get(opts.cacheVolume) : undefined
+    if (opts.cacheVolume != null) {
+      if (volume == null) throw new UnknownVolumeError(`no volume ${opts.cacheVolume} on this node`)
+      if (volume.held() !== volume.blockCount) throw new InvalidArgumentError(`volume ${volume.id} is not held in full (${volume.held()} of ${volume.blockCount} blocks)`)
+    }
+    const cacheSize = volume != null ? volume.blockCount * volume.blockSize : opts.cacheSize
+    if (opts.tracker != null && opts.tracker !== 'scan' && opts.tracker !== 'cooperative') throw new InvalidArgumentError('tracker must be scan or cooperative')
+    const geometry = { memorySize: opts.memorySize, pageSize: opts.pageSize ?? DEFAULT_PAGE_SIZE, cacheSize, blockSize: volume?.blockSize ?? opts.blockSize ?? DEFAULT_BLOCK_SIZE }
+    const spec: ImageSpec = {
+      name: opts.name, driver: driver.name, driverConfig: { ...opts.config, ...(opts.tracker != null ? { tracker: opts.tracker } : {}) },
+      memory: { path: paths.memoryPath, size: geometry.memorySize, pageSize: geometry.pageSize },
+      cache: { path: paths.cachePath, size: geometry.cacheSize, blockSize: geometry.blockSize }
+    }
+    validateImageSpec(spec)
+    spec.driverConfig = driver.validateConfig(spec.driverConfig, geometry)
+    mkdirSync(paths.dir, { recursive: true })
+    try {
+      await driver.initImage(spec, { fill: opts.fill ?? 'zero' })
+      if (volume != null) await seedCache(spec.cache.path, volume)
+    } catch (err) {
+      store.remove(opts.name)
+      throw err
+    }
+    const rec: ImageRecord = { spec, state: 'stopped' }
+    store.put(rec)
+    return rec
+  }
+
+  const removeImage = async (name: string): Promise<void> => {
+    const rec = store.get(name)
+    if (rec.state === 'migrating') throw new ImageStateError(`image ${name} is migrating; cancel the migration first`)
+    await postcopies.stop(name)
+    await workloads.stop(name)
+    store.remove(name)
+    rmSync(join(workloads.runRoot, name), { recursive: true, force: true })
+  }
+
   const node: ShoalNode = {
     peerId,
     libp2p,
@@ -302,52 +348,14 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
       await pool?.stop()
       await lock.release()
     },
-    async createImage (opts) {
-      const paths = store.pathsFor(opts.name)
-      if (store.has(opts.name)) throw new ImageExistsError(`image ${opts.name} already exists`)
-      if (admission.arriving(opts.name)) throw new ImageExistsError(`image ${opts.name} is arriving from another node right now`)
-      const driver = workloads.driver(opts.driver ?? 'synthetic')
-      const volume = opts.cacheVolume != null ? volumes.get(opts.cacheVolume) : undefined
-      if (opts.cacheVolume != null) {
-        if (volume == null) throw new UnknownVolumeError(`no volume ${opts.cacheVolume} on this node`)
-        if (volume.held() !== volume.blockCount) throw new InvalidArgumentError(`volume ${volume.id} is not held in full (${volume.held()} of ${volume.blockCount} blocks)`)
-      }
-      const cacheSize = volume != null ? volume.blockCount * volume.blockSize : opts.cacheSize
-      if (opts.tracker != null && opts.tracker !== 'scan' && opts.tracker !== 'cooperative') throw new InvalidArgumentError('tracker must be scan or cooperative')
-      const geometry = { memorySize: opts.memorySize, pageSize: opts.pageSize ?? DEFAULT_PAGE_SIZE, cacheSize, blockSize: volume?.blockSize ?? opts.blockSize ?? DEFAULT_BLOCK_SIZE }
-      const spec: ImageSpec = {
-        name: opts.name, driver: driver.name, driverConfig: { ...opts.config, ...(opts.tracker != null ? { tracker: opts.tracker } : {}) },
-        memory: { path: paths.memoryPath, size: geometry.memorySize, pageSize: geometry.pageSize },
-        cache: { path: paths.cachePath, size: geometry.cacheSize, blockSize: geometry.blockSize }
-      }
-      validateImageSpec(spec)
-      spec.driverConfig = driver.validateConfig(spec.driverConfig, geometry)
-      mkdirSync(paths.dir, { recursive: true })
-      try {
-        await driver.initImage(spec, { fill: opts.fill ?? 'zero' })
-        if (volume != null) await seedCache(spec.cache.path, volume)
-      } catch (err) {
-        store.remove(opts.name)
-        throw err
-      }
-      const rec: ImageRecord = { spec, state: 'stopped' }
-      store.put(rec)
-      return rec
-    },
-    async removeImage (name) {
-      const rec = store.get(name)
-      if (rec.state === 'migrating') throw new ImageStateError(`image ${name} is migrating; cancel the migration first`)
-      await postcopies.stop(name)
-      await workloads.stop(name)
-      store.remove(name)
-      rmSync(join(workloads.runRoot, name), { recursive: true, force: true })
-    },
+    async createImage (opts) { return await imageOps.run(opts.name, async () => await createImage(opts)) },
+    async removeImage (name) { await imageOps.run(name, async () => { await removeImage(name) }) },
     markHot (image, from, to) {
       const rec = store.get(image)
       if (!CacheMeta.exists(rec.spec.cache.path)) throw new InvalidImageError(`the cache of ${image} caches no volume`)
       CacheMeta.open(rec.spec.cache.path).markHot(from, to)
     },
-    async startImage (name, opts) { return await workloads.start(name, opts?.force === true) },
+    async startImage (name, opts) { return await imageOps.run(name, async () => await workloads.start(name, opts?.force === true)) },
     async migrate (name, to, opts = {}) {
       const keepCache = async (kept: KeptCache, cachePath: string, peer: string): Promise<() => Promise<void>> => await volumes.kept.keep(kept, cachePath, peer)
       // Checked before a record is made: an unknown image or a bad address is not a migration.
@@ -361,9 +369,13 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
       const signals = [stopping.signal, handle.signal, ...(signal != null ? [signal] : [])]
       // Every line this migration logs carries its id.
       const mlog = childLogger(log, { migration: handle.id })
-      const run = migrateOut({ libp2p, transport, dataPlane: () => dataPlane, shadows, store, workloads, pool: poolOf, log: mlog, keepCache }, name, to, {
-        ...chosen, signal: AbortSignal.any(signals), onProgress: (p) => { handle.progress(p); onProgress?.(p) }
-      })
+      // Begun once no create, start or remove of the image is under way; migrateOut marks the image
+      // migrating before its first await, so what waits behind this sees it migrating.
+      const { run } = await imageOps.run(name, async () => ({
+        run: migrateOut({ libp2p, transport, dataPlane: () => dataPlane, shadows, store, workloads, pool: poolOf, log: mlog, keepCache }, name, to, {
+          ...chosen, signal: AbortSignal.any(signals), onProgress: (p) => { handle.progress(p); onProgress?.(p) }
+        })
+      }))
       outgoing.add(run)
       try {
         const report = await run
