@@ -3,7 +3,7 @@ import { CapacityAnnouncer, CapacityBoard } from './capacity-announcer.js'
 import type { HeardCapacity } from './capacity-announcer.js'
 import type { PeerId } from '@libp2p/interface'
 import { evacuate } from './evacuation.js'
-import { ImageOps } from './image-ops.js'
+import { KeyedQueue } from './keyed-queue.js'
 import { createHash } from 'node:crypto'
 import { totalmem } from 'node:os'
 import { mkdirSync, rmSync } from 'node:fs'
@@ -213,7 +213,7 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
   const mayPullBlocks = (p: string): boolean => volumes.kept.keptFor(p) || isAllowed(p)
 
   // Create, start, remove and the start of a migration out: one at a time per image.
-  const imageOps = new ImageOps()
+  const imageOps = new KeyedQueue()
 
   const createImage = async (opts: CreateImageOptions): Promise<ImageRecord> => {
     const paths = store.pathsFor(opts.name)

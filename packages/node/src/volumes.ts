@@ -11,6 +11,7 @@ import { BLOCKS_PROTOCOL, DEFAULT_BLOCK_REQUESTS_PER_SEC, DEFAULT_REPLICA_STREAM
 import type { Logger } from './logger.js'
 import { resolvePeer } from './peer-address.js'
 import { KeptCaches } from './kept-caches.js'
+import { KeyedQueue } from './keyed-queue.js'
 
 /** A volume this node holds blocks of. */
 export interface VolumeInfo { id: string, blockSize: number, blockCount: number, held: number }
@@ -81,6 +82,8 @@ export class Volumes {
   private readonly budget?: TokenBucket
   /** Caches kept for post-copy destinations (served to their destination only). */
   readonly kept: KeptCaches
+  /** Import, pull and remove: one at a time per volume id. */
+  private readonly ops = new KeyedQueue()
 
   /** `serveRate`: bytes per second this node spends serving blocks to others (all peers together); default unlimited. */
   /** Per peer: block requests per second it may make (see `blockRequestRate`). */
@@ -127,6 +130,10 @@ export class Volumes {
 
   /** Imports a volume file as a replica (every block hashed). */
   async import (id: string, path: string, blockSize = DEFAULT_BLOCK_SIZE): Promise<VolumeInfo> {
+    return await this.ops.run(id, async () => await this.importNow(id, path, blockSize))
+  }
+
+  private async importNow (id: string, path: string, blockSize: number): Promise<VolumeInfo> {
     if (this.stores.has(id)) throw new InvalidArgumentError(`volume ${id} already exists on this node`)
     checkBlockSize(blockSize)
     mkdirSync(this.dir, { recursive: true })
@@ -137,6 +144,10 @@ export class Volumes {
 
   /** Drops a volume and deletes its files. */
   async remove (id: string): Promise<void> {
+    await this.ops.run(id, async () => { await this.removeNow(id) })
+  }
+
+  private async removeNow (id: string): Promise<void> {
     const v = this.stores.get(id)
     if (v == null) throw new UnknownVolumeError(`no volume ${id} on this node`)
     this.stores.delete(id)
@@ -199,6 +210,10 @@ export class Volumes {
    * verified by hash. Blocks this node already holds in other volumes are copied, not fetched.
    */
   async pull (id: string, opts: { from?: string[], signal?: AbortSignal } = {}): Promise<PullReport> {
+    return await this.ops.run(id, async () => await this.pullNow(id, opts))
+  }
+
+  private async pullNow (id: string, opts: { from?: string[], signal?: AbortSignal }): Promise<PullReport> {
     if (this.stores.has(id)) throw new InvalidArgumentError(`volume ${id} already exists on this node`)
     const t0 = performance.now()
     const all = await this.findReplicas(id, { peers: opts.from, signal: opts.signal })

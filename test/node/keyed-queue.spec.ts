@@ -1,8 +1,11 @@
-import { readdirSync, readFileSync } from 'node:fs'
-import { ImageOps } from '@shoal/node'
+import { randomBytes } from 'node:crypto'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { KeyedQueue } from '@shoal/node'
 import type { ShoalNode } from '@shoal/node'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startNode } from '../fixtures/nodes.js'
+import { tempDir } from '../fixtures/temp.js'
 
 const MiB = 2 ** 20
 
@@ -22,8 +25,8 @@ describe('one operation at a time per image', () => {
   const cleanups: Array<() => unknown> = []
   afterEach(async () => { for (const c of cleanups.splice(0).reverse()) await c() })
 
-  it('ImageOps runs the operations on one name in order, whatever their outcome, and different names side by side', async () => {
-    const ops = new ImageOps()
+  it('KeyedQueue runs the operations on one name in order, whatever their outcome, and different names side by side', async () => {
+    const ops = new KeyedQueue()
     const log: string[] = []
     const slow = (tag: string, ms: number, fail = false) => async () => {
       log.push(`${tag}+`)
@@ -98,5 +101,26 @@ describe('one operation at a time per image', () => {
     expect(late?.code).toBe('ERR_IMAGE_STATE')
     expect((await dst.status()).images.find(i => i.spec.name === 'n')).toBeUndefined()
     expect((await src.status()).images.find(i => i.spec.name === 'n')?.state).toBe('stopped')
+  })
+
+  it('two imports of one volume id: one volume, the other told it exists; a remove right behind an import removes it whole', async () => {
+    const data = tempDir('vol-node')
+    cleanups.push(data.cleanup)
+    const n = await startNode('127.0.0.1', cleanups, { dataDir: data.path })
+    const dir = tempDir('vol-race')
+    cleanups.push(dir.cleanup)
+    const file = join(dir.path, 'v.img')
+    writeFileSync(file, randomBytes(64 * 4096))
+    const r = await Promise.allSettled([n.importVolume('v', file, 4096), n.importVolume('v', file, 4096)])
+    expect(r.map(x => x.status)).toEqual(['fulfilled', 'rejected'])
+    expect((r[1] as PromiseRejectedResult).reason.code).toBe('ERR_INVALID_ARGUMENT')
+    expect((await n.status()).volumes.map(v => [v.id, v.blockCount])).toEqual([['v', 64]])
+    await n.removeVolume('v')
+    const [imp, rm] = await Promise.allSettled([n.importVolume('w', file, 4096), n.removeVolume('w')])
+    expect(imp.status).toBe('fulfilled')
+    expect(rm.status).toBe('fulfilled')
+    expect((await n.status()).volumes).toEqual([])
+    // Nothing of it is left in the node's volume directory.
+    expect(readdirSync(join(data.path, 'volumes')).filter(f => f.startsWith('w'))).toEqual([])
   })
 })
