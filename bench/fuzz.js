@@ -115,7 +115,15 @@ const sampler = (async () => {
   let tick = 0
   while (!stopSampling) {
     const rss = procStatusMb(nodeInfo.pid)
-    if (rss != null) { samples.rss.push(rss); const s = phaseStat(phase); s.rss_max_mb = Math.max(s.rss_max_mb, rss) }
+    if (rss != null) {
+      samples.rss.push(rss)
+      const s = phaseStat(phase)
+      if (rss > s.rss_max_mb) {
+        // What the peak is made of: the heap and buffers (anon), mapped tmpfs files (shmem), code (file).
+        s.rss_max_mb = rss
+        s.rss_max_parts_mb = Object.fromEntries(['RssAnon', 'RssShmem', 'RssFile'].map(f => [f, +(procStatusMb(nodeInfo.pid, f) ?? 0).toFixed(1)]))
+      }
+    }
     if (tick++ % 10 === 0) {
       const tree = [nodeInfo.pid, ...descendants(nodeInfo.pid)].reduce((n, p) => n + (procStatusMb(p) ?? 0), 0)
       const d = await diskUsage(dirs)
