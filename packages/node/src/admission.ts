@@ -64,6 +64,9 @@ export class Admission {
   /** Incoming migrations admitted and not yet released. */
   get active (): number { return this.held.size }
 
+  /** The images incoming migrations hold now (their names are reserved). */
+  arrivingImages (): string[] { return [...new Set([...this.held].map(h => h.image))].sort() }
+
   /** True while an incoming migration holds this name. */
   arriving (image: string): boolean {
     for (const h of this.held) if (h.image === image) return true

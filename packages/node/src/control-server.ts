@@ -1,7 +1,7 @@
 import { createServer } from 'node:http'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { rmSync } from 'node:fs'
-import { checkName, errorCode, httpStatusOf, InvalidArgumentError, toErrorInfo } from '@shoal/core'
+import { AbortedError, checkName, errorCode, httpStatusOf, InvalidArgumentError, toErrorInfo } from '@shoal/core'
 import type { MigrationReport } from '@shoal/core'
 import { allowBody, createImageBody, evacuateBody, hotBody, importVolumeBody, migrateBody, parseWith, pullVolumeBody } from './api-schemas.js'
 import type { ShoalNode } from './node-api.js'
@@ -118,7 +118,7 @@ async function route (node: ShoalNode, req: IncomingMessage, res: ServerResponse
     if (req.method === 'POST' && url.pathname === '/volumes/pull') {
       const body = parseWith(pullVolumeBody, await readJson(req), 'POST /volumes/pull')
       const ac = new AbortController()
-      res.on('close', () => { if (!res.writableFinished) ac.abort() })
+      res.on('close', () => { if (!res.writableFinished) ac.abort(hungUp()) })
       send(res, 200, await node.pullVolume(body.id, { ...(body.from != null ? { from: body.from } : {}), signal: ac.signal }))
       return
     }
@@ -147,13 +147,16 @@ async function route (node: ShoalNode, req: IncomingMessage, res: ServerResponse
   }
 }
 
+/** Why a request's work stops when its client goes away (a CLI's Ctrl-C, a script killed). */
+const hungUp = (): AbortedError => new AbortedError('cancelled: the client that asked for it hung up')
+
 /**
  * A streamed answer: NDJSON lines, and a signal that aborts when the client hangs up (which
  * cancels what it asked for).
  */
 function ndjson (res: ServerResponse): { line: (v: unknown) => void, signal: AbortSignal } {
   const ac = new AbortController()
-  res.on('close', () => { if (!res.writableFinished) ac.abort() })
+  res.on('close', () => { if (!res.writableFinished) ac.abort(hungUp()) })
   res.writeHead(200, { 'content-type': 'application/x-ndjson' })
   return { line: (v) => { res.write(JSON.stringify(v) + '\n') }, signal: ac.signal }
 }

@@ -3,6 +3,7 @@ import { CapacityAnnouncer, CapacityBoard } from './capacity-announcer.js'
 import type { HeardCapacity } from './capacity-announcer.js'
 import type { PeerId } from '@libp2p/interface'
 import { evacuate } from './evacuation.js'
+import type { EvacuateOptions, EvacuationReport } from './evacuation.js'
 import { KeyedQueue } from './keyed-queue.js'
 import { createHash } from 'node:crypto'
 import { totalmem } from 'node:os'
@@ -11,7 +12,7 @@ import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 import {
   createShadowPool, createWorkerPool, InvalidImageError, DEFAULT_PAGE_SIZE, DEFAULT_BLOCK_SIZE, ShoalError, InvalidArgumentError, validateImageSpec,
-  BlockClient, CacheMeta, UnknownVolumeError, ImageExistsError, ImageStateError, PeerGoneError, isLiveProcess
+  BlockClient, CacheMeta, UnknownVolumeError, ImageExistsError, ImageStateError, PeerGoneError, isLiveProcess, BusyError, AbortedError
 } from '@shoal/core'
 import type { BlockStore, Driver, ImageSpec, KeptCache, WorkerPool } from '@shoal/core'
 import { createDataPlane, createLibp2pLaneTransport, createShoalLibp2p, listenIps, loadOrCreateIdentity } from '@shoal/libp2p'
@@ -257,6 +258,18 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
     rmSync(join(workloads.runRoot, name), { recursive: true, force: true })
   }
 
+  // Evacuations (one at a time: see evacuate below); `node` is the object this function returns.
+  let evacuatingSince: string | undefined
+  const runEvacuation = async (opts: EvacuateOptions): Promise<EvacuationReport> => await evacuate({
+    images: () => store.list(),
+    knownPeers: async () => (await node.peers()).map(p => p.peerId),
+    peerIdOf: (to) => resolvePeer(to, 'to').peerId.toString(),
+    capacity: async (to, signal) => await askCapacity(transport, to, AbortSignal.any([signal, stopping.signal])),
+    migrate: async (image, to, o) => await node.migrate(image, to, o),
+    dir: join(init.dataDir, 'evacuations'),
+    log
+  }, { ...opts, signal: AbortSignal.any([stopping.signal, ...(opts.signal != null ? [opts.signal] : [])]) })
+
   const node: ShoalNode = {
     peerId,
     libp2p,
@@ -382,20 +395,24 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
         handle.succeeded(report)
         return report
       } catch (err) {
-        handle.failed(err)
-        throw err
+        // A caller's signal aborted without a reason of ours (a bare AbortController): say so with
+        // the stable code, not as an internal error.
+        const e = !(err instanceof ShoalError) && (err as Error).name === 'AbortError'
+          ? new AbortedError('cancelled by its caller (the request\'s signal was aborted)', { cause: err })
+          : err
+        handle.failed(e)
+        throw e
       } finally { outgoing.delete(run) }
     },
     async evacuate (opts) {
-      return await evacuate({
-        images: () => store.list(),
-        knownPeers: async () => (await node.peers()).map(p => p.peerId),
-        peerIdOf: (to) => resolvePeer(to, 'to').peerId.toString(),
-        capacity: async (to, signal) => await askCapacity(transport, to, AbortSignal.any([signal, stopping.signal])),
-        migrate: async (image, to, o) => await node.migrate(image, to, o),
-        dir: join(init.dataDir, 'evacuations'),
-        log
-      }, { ...opts, signal: AbortSignal.any([stopping.signal, ...(opts.signal != null ? [opts.signal] : [])]) })
+      // One at a time: two would place the same images and fight over them.
+      if (evacuatingSince != null) throw new BusyError(`an evacuation of this node is already running (since ${evacuatingSince}); wait for it to end, or stop it by ending its \`shoal evacuate\` (Ctrl-C)`)
+      evacuatingSince = new Date().toISOString()
+      try {
+        return await runEvacuation(opts)
+      } finally {
+        evacuatingSince = undefined
+      }
     },
     migrations: () => migrations.list(),
     migration: (id) => migrations.get(id),
@@ -435,7 +452,8 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
         }),
         volumes: volumes.list(),
         kept: volumes.kept.list(),
-        incoming: incoming.size
+        incoming: incoming.size,
+        arriving: admission.arrivingImages()
       }
     },
     allowPeer (p) { parsePeerId(p); allow.add(p) },
