@@ -6,7 +6,7 @@ import { formatBytes } from '../format.js'
 export async function runStatus (o: { node: string, json?: boolean }): Promise<void> {
   const s = await call(socketOf(o.node), 'GET', '/status') as NodeStatus
   if (o.json === true) { process.stdout.write(JSON.stringify(s) + '\n'); return }
-  const lines = [`peer ${s.peerId}`, ...s.addrs.map(a => `  listening ${a}`), `incoming migrations: ${s.incoming}`, 'known peers:']
+  const lines = [`peer ${s.peerId}`, ...s.addrs.map(a => `  listening ${a}`), `incoming migrations: ${s.incoming}${(s.arriving ?? []).length > 0 ? ` (arriving: ${s.arriving!.join(', ')})` : ''}`, 'known peers:']
   if (s.peers.length === 0) lines.push('  (none)')
   for (const p of s.peers) lines.push(`  ${p.peerId}${p.connected ? ' (connected)' : ''}${p.addrs.length > 0 ? ` ${p.addrs.join(' ')}` : ''}`)
   lines.push('images:')
