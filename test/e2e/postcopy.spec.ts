@@ -129,6 +129,31 @@ describe('post-copy of the cache between real nodes', () => {
     expect(v.ok).toBe(true)
   })
 
+  it('an operator may drop a kept cache: refused while its destination is connected, then forced; the replicas finish the stream', async () => {
+    const c = await cluster(2)
+    await cachedImage(c, 'vm')
+    const report = await c.src.migrate('vm', c.dst.addrs()[0]!, { lanes: 2, cacheMode: 'postcopy' })
+    const [kept] = c.src.keptCaches()
+    expect(kept).toMatchObject({ peer: c.dst.peerId, volume: 'base' })
+    const code = async (p: Promise<unknown>): Promise<string | undefined> => await p.then(() => undefined, (e: Error & { code?: string }) => e.code)
+    expect(await code(c.src.dropKeptCache('xyz'))).toBe('ERR_INVALID_ARGUMENT')
+    expect(await code(c.src.dropKeptCache('00000000'))).toBe('ERR_UNKNOWN_KEPT_CACHE')
+    expect(await code(c.src.dropKeptCache(kept!.session.slice(0, 8)))).toBe('ERR_IMAGE_STATE')
+    expect(c.src.keptCaches()).toHaveLength(1)
+    expect((await c.src.dropKeptCache(kept!.session.slice(0, 8), true)).session).toBe(kept!.session)
+    expect(c.src.keptCaches()).toEqual([])
+    // Without the source's copy, the replicas serve what is missing: the workload's data is whole.
+    const img = await until('the post-copy to complete', async () => {
+      const i = (await c.dst.status()).images.find(x => x.spec.name === 'vm')
+      return i != null && i.postcopy == null ? i : undefined
+    }, 60_000)
+    expect(report.ok).toBe(true)
+    const ops = JSON.parse(readFileSync(join(img.spec.cache.path, '..', 'ops.json'), 'utf8')) as { badCacheReads: number }
+    expect(ops.badCacheReads).toBe(0)
+    await terminateAndWait(img.pid!)
+    expect((await verifyImage({ memoryPath: img.spec.memory.path, cachePath: img.spec.cache.path })).ok).toBe(true)
+  })
+
   it('the destination node restarting mid-stream takes the stream up again; the workload never reads a missing block', async () => {
     const c = await cluster(2)
     await cachedImage(c, 'vm')

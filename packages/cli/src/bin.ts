@@ -7,7 +7,7 @@ import { runDemo } from './commands/demo.js'
 import { runImageCheck, runImageCreate, runImageVerify, runImageHot, runImageRemove, runImageStart, runVolumeImport, runVolumePull, runVolumeRemove } from './commands/image.js'
 import { runEvacuate } from './commands/evacuate.js'
 import { runMigrate } from './commands/migrate.js'
-import { runCancel, runMigrations, runPeers, runReport } from './commands/migrations.js'
+import { runCancel, runKept, runKeptDrop, runMigrations, runPeers, runReport } from './commands/migrations.js'
 import { runConfigCheck, runNode } from './commands/node.js'
 import { runStatus } from './commands/status.js'
 
@@ -107,6 +107,17 @@ program.command('peers')
   .addOption(nodeOpt())
   .option('--json', 'print JSON', false)
   .action(async (o) => { await runPeers(o) })
+const kept = program.command('kept')
+  .description('list the caches this node keeps for the destinations of its post-copy migrations')
+  .addOption(nodeOpt())
+  .option('--json', 'print JSON', false)
+  .action(async (o) => { await runKept(o) })
+kept.command('drop <session>')
+  .description('drop a kept cache (its destination is gone for good, or replicas hold what it lacks)')
+  .addOption(nodeOpt())
+  .option('--force', 'drop it even while its destination is connected', false)
+  .option('--json', 'print JSON', false)
+  .action(async (session: string, o) => { await runKeptDrop(session, o) })
 program.command('report <id>')
   .description("print the path of a finished migration's HTML report (charts of its rounds, lanes, replicas and pause)")
   .addOption(nodeOpt())

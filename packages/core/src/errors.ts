@@ -263,6 +263,7 @@ export const ERROR_TABLE: Readonly<Record<string, ErrorCodeEntry>> = {
   [UnknownVolumeError.code]: NOT_FOUND,
   ERR_NOT_FOUND: NOT_FOUND,
   ERR_UNKNOWN_MIGRATION: NOT_FOUND,
+  ERR_UNKNOWN_KEPT_CACHE: NOT_FOUND,
   // No peer can take an image (none known, reachable, allowing this node, or with room).
   ERR_NO_TARGET: PEER,
   [NoNodeError.code]: NODE,

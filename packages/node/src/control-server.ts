@@ -3,6 +3,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { rmSync } from 'node:fs'
 import { AbortedError, checkName, errorCode, httpStatusOf, InvalidArgumentError, toErrorInfo } from '@shoal/core'
 import type { MigrationReport } from '@shoal/core'
+import type { KeptCacheInfo } from './kept-caches.js'
 import { allowBody, createImageBody, evacuateBody, hotBody, importVolumeBody, migrateBody, parseWith, pullVolumeBody } from './api-schemas.js'
 import type { ShoalNode } from './node-api.js'
 import type { PullReport } from './volumes.js'
@@ -29,7 +30,9 @@ const MAX_BODY = 64 * 1024
  * | `GET /migrations/<id>` | | {@link MigrationRecord}: the whole record (report, samples) |
  * | `GET /migrations/<id>/files` | | `{ json, html }`: the paths of its report files |
  * | `POST /migrations/<id>/cancel` | | the summary: the migration aborts, the workload stays here |
- * | `GET /peers` | | known peers, their addresses, connected or not |
+ * | `GET /peers` | | known peers, their addresses, connected or not, what each announced it can take |
+ * | `GET /kept` | | {@link KeptCacheInfo}[]: caches kept for post-copy destinations |
+ * | `DELETE /kept/<session>[?force=1]` | | the dropped cache's info; refused while its destination is connected unless forced |
  * | `POST /evacuate` | `{ to?: string[], any?: true, maxParallel?, maxRate?, maxAttempts?, images?, ...migration options }` | NDJSON: `{type:'progress',evacuation}` lines, then `{type:'report',report}` ({@link EvacuationReport}) or `{type:'error',error}`; hanging up cancels it |
  * | `POST /images/<name>/verify` | | {@link ImageVerification}: its cache against its volume, the workload's own check |
  *
@@ -94,6 +97,11 @@ async function route (node: ShoalNode, req: IncomingMessage, res: ServerResponse
     const parts = url.pathname.split('/').filter(p => p !== '')
     if (req.method === 'GET' && url.pathname === '/status') { send(res, 200, await node.status()); return }
     if (req.method === 'GET' && url.pathname === '/peers') { send(res, 200, await node.peers()); return }
+    if (req.method === 'GET' && url.pathname === '/kept') { send(res, 200, node.keptCaches()); return }
+    if (req.method === 'DELETE' && parts[0] === 'kept' && parts.length === 2) {
+      send(res, 200, await node.dropKeptCache(pathPart(parts[1]), url.searchParams.get('force') === '1'))
+      return
+    }
     if (req.method === 'GET' && url.pathname === '/migrations') { send(res, 200, node.migrations()); return }
     if (req.method === 'GET' && parts[0] === 'migrations' && parts.length === 2) { send(res, 200, node.migration(pathPart(parts[1]))); return }
     if (req.method === 'GET' && parts[0] === 'migrations' && parts[2] === 'files' && parts.length === 3) { send(res, 200, node.migrationFiles(pathPart(parts[1]))); return }

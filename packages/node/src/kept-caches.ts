@@ -1,6 +1,6 @@
 import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { Bitmap, KeptCacheBlocks } from '@shoal/core'
+import { Bitmap, ImageStateError, InvalidArgumentError, KeptCacheBlocks, ShoalError } from '@shoal/core'
 import type { KeptCache } from '@shoal/core'
 import type { Logger } from './logger.js'
 
@@ -93,6 +93,26 @@ export class KeptCaches {
     if (k == null || k.info.peer !== peer || k.info.volume !== volume) return
     this.log.info('kept cache released by its destination', { volume, peer, session })
     await this.drop(session)
+  }
+
+  /**
+   * The operator drops a kept cache (its destination is gone for good, or a replica holds every
+   * block it lacks): `session` is its session id or a unique prefix of 8 or more hex digits.
+   * Refused while its destination is connected (it may still be fetching from it) unless `force`.
+   */
+  async dropByOperator (session: string, destinationConnected: (peer: string) => boolean, force = false): Promise<KeptCacheInfo> {
+    if (!/^[0-9a-f]{8,64}$/.test(session)) throw new InvalidArgumentError(`a kept cache is named by its session id, 8 to 64 hex digits (see \`shoal kept\`), not ${JSON.stringify(session)}`)
+    const matches = [...this.kept.keys()].filter(k => k.startsWith(session))
+    if (matches.length === 0) throw new ShoalError(`no cache kept for session ${session} on this node (see \`shoal kept\`)`, 'ERR_UNKNOWN_KEPT_CACHE')
+    if (matches.length > 1) throw new InvalidArgumentError(`session ${session} is ambiguous: ${matches.join(', ')}`)
+    const k = this.kept.get(matches[0]!)!
+    if (!force && destinationConnected(k.info.peer)) {
+      throw new ImageStateError(`the destination ${k.info.peer} of this kept cache is connected and may still fetch blocks from it; drop it with force only if a replica holds what it lacks (its reads of blocks nobody serves would wait)`)
+    }
+    const info = this.list().find(i => i.session === k.info.session)!
+    this.log.warn('kept cache dropped by the operator', { volume: k.info.volume, peer: k.info.peer, session: k.info.session, force })
+    await this.drop(k.info.session)
+    return info
   }
 
   list (): KeptCacheInfo[] {

@@ -106,6 +106,13 @@ export interface ShoalNode {
   migration: (id: string) => MigrationRecord
   /** Cancels a running migration: it aborts and the workload keeps running here. */
   cancelMigration: (id: string) => MigrationSummary
+  /** Caches this node keeps for post-copy destinations. */
+  keptCaches: () => KeptCacheInfo[]
+  /**
+   * Drops a kept cache (session id or a unique prefix of 8+ hex digits); refused while its
+   * destination is connected unless `force` ({@link ImageStateError}).
+   */
+  dropKeptCache: (session: string, force?: boolean) => Promise<KeptCacheInfo>
   /** The report files of a finished migration (JSON record and HTML page). */
   migrationFiles: (id: string) => { json: string, html: string }
   /**

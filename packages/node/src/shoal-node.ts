@@ -417,6 +417,8 @@ async function assemble (init: ShoalNodeInit, log: Logger, lock: { release: () =
     migrations: () => migrations.list(),
     migration: (id) => migrations.get(id),
     cancelMigration: (id) => migrations.cancel(id),
+    keptCaches: () => volumes.kept.list(),
+    async dropKeptCache (session, force = false) { return await volumes.kept.dropByOperator(session, p => connectedPeers().includes(p), force) },
     migrationFiles: (id) => migrations.files(id),
     async verifyImage (name) {
       const rec = store.get(name)

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import type { MigrationSummary, NodeStatus } from '@shoal/node'
+import type { KeptCacheInfo, MigrationSummary, NodeStatus } from '@shoal/node'
 import { call, socketOf } from '../control-client.js'
 import { formatBytes, formatTable } from '../format.js'
 
@@ -24,6 +24,21 @@ export async function runCancel (id: string, o: { node: string, json?: boolean }
   const m = await call(socketOf(o.node), 'POST', `/migrations/${encodeURIComponent(id)}/cancel`) as MigrationSummary
   if (o.json === true) { process.stdout.write(JSON.stringify(m) + '\n'); return }
   process.stdout.write(`cancelling migration ${m.id} of ${m.image} (it was in ${m.phase}); the workload stays here\n`)
+}
+
+/** `shoal kept`: the caches this node keeps for the destinations of its post-copy migrations. */
+export async function runKept (o: { node: string, json?: boolean }): Promise<void> {
+  const kept = await call(socketOf(o.node), 'GET', '/kept') as KeptCacheInfo[]
+  if (o.json === true) { process.stdout.write(JSON.stringify(kept) + '\n'); return }
+  if (kept.length === 0) { process.stdout.write('no kept caches\n'); return }
+  process.stdout.write(formatTable(['SESSION', 'VOLUME', 'DESTINATION', 'SINCE', 'SERVABLE BLOCKS'], kept.map(k => [k.session, k.volume, k.peer, k.since, String(k.servableBlocks)])))
+}
+
+/** `shoal kept drop SESSION`: drops a kept cache (refused while its destination is connected, unless --force). */
+export async function runKeptDrop (session: string, o: { node: string, force?: boolean, json?: boolean }): Promise<void> {
+  const k = await call(socketOf(o.node), 'DELETE', `/kept/${encodeURIComponent(session)}${o.force === true ? '?force=1' : ''}`) as KeptCacheInfo
+  if (o.json === true) { process.stdout.write(JSON.stringify(k) + '\n'); return }
+  process.stdout.write(`dropped the cache of volume ${k.volume} kept for ${k.peer} (session ${k.session})\n`)
 }
 
 /**
