@@ -85,6 +85,18 @@ describe('post-copy of the cache between real nodes', () => {
     for (let i = frontier; i < BLOCKS; i++) expect(sha(cache.subarray(i * BS, (i + 1) * BS)).equals(sha(c.volume.subarray(i * BS, (i + 1) * BS))), `block ${i}`).toBe(true)
   }
 
+  /** Waits for the destination's post-copy to end with the source out of it; checks the reads and the records. */
+  async function expectCompleteWithoutSource (c: Cluster, name: string): Promise<void> {
+    const img = await until('the post-copy to complete', async () => {
+      const i = (await c.dst.status()).images.find(x => x.spec.name === name)
+      return i != null && i.postcopy == null ? i : undefined
+    }, 60_000)
+    const ops = JSON.parse(readFileSync(join(img.spec.cache.path, '..', 'ops.json'), 'utf8')) as { badCacheReads: number }
+    expect(ops.badCacheReads).toBe(0)
+    await terminateAndWait(img.pid!)
+    expect((await verifyImage({ memoryPath: img.spec.memory.path, cachePath: img.spec.cache.path })).ok).toBe(true)
+  }
+
   it('switches over before the cache arrived; the workload reads missing blocks on demand; replicas and the source stream the rest', async () => {
     const c = await cluster(2)
     await cachedImage(c, 'vm')
@@ -117,16 +129,8 @@ describe('post-copy of the cache between real nodes', () => {
     const report = await c.src.migrate('vm', c.dst.addrs()[0]!, { lanes: 2, cacheMode: 'postcopy' })
     await c.src.stop()
     // Without the source, completion is checked on the destination only.
-    const img = await until('the post-copy to complete', async () => {
-      const i = (await c.dst.status()).images.find(x => x.spec.name === 'vm')
-      return i != null && i.postcopy == null ? i : undefined
-    }, 60_000)
     expect(report.ok).toBe(true)
-    const ops = JSON.parse(readFileSync(join(img.spec.cache.path, '..', 'ops.json'), 'utf8')) as { badCacheReads: number }
-    expect(ops.badCacheReads).toBe(0)
-    await terminateAndWait(img.pid!)
-    const v = await verifyImage({ memoryPath: img.spec.memory.path, cachePath: img.spec.cache.path })
-    expect(v.ok).toBe(true)
+    await expectCompleteWithoutSource(c, 'vm')
   })
 
   it('an operator may drop a kept cache: refused while its destination is connected, then forced; the replicas finish the stream', async () => {
@@ -143,15 +147,8 @@ describe('post-copy of the cache between real nodes', () => {
     expect((await c.src.dropKeptCache(kept!.session.slice(0, 8), true)).session).toBe(kept!.session)
     expect(c.src.keptCaches()).toEqual([])
     // Without the source's copy, the replicas serve what is missing: the workload's data is whole.
-    const img = await until('the post-copy to complete', async () => {
-      const i = (await c.dst.status()).images.find(x => x.spec.name === 'vm')
-      return i != null && i.postcopy == null ? i : undefined
-    }, 60_000)
     expect(report.ok).toBe(true)
-    const ops = JSON.parse(readFileSync(join(img.spec.cache.path, '..', 'ops.json'), 'utf8')) as { badCacheReads: number }
-    expect(ops.badCacheReads).toBe(0)
-    await terminateAndWait(img.pid!)
-    expect((await verifyImage({ memoryPath: img.spec.memory.path, cachePath: img.spec.cache.path })).ok).toBe(true)
+    await expectCompleteWithoutSource(c, 'vm')
   })
 
   it('the destination node restarting mid-stream takes the stream up again; the workload never reads a missing block', async () => {
